@@ -85,6 +85,13 @@ def is_branch(cfg: DictConfig) -> bool:
     return bool(OmegaConf.select(cfg, "train.branch_from", default=None))
 
 
+def branch_role(cfg: DictConfig) -> Optional[str]:
+    """``branch`` (starts from a trunk), ``trunk`` (the role a branching sweep gave it), or None."""
+    if is_branch(cfg):
+        return "branch"
+    return "trunk" if str(OmegaConf.select(cfg, "sweep.branch", default=None)) == "trunk" else None
+
+
 def check_branch_config(cfg: DictConfig) -> None:
     """One-line errors for branch settings that cannot work (call with the other config checks)."""
     t = cfg.train
@@ -139,13 +146,13 @@ def load_trunk_checkpoint(cfg: DictConfig, plan: Any, map_location: Any = "cpu")
 
 
 def branch_fields(cfg: DictConfig, plan: Any, wall_time: Optional[float] = None) -> dict[str, Any]:
-    """Fields a branch adds to its record (none for other runs): trunk, branch point, own tokens and FLOPs."""
+    """Fields a branch adds to its record: role, trunk, branch point, own tokens and FLOPs (a trunk: its role)."""
     if not is_branch(cfg):
-        return {}
+        return {"role": "trunk"} if branch_role(cfg) == "trunk" else {}
     trunk_dir = Path(cfg.train.branch_from)
     start = branch_step(cfg, plan.tokens_per_step) * plan.tokens_per_step
     own = plan.tokens - start
-    fields = {"trunk": trunk_dir.name, "trunk_dir": str(trunk_dir), "branch_tokens": start,
+    fields = {"role": "branch", "trunk": trunk_dir.name, "trunk_dir": str(trunk_dir), "branch_tokens": start,
               "own_tokens": own, "own_flops": {k: v * own for k, v in plan.flops_per_token.items()}}
     if wall_time:
         fields["tokens_per_second"] = own / max(wall_time, 1e-9)
@@ -178,22 +185,31 @@ def _wait_for(trunk_dir: Path, step: int, tokens_per_step: int, wait_s: float) -
 # Resolvers of sweeps/sweep/wsd_branches.yaml: one trunk and k branches per shape.
 
 
+def tokens_per_step(root: Any) -> int:
+    """Tokens of one optimizer step of the run ``root`` configures (branch points are whole steps)."""
+    return int(root.train.batch_size) * int(root.model.context)
+
+
 def _budgets(budgets: Any) -> list[float]:
     return list(OmegaConf.to_container(budgets, resolve=True)) if OmegaConf.is_config(budgets) else list(budgets)
 
 
-def _role_tokens(role: Any, budgets: Any, fraction: float) -> int:
-    bp = plan_branches(_budgets(budgets), float(fraction))
+def _plan_of(budgets: Any, fraction: float, root: Any) -> BranchPlan:
+    return plan_branches(_budgets(budgets), float(fraction), tokens_per_step(root))
+
+
+def _role_tokens(role: Any, budgets: Any, fraction: float, *, _root_: DictConfig) -> int:
+    bp = _plan_of(budgets, fraction, _root_)
     return bp.trunk_tokens if str(role) == "trunk" else bp.branch(_index(role, bp))[0]
 
 
-def _role_start(role: Any, budgets: Any, fraction: float) -> Optional[int]:
-    bp = plan_branches(_budgets(budgets), float(fraction))
+def _role_start(role: Any, budgets: Any, fraction: float, *, _root_: DictConfig) -> Optional[int]:
+    bp = _plan_of(budgets, fraction, _root_)
     return None if str(role) == "trunk" else bp.branch(_index(role, bp))[1]
 
 
-def _role_keep(role: Any, budgets: Any, fraction: float) -> list[int]:
-    return list(plan_branches(_budgets(budgets), float(fraction)).starts) if str(role) == "trunk" else []
+def _role_keep(role: Any, budgets: Any, fraction: float, *, _root_: DictConfig) -> list[int]:
+    return list(_plan_of(budgets, fraction, _root_).starts) if str(role) == "trunk" else []
 
 
 def _index(role: Any, bp: BranchPlan) -> int:
@@ -206,25 +222,28 @@ def _index(role: Any, bp: BranchPlan) -> int:
     return i
 
 
-def _trunk_dir(*, _root_: DictConfig) -> Optional[str]:
-    """Run directory of this branch's trunk: the same config with ``sweep.branch=trunk``, hashed."""
+def _trunk_dir(key: str = "sweep.branch", *, _root_: DictConfig) -> Optional[str]:
+    """Run directory of this branch's trunk: the same config with ``key`` (the swept role) set to trunk, hashed."""
     from scaling.run_key import run_key
 
     if str(_root_.sweep.branch) == "trunk":
         return None
     trunk = copy.deepcopy(_root_)
     OmegaConf.set_readonly(trunk, False)
-    trunk.sweep.branch = "trunk"
+    OmegaConf.update(trunk, str(key), "trunk", force_add=True)
     return str(Path(str(_root_.runs_dir)) / str(_root_.group) / run_key(trunk))
 
 
 RESOLVERS = {"wsd_tokens": _role_tokens, "wsd_branch_tokens": _role_start, "wsd_keep": _role_keep,
-             "wsd_schedule": lambda role: "constant" if str(role) == "trunk" else "wsd"}
+             "wsd_trunk_dir": _trunk_dir,
+             "wsd_schedule": lambda role: "constant" if str(role) == "trunk" else "wsd",
+             "wsd_role": lambda role: "trunk" if str(role) == "trunk" else "branch"}
 
 
 def register_resolvers() -> None:
-    for name, fn in RESOLVERS.items():
+    """Register the resolvers of the branching sweeps (``wsd_branches``, ``isoflop_wsd``, ``ladder_wsd``)."""
+    from scaling.branch_sweeps import RESOLVERS as SWEEP_RESOLVERS
+
+    for name, fn in {**RESOLVERS, **SWEEP_RESOLVERS}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
-    if not OmegaConf.has_resolver("wsd_trunk_dir"):
-        OmegaConf.register_new_resolver("wsd_trunk_dir", _trunk_dir)

@@ -92,6 +92,7 @@ def expand(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
 
 
 def register_all() -> None:
+    from scaling import branching
     from scaling.config import register_configs
     from scaling.resolvers import register_resolvers
     from scaling.run_key import register_run_key_resolver
@@ -99,6 +100,7 @@ def register_all() -> None:
     register_configs()
     register_run_key_resolver()
     register_resolvers()
+    branching.register_resolvers()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,7 +125,14 @@ class PlannedRun:
     state: str  # completed | failed | diverged | skipped | partial | "" (not started), from the run directory
     eval_tokens: int = 0
     est_seconds: Optional[float] = None
+    role: Optional[str] = None  # WSD branching: trunk | branch | None
+    trunk: Optional[str] = None  # a branch's trunk (run id)
+    own_tokens: Optional[int] = None  # tokens this run trains itself: a branch's, after its trunk; else D
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.own_tokens is None:
+            self.own_tokens = self.tokens
 
     @property
     def to_train(self) -> bool:
@@ -131,11 +140,18 @@ class PlannedRun:
 
     @property
     def compute(self) -> float:
+        """C of the run's D (a branch's true total, its trunk's part included)."""
         return self.flops.get(self.convention, float("nan"))
+
+    @property
+    def own_compute(self) -> float:
+        """C this run spends itself: a sweep's total counts each trunk once."""
+        return self.compute * self.own_tokens / self.tokens if self.tokens else 0.0
 
 
 def plan_run(cfg: DictConfig, index: int, overrides: list[str], run_dir: Optional[Path] = None) -> PlannedRun:
     """Sizes of one job's run, derived from its config exactly as the training loop derives them."""
+    from scaling.branching import branch_fields, branch_role
     from scaling.flops import flops_per_token, param_counts
     from scaling.resolvers import model_config, vocab_size
     from scaling.run_key import run_key
@@ -147,11 +163,13 @@ def plan_run(cfg: DictConfig, index: int, overrides: list[str], run_dir: Optiona
     per_token = flops_per_token(model, vocab)
     train_tokens = int(cfg.train.tokens)
     reason = OmegaConf.select(cfg, "sweep.skip_reason", default=None) or None
+    branch: dict[str, Any] = {}
     if reason:
         steps, tokens = 0, train_tokens
     else:
         plan = RunPlan(cfg, vocab, world_size=1)
         steps, tokens = plan.steps, plan.tokens
+        branch = branch_fields(cfg, plan)
     t = cfg.train
     evals = (steps // t.eval_every if t.eval_every else 0) * t.eval_tokens + (t.final_eval_tokens if steps else 0)
     convention = OmegaConf.select(cfg, "sweep.convention", default=None) or "6nd"
@@ -162,12 +180,17 @@ def plan_run(cfg: DictConfig, index: int, overrides: list[str], run_dir: Optiona
         train_tokens=train_tokens, tokens=tokens, steps=steps,
         flops={k: v * tokens for k, v in per_token.items()}, convention=str(convention),
         budget=_float_or_none(OmegaConf.select(cfg, "sweep.budget", default=None)),
-        skip_reason=reason, state=run_state(run_dir), eval_tokens=int(evals),
+        skip_reason=reason, state=run_state(run_dir), eval_tokens=int(evals), role=branch_role(cfg),
+        trunk=branch.get("trunk"), own_tokens=branch.get("own_tokens"),
     )
 
 
 def _float_or_none(x: Any) -> Optional[float]:
-    return None if x is None else float(x)
+    """The budget of a run; None for none, or for a branching sweep's trunk (``trunk``)."""
+    try:
+        return None if x is None else float(x)
+    except ValueError:
+        return None
 
 
 def run_state(run_dir: Path) -> str:
@@ -214,7 +237,7 @@ def estimate_times(runs: list[PlannedRun], cfgs: list[DictConfig], tokens_per_se
         source = f"{fps:.3g} FLOP/s of Chinchilla-convention FLOPs ({how})"
         rate = {r.index: fps / (r.flops["chinchilla"] / r.tokens) if r.tokens else math.inf for r in runs}
     for r in runs:
-        r.est_seconds = 0.0 if r.skip_reason else (r.tokens + r.eval_tokens / 3.0) / rate[r.index]
+        r.est_seconds = 0.0 if r.skip_reason else (r.own_tokens + r.eval_tokens / 3.0) / rate[r.index]
     return source
 
 
@@ -279,17 +302,18 @@ def measure_tokens_per_sec(cfg: DictConfig, vocab: int, seconds: float = 1.0) ->
 
 
 def totals(runs: list[PlannedRun]) -> dict[str, Any]:
-    """Sums over the runs; ``*_to_train`` count only runs neither skipped nor already finished."""
+    """Sums over the runs; ``*_to_train`` count only runs neither skipped nor already finished. Tokens and
+    FLOPs are what the runs spend themselves: a WSD branch its own part, so each trunk counts once."""
     todo = [r for r in runs if r.to_train]
     return {
         "runs": len(runs),
         "skipped": sum(1 for r in runs if r.skip_reason),
         "already_done": sum(1 for r in runs if not r.skip_reason and not r.to_train),
         "to_train": len(todo),
-        "tokens": sum(r.tokens for r in runs if not r.skip_reason),
-        "flops": sum(r.compute for r in runs if not r.skip_reason),
-        "tokens_to_train": sum(r.tokens for r in todo),
-        "flops_to_train": sum(r.compute for r in todo),
+        "tokens": sum(r.own_tokens for r in runs if not r.skip_reason),
+        "flops": sum(r.own_compute for r in runs if not r.skip_reason),
+        "tokens_to_train": sum(r.own_tokens for r in todo),
+        "flops_to_train": sum(r.own_compute for r in todo),
         "est_seconds": sum(r.est_seconds or 0.0 for r in todo),
     }
 
@@ -324,6 +348,9 @@ def format_table(runs: list[PlannedRun], throughput: str, title: str) -> str:
     rows = []
     for r in runs:
         note = f"skip: {r.skip_reason}" if r.skip_reason else NOTES.get(r.state, "")
+        if r.role and not r.skip_reason:
+            role = "trunk" if r.role == "trunk" else f"branch at {_si(r.tokens - r.own_tokens)} tokens of its trunk"
+            note = f"{role}; {note}" if note else role
         rows.append([str(r.index), str(r.shape["width"]), str(r.shape["depth"]), str(r.shape["heads"]),
                      str(r.shape["context"]), _si(r.params["non_embedding"]), _si(r.params["with_head"]),
                      _si(r.params["total"]), _si(r.tokens), f"{r.compute:.3g}",
@@ -346,6 +373,7 @@ def as_dict(runs: list[PlannedRun], throughput: str, title: str) -> dict[str, An
         d = asdict(r)
         d.pop("extra")
         d["compute"] = r.compute
+        d["own_compute"] = r.own_compute
         d["to_train"] = r.to_train
         rows.append(d)
     return {"sweep": title, "throughput": throughput, "runs": rows, "totals": totals(runs)}
@@ -359,7 +387,8 @@ def as_csv(runs: list[PlannedRun]) -> str:
                **{f"N_{k}": v for k, v in r.params.items()}, "train_tokens": r.train_tokens, "tokens": r.tokens,
                "steps": r.steps, **{f"flops_{k}": v for k, v in r.flops.items()}, "convention": r.convention,
                "budget": r.budget, "est_seconds": r.est_seconds, "skip_reason": r.skip_reason or "",
-               "state": r.state, "overrides": " ".join(r.overrides)}
+               "state": r.state, "role": r.role or "", "trunk": r.trunk or "", "own_tokens": r.own_tokens,
+               "overrides": " ".join(r.overrides)}
         if writer is None:
             writer = csv.DictWriter(buf, fieldnames=list(row))
             writer.writeheader()

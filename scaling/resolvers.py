@@ -224,8 +224,9 @@ def check_sweep_settings(sweep: Any) -> None:
         raise ConfigError(f"sweep.{unknown[0]} is not a sweep setting: choose among {', '.join(SWEEP_KEYS)}")
 
 
-def skip_reason(cfg: Any) -> Optional[str]:
-    """Why this run of a sweep should not train (None: it should). Rules, from ``sweep:``:
+def skip_reason(cfg: Any, tokens: Optional[int] = None) -> Optional[str]:
+    """Why this run of a sweep should not train (None: it should); ``tokens`` replaces ``train.tokens``.
+    Rules, from ``sweep:``:
 
     - below the floor: tokens < max(min_tokens, min_tokens_per_param * N, min_steps * tokens per step)
       (N under ``param_convention``, default the N of the sweep's FLOP ``convention``);
@@ -234,7 +235,7 @@ def skip_reason(cfg: Any) -> Optional[str]:
     sweep = cfg.get("sweep")
     check_sweep_settings(sweep)
     sweep = sweep if isinstance(sweep, DictConfig) else OmegaConf.create({})
-    tokens = int(cfg.train.tokens)
+    tokens = int(cfg.train.tokens if tokens is None else tokens)
     per_step = int(cfg.train.batch_size) * int(cfg.model.context)
 
     floors = [(0, "")]
