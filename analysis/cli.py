@@ -3,6 +3,7 @@
     scaling-fit runs/ --approach all --bootstrap 1000 --out fit/
     scaling-fit chinchilla.csv --params-col "Model Size" --flops-col "Training FLOP" --loss-col loss \
         --drop-highest 5 --approach parametric --json
+    scaling-fit runs/lr_sweep --lr-rule fit/lr_rule.json     # lr* = c N^k, for optim.lr=${lr_from_rule:...}
 
 Prints a readable table (or, with ``--json``, one JSON object keyed by approach); ``--out DIR`` also
 writes ``fit.json``, plots and ``report.md``. Bad input: ``error: ...`` on stderr and exit status 2.
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--drop-highest", type=int, default=0, metavar="K", help="drop the K runs with the highest loss")
     g.add_argument("--filter", action="append", default=[], metavar="EXPR",
                    help="keep rows matching a pandas query, e.g. 'N > 1e7' (repeatable; all must hold)")
+    g = p.add_argument_group("learning-rate rule (an LR sweep instead of scaling laws)")
+    g.add_argument("--lr-rule", type=Path, metavar="PATH",
+                   help="fit lr* = c x^k to an LR sweep of run folders (best lr per size) and write the rule to "
+                        "PATH, for sweeps to use as optim.lr=${lr_from_rule:PATH}")
+    g.add_argument("--lr-rule-x", default="N", choices=("N", "C"),
+                   help="x of the rule: N under --params (default) or C under --flops")
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print one JSON object keyed by approach on stdout")
     g.add_argument("--out", type=Path, help="write fit.json, plots and report.md into this folder")
@@ -106,6 +113,8 @@ def _run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     runs = _captured(notes, _load, args)
     runs = _select(runs, args)
+    if args.lr_rule is not None:
+        return _lr_rule(args, runs, notes)
     approaches = APPROACHES if args.approach == "all" else (args.approach,)
     curves = None
     if "envelope" in approaches:
@@ -145,6 +154,21 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
     if args.wandb:
         _log_to_wandb(args, results, runs, written.values() if args.out is not None else ())
+    return 0
+
+
+def _lr_rule(args: argparse.Namespace, runs: pd.DataFrame, notes: list[str]) -> int:
+    """Fit the learning-rate rule of an LR sweep and write its rule file."""
+    from analysis.lr_rules import fit_lr_rule, with_hparams, write_rule
+
+    runs = runs if "lr" in runs else with_hparams(runs)  # a table may carry lr; run folders have it in config.yaml
+    fit = _captured(notes, fit_lr_rule, runs, x=args.lr_rule_x, level=args.level)
+    convention = args.params if args.lr_rule_x == "N" else args.flops
+    write_rule(fit, args.lr_rule, convention=convention, fitted_from=str(args.source))
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    print(json.dumps({"lr_rule": fit.to_dict()}, indent=2) if args.json else fit.summary())
+    print(f"wrote the rule to {args.lr_rule}; use it as optim.lr='${{lr_from_rule:{args.lr_rule}}}'", file=sys.stderr)
     return 0
 
 

@@ -8,10 +8,17 @@ Per value of x (N or C): a parabola in log(lr) through the loss near the grid's 
 The same fit serves batch size (``fit_batch_rule``). Input: a DataFrame (or list of records) with the
 columns named by ``x``, ``hparam`` and ``loss``; ``with_hparams`` adds ``lr`` and ``batch_size`` to the
 output of ``analysis.load.load_runs`` from each run's ``config.yaml``.
+
+``write_rule`` saves a fitted rule as the small JSON file sweeps read (``${lr_from_rule:PATH}`` of the
+training side; the file is the only contract between the two)::
+
+    {"form": "power", "hparam": "lr", "x": "params" | "compute", "convention": "non_embedding",
+     "coef": c, "exponent": k, "fitted_from": ..., "n_points": ..., "level": 0.95, "interval": {...}}
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,8 +26,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from analysis.columns import PARAMS
 from analysis.errors import AnalysisInputError
+from analysis.files import atomic_write_text
 from analysis.result import FitResult
+
+RULE_X = {"N": "params", "C": "compute"}  # the fit's x -> the rule file's x
+DEFAULT_CONVENTION = {"N": "non_embedding", "C": "6nd"}  # load_runs' defaults
 
 
 def with_hparams(runs: pd.DataFrame) -> pd.DataFrame:
@@ -96,7 +108,33 @@ def _fit_rule(runs: Any, x: str, hparam: str, loss: str, level: float) -> FitRes
     return FitResult(approach=f"{hparam}_rule", law=f"{hparam}* = c * {x}^k", estimates=estimates, stderr=stderr,
                      interval=interval, level=level, warnings=warnings, tables={"best": best}, predict_fn=predict,
                      diagnostics={"n_points": n, "rmse_log": float(np.sqrt(np.mean(resid ** 2))), "converged": True,
-                                  "bound_hit": []})
+                                  "bound_hit": [], "x": x, "hparam": hparam})
+
+
+def rule_json(fit: FitResult, convention: str | None = None, fitted_from: str | None = None) -> dict[str, Any]:
+    """The rule file's object for a fit of ``fit_lr_rule`` or ``fit_batch_rule`` with x = N or C.
+
+    convention: the N (non_embedding, with_head, total) or FLOP convention (6nd, chinchilla, ...) the
+      fit's x was in; default load_runs' (non_embedding, 6nd). fitted_from: where the runs came from.
+    """
+    x = fit.diagnostics.get("x")
+    if not fit.approach.endswith("_rule") or x not in RULE_X:
+        raise AnalysisInputError(f"fit: a {fit.approach} fit with x={x!r} is not a rule of N or C; "
+                                 "fit it with fit_lr_rule(runs, x='N') or x='C'")
+    convention = convention or DEFAULT_CONVENTION[x]
+    if x == "N" and convention not in PARAMS:
+        raise AnalysisInputError(f"convention: {convention!r} is not an N convention; choose one of {', '.join(PARAMS)}")
+    return {"form": "power", "hparam": fit.diagnostics.get("hparam", "lr"), "x": RULE_X[x], "convention": convention,
+            "coef": fit["c"], "exponent": fit["k"], "fitted_from": fitted_from,
+            "n_points": fit.diagnostics.get("n_points"), "level": fit.level,
+            "interval": {"coef": list(fit.interval.get("c", ())), "exponent": list(fit.interval.get("k", ()))}}
+
+
+def write_rule(fit: FitResult, path: str | Path, convention: str | None = None,
+               fitted_from: str | None = None) -> Path:
+    """Save ``rule_json(fit, ...)`` to ``path`` atomically; sweeps then use ``optim.lr=${lr_from_rule:PATH}``."""
+    text = json.dumps(rule_json(fit, convention, fitted_from), indent=2) + "\n"
+    return atomic_write_text(path, text)
 
 
 def _frame(runs: Any, columns: Sequence[str]) -> pd.DataFrame:

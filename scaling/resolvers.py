@@ -1,11 +1,12 @@
-"""OmegaConf resolvers of the named sweeps: token budgets from compute or from tokens per parameter, and
-the skip rules that leave out runs below a floor or beyond the data.
+"""OmegaConf resolvers of the named sweeps: token budgets from compute or from tokens per parameter, the
+skip rules that leave out runs below a floor or beyond the data, and learning rates from a fitted rule.
 
 Used in ``sweeps/sweep/*.yaml``::
 
     train.tokens: ${tokens_for_budget:${sweep.budget},${sweep.convention}}   # D = C / flops_per_token
     train.tokens: ${tokens_per_param:${sweep.multiple},non_embedding}         # D = k * N
     sweep.skip_reason: ${skip_reason:}                                        # null, or why the run is skipped
+    optim.lr: ${lr_from_rule:fit/lr_rule.json}                                # lr = c N^k of a fitted rule
     hydra.sweeper.params: {sweep.budget: ${sweep_values:${sweep.budgets}}}   # a list -> "a,b,c" for the sweeper
 
 The vocabulary size must be known before the data is prepared: byte = 256, bpe = data.bpe_vocab_size
@@ -267,6 +268,12 @@ def _skip_reason_resolver(*, _root_: DictConfig) -> Optional[str]:
     return skip_reason(_root_)
 
 
+def _lr_from_rule(path: Any, *, _root_: DictConfig, _node_: Any = None) -> float:
+    from scaling.lr_rule import lr_from_rule
+
+    return lr_from_rule(path, _root_=_root_, _node_=_node_)
+
+
 def skipped_result(cfg: DictConfig, run_dir: str | Path) -> Optional[dict[str, Any]]:
     """For a run whose ``sweep.skip_reason`` is set: write ``result.json`` (status ``skipped``, the reason
     as ``error``) and return it. None for a run that should train. Call before any work."""
@@ -290,6 +297,7 @@ RESOLVERS = {
     "tokens_per_param": tokens_per_param,
     "skip_reason": _skip_reason_resolver,
     "sweep_values": sweep_values,
+    "lr_from_rule": _lr_from_rule,
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -43,7 +44,18 @@ def run_key(cfg: DictConfig) -> str:
 
 
 def _resolve_run_key(*, _root_: DictConfig) -> str:
-    return run_key(_root_)
+    """``${run_key:}`` of ``hydra.run.dir``: Hydra resolves it before the task runs, so a user error in the
+    config (a resolver's ConfigError) ends the program here with one line and status 2, not a traceback."""
+    try:
+        return run_key(_root_)
+    except Exception as exc:  # noqa: BLE001
+        from scaling.plan import user_error_message
+
+        msg = user_error_message(exc)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def register_run_key_resolver() -> None:
