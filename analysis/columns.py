@@ -18,6 +18,9 @@ CURVE_LOSSES = ("val/loss", "train/loss")  # per-step losses in metrics.jsonl
 N, D, C, LOSS = "N", "D", "C", "loss"
 
 SHAPE = ("width", "depth", "heads", "context", "vocab_size")  # model shape keys of a record
+# WSD branching: ``role`` (run, trunk, branch), the branch's trunk (run id), branch point and own tokens.
+BRANCH = ("role", "trunk", "branch_tokens", "own_tokens")
+ROLE, RUN, TRUNK, BRANCH_ROLE = "role", "run", "trunk", "branch"
 
 
 def params_col(convention: str) -> str:

@@ -3,6 +3,11 @@
 ``load_runs`` gives one row per run; ``load_curves`` one row per logged step. Both add the canonical
 columns ``N``, ``D``, ``C``, ``loss`` chosen by the counting conventions (see ``analysis.columns``).
 Failed and diverged runs are left out with a warning; the same run found twice is kept once.
+
+WSD branching: every row has a ``role``: ``branch`` (a cooldown branch: a point like any other, with its
+``trunk``, ``branch_tokens``, ``own_tokens`` and ``own_flops_<convention>``), ``trunk`` (the constant-lr
+run its branches start from), or ``run``. ``load_runs`` leaves trunks out of the points (their branches
+are the points); ``load_curves`` keeps them, for ``plots.plot_branches``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ def load_runs(
     flops_col: str | None = None,
     loss_col: str | None = None,
     keep_failed: bool = False,
+    keep_trunks: bool = False,
     **filters: Any,
 ) -> pd.DataFrame:
     """One row per run, with canonical columns ``N``, ``D``, ``C``, ``loss``.
@@ -53,6 +59,7 @@ def load_runs(
     params_col / tokens_col / flops_col / loss_col: for tables, the columns holding N, D, C and the loss;
       when only one of D and C is given the other is derived (D = C / 6N or C = 6ND) with a warning.
     keep_failed: keep failed and diverged runs (their loss may be missing).
+    keep_trunks: keep the trunks of WSD branching (constant lr, no cooldown: not points of a law).
     filters: passed to the W&B loader (e.g. ``group=...``).
     """
     conventions = {"params": params, "flops": flops, "loss": loss, "keep_failed": keep_failed}
@@ -68,8 +75,8 @@ def load_runs(
         if path.is_dir() and _is_offline_wandb(path):
             return _wandb("load_offline_wandb")(path, **conventions)
         raw = _read_records(path) if path.is_dir() else _read_table(path)
-    raw = _drop_unfinished(raw, keep_failed)
-    raw = _drop_duplicates(raw)
+    raw = _drop_unfinished(_with_roles(raw), keep_failed)
+    raw = _drop_trunks(_drop_duplicates(raw), keep_trunks)
     out = _canonical(raw, params=params, flops=flops, loss=loss, params_col=params_col,
                      tokens_col=tokens_col, flops_col=flops_col, loss_col=loss_col)
     if "path" not in out.columns:
@@ -110,7 +117,7 @@ def load_curves(
         table = table.rename(columns={run_col: "run_id"})
         return _canonical(table, params=params, flops=flops, loss=loss, params_col=params_col,
                           tokens_col=tokens_col, flops_col=flops_col, loss_col=loss_col).reset_index(drop=True)
-    runs = _drop_duplicates(_drop_unfinished(_read_records(path), keep_failed))
+    runs = _drop_duplicates(_drop_unfinished(_with_roles(_read_records(path)), keep_failed))
     frames = [_read_metrics(row) for row in runs.to_dict("records")]
     frames = [f for f in frames if len(f)]
     if not frames:
@@ -179,8 +186,10 @@ def record_row(rec: dict[str, Any], config: dict[str, Any], *, path: str, sweep:
     row["tokens"] = rec.get("tokens")
     for key, value in (rec.get("flops") or {}).items():
         row[f"flops_{key}"] = value
-    for key in ("val_loss", "train_loss", "wall_time", "tokens_per_second", "error"):
+    for key in ("val_loss", "train_loss", "wall_time", "tokens_per_second", "error") + col.BRANCH:
         row[key] = rec.get(key)
+    for key, value in (rec.get("own_flops") or {}).items():
+        row[f"own_flops_{key}"] = value
     row["path"] = path
     row["_config_hash"] = _config_hash(config) if config else None
     return row
@@ -235,7 +244,7 @@ def _read_metrics(run: dict[str, Any]) -> pd.DataFrame:
     for key, total in run.items():  # FLOPs per step = tokens x (the run's FLOPs per token)
         if key.startswith("flops_") and key not in frame.columns and _positive(total) and _positive(run["tokens"]):
             frame[key] = frame["tokens"].astype(float) * (float(total) / float(run["tokens"]))
-    for key in ("sweep", "run_id", "status", "path") + col.SHAPE:
+    for key in ("sweep", "run_id", "status", "path") + col.SHAPE + col.BRANCH:
         if key in run:
             frame[key] = run[key]
     for key, value in run.items():
@@ -301,6 +310,34 @@ def _drop_unfinished(raw: pd.DataFrame, keep_failed: bool) -> pd.DataFrame:
         why = "; ".join(f"{n} x {r}" if n > 1 else r for r, n in reasons.items())
         warnings.warn(f"left out {len(bad)} of {len(raw)} runs that did not complete ({why})", stacklevel=3)
     return raw[status == "completed"]
+
+
+def _with_roles(raw: pd.DataFrame) -> pd.DataFrame:
+    """Fill ``role``: as the record says, else ``trunk`` when a branch names the run, ``branch`` when it
+    names a trunk, else ``run`` (records written before roles were recorded). A table without ``trunk`` or
+    ``role`` columns is returned as it is."""
+    if "trunk" not in raw.columns and col.ROLE not in raw.columns:
+        return raw
+    raw = raw.copy()
+    trunk = raw["trunk"] if "trunk" in raw.columns else pd.Series(None, index=raw.index, dtype=object)
+    named = set(trunk.dropna().astype(str))
+    guess = raw["run_id"].astype(str).isin(named).map({True: col.TRUNK, False: col.RUN}) if "run_id" in raw \
+        else pd.Series(col.RUN, index=raw.index)
+    guess[trunk.notna()] = col.BRANCH_ROLE
+    raw[col.ROLE] = raw[col.ROLE].fillna(guess) if col.ROLE in raw.columns else guess
+    return raw
+
+
+def _drop_trunks(raw: pd.DataFrame, keep_trunks: bool) -> pd.DataFrame:
+    """Leave out the trunks of WSD branching (their branches are the points), with one warning."""
+    if col.ROLE not in raw.columns:
+        return raw
+    trunks = raw[col.ROLE] == col.TRUNK
+    if trunks.any() and not keep_trunks:
+        warnings.warn(f"left out {int(trunks.sum())} WSD trunk run(s) (constant lr, no cooldown); their "
+                      "cooldown branches are the points (keep_trunks=True keeps them)", stacklevel=3)
+        return raw[~trunks]
+    return raw
 
 
 def _drop_duplicates(raw: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,9 @@
 
 Every function takes data and/or a FitResult and an output path (suffix ignored), writes one file per
 format (PNG and SVG by default) and returns the written paths. Log axes, units on labels, runs coloured
-by model size N.
+by model size N. Points of WSD branching (the ``role`` column of ``load_runs``) have their own marker:
+cooldown branches are triangles, trunks squares, other runs circles; ``plot_branches`` draws each trunk's
+curve with its branches hanging off it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import ScalarFormatter
 
+from analysis import columns as col
 from analysis.errors import AnalysisInputError
 from analysis.files import atomic_write
 from analysis.result import FitResult
@@ -24,19 +28,29 @@ from analysis.result import FitResult
 FORMATS = ("png", "svg")
 CMAP = "viridis"
 REFERENCES = {"Chinchilla": (0.50, 0.50), "Kaplan": (0.73, 0.27)}  # (a, b) of N_opt ~ C^a, D_opt ~ C^b
+MARKERS = {col.RUN: "o", col.BRANCH_ROLE: "^", col.TRUNK: "s"}  # marker of each role of a run
+LABELS = {col.RUN: "run", col.BRANCH_ROLE: "WSD branch (cooldown)", col.TRUNK: "WSD trunk (no cooldown)"}
 
 
-def plot_isoflop(res: FitResult, path: str | Path, *, formats: Iterable[str] = FORMATS) -> list[Path]:
-    """IsoFLOP profiles: loss against N per budget, the fitted parabolas and their minima."""
+def plot_isoflop(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None = None,
+                 formats: Iterable[str] = FORMATS) -> list[Path]:
+    """IsoFLOP profiles: loss against N per budget, the fitted parabolas and their minima.
+
+    runs: the runs the fit was made from, in its order; their ``role`` marks WSD branch points.
+    """
     _need(res, "isoflop", "plot_isoflop")
     points, budgets = res.tables["points"], res.tables["budgets"]
+    roles = _roles(runs) if runs is not None and len(runs) == len(points) else _roles(points)
+    points = points.assign(**{col.ROLE: roles.to_numpy()})
     fig, ax = _figure()
     norm = LogNorm(budgets["C"].min(), budgets["C"].max() * 1.0001)
     cmap = _cmap()
     for b in budgets.itertuples():
         colour = cmap(norm(b.C))
         pts = points[np.isclose(points["budget"], b.C)]
-        ax.scatter(pts["N"], pts["loss"], s=14, color=colour, alpha=np.where(pts["in_window"], 1.0, 0.35))
+        for role, sub in pts.groupby(col.ROLE):
+            ax.scatter(sub["N"], sub["loss"], s=14 if role == col.RUN else 22, color=colour, marker=MARKERS[role],
+                       alpha=np.where(sub["in_window"], 1.0, 0.35), gid=f"{role}-points-{b.Index}")
         if np.isfinite(b.c2):
             sel = pts[pts["in_window"]]
             x = np.linspace(np.log(sel["N"].min()), np.log(sel["N"].max()), 100)
@@ -48,6 +62,7 @@ def plot_isoflop(res: FitResult, path: str | Path, *, formats: Iterable[str] = F
     ax.set_xlabel("N (parameters)")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(f"IsoFLOP profiles: a = {_fmt(res, 'a')}")
+    _legend(ax, _role_proxies(points[col.ROLE]))
     _colorbar(fig, ax, norm, "C (FLOPs)")
     return _save(fig, path, formats)
 
@@ -68,7 +83,7 @@ def plot_loss_vs_compute(runs: pd.DataFrame, path: str | Path, *, fit: FitResult
     if curves is not None:
         for _, g in curves[curves["loss"].notna()].groupby("run_id"):
             ax.plot(g["C"], g["loss"], color=cmap(norm(g["N"].iloc[0])), lw=0.6, alpha=0.35)
-    ax.scatter(runs["C"], runs["loss"], c=runs["N"], cmap=CMAP, norm=norm, s=18, zorder=3)
+    proxies = _scatter_roles(ax, runs, "C", "loss", norm, s=18, zorder=3)
     front = frontier(runs, "C")
     ax.plot(front["C"], front["loss"], color="black", lw=1, ls="--", label="frontier")
     law = fit.tables["fits"].get("C") if fit is not None and "fits" in fit.tables else fit
@@ -84,7 +99,54 @@ def plot_loss_vs_compute(runs: pd.DataFrame, path: str | Path, *, fit: FitResult
     ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("C (training FLOPs)")
     ax.set_ylabel("loss (nats/token)")
-    ax.legend(fontsize=8)
+    _legend(ax, proxies)
+    _colorbar(fig, ax, norm, "N (parameters)")
+    return _save(fig, path, formats)
+
+
+def plot_branches(curves: pd.DataFrame, path: str | Path, *, x: str = "D",
+                  formats: Iterable[str] = FORMATS) -> list[Path]:
+    """Each WSD trunk's loss curve (solid) with its branches' cooldown curves (dashed) hanging off it at their
+    branch points (dots), each ending in its final point (triangle); coloured by N.
+
+    curves: per-step curves of a branching sweep (``load_curves``: ``role``, ``trunk``, ``branch_tokens``).
+    x: ``D`` (tokens) or ``C`` (FLOPs).
+    """
+    _columns(curves, ("run_id", "tokens", "N", x, "loss"), "curves")
+    roles = _roles(curves)
+    if not (roles == col.BRANCH_ROLE).any() or "branch_tokens" not in curves:
+        raise AnalysisInputError("curves: no WSD branch (no run names a trunk); plot_branches needs the curves of "
+                                 "a branching sweep (isoflop_wsd, ladder_wsd, wsd_branches)")
+    data = curves.assign(**{col.ROLE: roles.to_numpy()})
+    data = data[data["loss"].notna()].sort_values("tokens")
+    fig, ax = _figure()
+    norm = _size_norm(data["N"])
+    cmap = _cmap()
+    for trunk_id, branches in data[data[col.ROLE] == col.BRANCH_ROLE].groupby("trunk"):
+        colour = cmap(norm(branches["N"].iloc[0]))
+        trunk = data[data["run_id"] == trunk_id]
+        if len(trunk):
+            ax.plot(trunk[x], trunk["loss"], color=colour, lw=1.6, gid=f"trunk-{trunk_id}")
+        for _, b in branches.groupby("run_id"):
+            xs, ys = b[x].to_numpy(float), b["loss"].to_numpy(float)
+            if len(trunk):  # from the trunk's curve at the branch point
+                start = float(b["branch_tokens"].iloc[0])
+                x0 = np.interp(start, trunk["tokens"], trunk[x])
+                y0 = np.interp(start, trunk["tokens"], trunk["loss"])
+                ax.scatter([x0], [y0], s=12, color=colour, zorder=4, gid="branch-starts")
+                xs, ys = np.r_[x0, xs], np.r_[y0, ys]
+            ax.plot(xs, ys, color=colour, lw=1, ls="--")
+            ax.scatter(xs[-1:], ys[-1:], s=30, marker=MARKERS[col.BRANCH_ROLE], color=colour, edgecolor="black",
+                       zorder=5, gid="branch-ends")
+    ax.set_xscale("log")
+    ax.set_xlabel({"D": "D (tokens)", "C": "C (training FLOPs)"}.get(x, x))
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title("WSD branching: trunks and their cooldown branches")
+    ax.legend(handles=[Line2D([], [], color="gray", lw=1.6, label="trunk (constant lr)"),
+                       Line2D([], [], color="gray", lw=1, ls="--", label="cooldown branch"),
+                       Line2D([], [], color="gray", ls="", marker="o", ms=4, label="branch point"),
+                       Line2D([], [], color="gray", ls="", marker=MARKERS[col.BRANCH_ROLE], mec="black",
+                              label=LABELS[col.BRANCH_ROLE])], fontsize=8)
     _colorbar(fig, ax, norm, "N (parameters)")
     return _save(fig, path, formats)
 
@@ -186,7 +248,8 @@ def plot_residuals(runs: pd.DataFrame, res: FitResult, path: str | Path, *, x: s
     resid = runs["loss"].to_numpy() - pred
     fig, ax = _figure()
     norm = _size_norm(runs["N"])
-    ax.scatter(runs[x], resid, c=runs["N"], cmap=CMAP, norm=norm, s=16)
+    proxies = _scatter_roles(ax, runs.assign(resid=resid), x, "resid", norm, s=16)
+    _legend(ax, proxies)
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel({"C": "C (training FLOPs)", "N": "N (parameters)", "D": "D (tokens)"}.get(x, x))
@@ -213,6 +276,37 @@ def _cmap():
 
 def _size_norm(N: pd.Series) -> LogNorm:
     return LogNorm(float(N.min()), float(N.max()) * 1.0001)
+
+
+def _roles(df: pd.DataFrame) -> pd.Series:
+    """The ``role`` of each row (``run`` where there is none)."""
+    if col.ROLE not in df.columns:
+        return pd.Series(col.RUN, index=df.index)
+    return df[col.ROLE].where(df[col.ROLE].isin(list(MARKERS)), col.RUN)
+
+
+def _scatter_roles(ax: Any, df: pd.DataFrame, x: str, y: str, norm: LogNorm, **kw: Any) -> list[Line2D]:
+    """``df``'s points coloured by N, one marker per role; the legend entries of the roles when mixed."""
+    roles = _roles(df)
+    for role in MARKERS:
+        sel = (roles == role).to_numpy()
+        if sel.any():
+            sub = df[sel]
+            ax.scatter(sub[x], sub[y], c=sub["N"], cmap=CMAP, norm=norm, marker=MARKERS[role], gid=f"{role}-points", **kw)
+    return _role_proxies(roles)
+
+
+def _role_proxies(roles: pd.Series) -> list[Line2D]:
+    present = [r for r in MARKERS if (roles == r).any()]
+    if present == [col.RUN]:
+        return []
+    return [Line2D([], [], ls="", marker=MARKERS[r], color="gray", label=LABELS[r]) for r in present]
+
+
+def _legend(ax: Any, extra: list[Line2D]) -> None:
+    handles, _ = ax.get_legend_handles_labels()
+    if handles or extra:
+        ax.legend(handles=handles + extra, fontsize=8)
 
 
 def _colorbar(fig: Figure, ax: Any, norm: LogNorm, label: str) -> None:

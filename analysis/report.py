@@ -93,11 +93,13 @@ def _plots(out: Path, results: dict[str, FitResult], runs: pd.DataFrame | None, 
 
     jobs = []
     if "isoflop" in results:
-        jobs.append(("isoflop", lambda: plots.plot_isoflop(results["isoflop"], out / "isoflop")))
+        jobs.append(("isoflop", lambda: plots.plot_isoflop(results["isoflop"], out / "isoflop", runs=runs)))
     if any(k in results for k in ALLOCATING):
         alloc = {k: results[k] for k in ALLOCATING if k in results}
         c_range = (runs["C"].min(), runs["C"].max()) if runs is not None else None
         jobs.append(("allocation", lambda: plots.plot_allocation(alloc, out / "allocation", C_range=c_range)))
+    if curves is not None and "trunk" in curves and curves["trunk"].notna().any():
+        jobs.append(("branches", lambda: plots.plot_branches(curves, out / "branches")))
     if runs is not None:
         kaplan = results.get("kaplan")
         jobs.append(("loss_vs_compute", lambda: plots.plot_loss_vs_compute(runs, out / "loss_vs_compute", fit=kaplan,
