@@ -33,7 +33,7 @@ PARAMS_OF_CONVENTION = {"6nd": "non_embedding", "kaplan": "non_embedding", "6nd_
                         "6nd_total": "total", "chinchilla": "total"}
 # Settings a named sweep may put under ``sweep:`` (the node is free-form in the schema, so check it here).
 SWEEP_KEYS = ("name", "kind", "convention", "param_convention", "budget", "budgets", "shape", "shapes",
-              "multiple", "multiples", "min_tokens", "min_tokens_per_param", "min_steps", "max_epochs",
+              "multiple", "multiples", "min_tokens", "min_tokens_per_param", "max_tokens_per_param", "min_steps", "max_epochs",
               "skip_reason", "branch", "branches", "cooldown_fraction")
 
 
@@ -231,6 +231,7 @@ def skip_reason(cfg: Any, tokens: Optional[int] = None) -> Optional[str]:
 
     - below the floor: tokens < max(min_tokens, min_tokens_per_param * N, min_steps * tokens per step)
       (N under ``param_convention``, default the N of the sweep's FLOP ``convention``);
+    - above the ceiling: tokens > max_tokens_per_param * N (a model far too small for its budget);
     - beyond the data: tokens > max_epochs * training tokens of the data (default one epoch).
     """
     sweep = cfg.get("sweep")
@@ -243,17 +244,18 @@ def skip_reason(cfg: Any, tokens: Optional[int] = None) -> Optional[str]:
     if sweep.get("min_tokens"):
         floors.append((int(sweep.min_tokens), f"sweep.min_tokens={int(sweep.min_tokens):,}"))
     if sweep.get("min_tokens_per_param"):
-        conv = sweep.get("param_convention") or PARAMS_OF_CONVENTION.get(sweep.get("convention") or "6nd")
-        if conv not in PARAM_CONVENTIONS:
-            raise ConfigError(f"sweep.param_convention={conv!r} is unknown: choose one of {', '.join(PARAM_CONVENTIONS)}")
-        k = float(sweep.min_tokens_per_param)
-        n = param_counts_of(cfg)[conv]
+        k, n, conv = _per_param(sweep, "min_tokens_per_param", cfg)
         floors.append((math.ceil(k * n), f"sweep.min_tokens_per_param={k:g} x N_{conv}={n:,}"))
     min_steps = int(sweep.get("min_steps") or 1)
     floors.append((min_steps * per_step, f"sweep.min_steps={min_steps} x {per_step:,} tokens per step"))
     floor, why = max(floors)
     if tokens < floor:
         return f"below the floor: {tokens:,} tokens < {floor:,} ({why})"
+
+    if sweep.get("max_tokens_per_param"):
+        k, n, conv = _per_param(sweep, "max_tokens_per_param", cfg)
+        if tokens > k * n:
+            return f"above the ceiling: {tokens:,} tokens > {math.floor(k * n):,} (sweep.max_tokens_per_param={k:g} x N_{conv}={n:,})"
 
     available, exact = data_tokens(cfg.data)
     epochs = float(sweep.get("max_epochs") or 1.0)
@@ -262,6 +264,14 @@ def skip_reason(cfg: Any, tokens: Optional[int] = None) -> Optional[str]:
         return (f"beyond the data: {tokens:,} tokens > {epochs:g} epoch(s) of data.source={cfg.data.source!r}, "
                 f"which holds {held}")
     return None
+
+
+def _per_param(sweep: DictConfig, key: str, cfg: Any) -> tuple[float, int, str]:
+    """(k, N, convention) of a tokens-per-parameter rule: k from ``sweep.<key>``, N under ``param_convention``."""
+    conv = sweep.get("param_convention") or PARAMS_OF_CONVENTION.get(sweep.get("convention") or "6nd")
+    if conv not in PARAM_CONVENTIONS:
+        raise ConfigError(f"sweep.param_convention={conv!r} is unknown: choose one of {', '.join(PARAM_CONVENTIONS)}")
+    return float(sweep[key]), param_counts_of(cfg)[conv], conv
 
 
 def _skip_reason_resolver(*, _root_: DictConfig) -> Optional[str]:

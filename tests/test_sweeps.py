@@ -82,6 +82,15 @@ def test_runs_below_a_floor_are_skipped_with_the_rule_that_applies(tmp_path, ove
     assert json.loads((tmp_path / "run" / "result.json").read_text()) == result
 
 
+def test_a_model_too_small_for_its_budget_is_skipped_above_the_ceiling(tmp_path):
+    cfg = compose_one(*ONE_RUN, f"runs_dir={tmp_path}")
+    ratio = cfg.train.tokens / 32_928  # N_total of width 32, depth 2
+    assert compose_one(*ONE_RUN, f"+sweep.max_tokens_per_param={ratio * 1.01}", f"runs_dir={tmp_path}").sweep.skip_reason is None
+    cfg = compose_one(*ONE_RUN, f"+sweep.max_tokens_per_param={ratio * 0.99}", f"runs_dir={tmp_path}")
+    assert cfg.sweep.skip_reason.startswith(f"above the ceiling: {cfg.train.tokens:,} tokens > ")
+    assert cfg.sweep.skip_reason.endswith(f"x N_total=32,928)")
+
+
 def test_runs_beyond_the_data_are_skipped_estimated_then_exact(tmp_path):
     corpus = text_file(tmp_path)
     data = [f"data.source={corpus}", f"data.cache_dir={tmp_path / 'cache'}", "data.val_fraction=0.1"]
