@@ -535,7 +535,7 @@ def run_study(opts: Options) -> dict[str, Any]:
     shape = holdout_shape(trainable[0], float(alloc.N_opt), head_dim, depth, first_cfg)
     hold_base = base + [f"group={Path(runs[0].run_dir).parent.name}-holdout", f"sweep.budgets=[{c_hold!r}]",
                         f"sweep.shapes=[{{width:{shape['width']},depth:{shape['depth']}}}]", "sweep.min_steps=1",
-                        "sweep.min_tokens_per_param=0"]
+                        "sweep.min_tokens_per_param=0", "++sweep.max_tokens_per_param=null"]
     hold_args = launch_args(opts, 1)
     (hold,), _ = plan(hold_base + hold_args)
     if hold.skip_reason:
