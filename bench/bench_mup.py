@@ -5,12 +5,13 @@ point of lowest final validation loss. Under mup (base width 64) the best should
 step; under sp it should shift down as width grows. Also writes a coordinate-check plot: mean |activation|
 of the last block and of the logits after a few AdamW steps, against width.
 
-    python bench/bench_mup.py --out bench/mup_coord_check.png     # ~3-5 min on 2 CPU cores
+    python bench/bench_mup.py --jobs 2     # widths 64, 256, 512; ~15 min on 2 CPU cores
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import math
 import platform
@@ -27,13 +28,14 @@ from scaling.model import GPT
 from scaling.parametrization import param_groups
 from scaling.train import CONF_DIR, _configure_runtime, run_training
 
-BASE = ["model=tiny", "model.context=64", "model.head_dim=16", "model.depth=2", "model.base_width=64",
+BASE = ["model=tiny", "model.context=64", "model.head_dim=16", "model.depth=2",
         "model.base_depth=2", "model.tie_embeddings=false", "train.batch_size=8", "train.eval_every=0",
         "train.final_eval_tokens=16384", "train.threads=1", "train.checkpoint_every=0", "data.max_bytes=4000000",
         "logger=none", "optim.warmup_steps=10", "optim.weight_decay=0.0"]
 
 
 def final_loss(run_dir: Path, *overrides: str) -> float:
+    """Final validation loss of one short run (inf if it diverged or failed)."""
     _configure_runtime()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[*BASE, *overrides])
@@ -71,12 +73,16 @@ def plot(checks: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, key in zip(axes, ("block", "logits")):
         for param, rows in checks.items():
             ax.plot([r["width"] for r in rows], [r[key] for r in rows], marker="o", label=param)
         ax.set(xscale="log", yscale="log", xlabel="width", ylabel=f"mean |{key}|", title=f"{key} after 4 steps")
+        ax.set_xticks([r["width"] for r in rows])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend()
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
@@ -86,20 +92,21 @@ def plot(checks: dict[str, list[dict]], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--widths", default="64,256")
+    ap.add_argument("--widths", default="64,256,512", help="first = base width of mup")
     ap.add_argument("--lrs", default="0.00025,0.0005,0.001,0.002,0.004,0.008,0.016,0.032")
     ap.add_argument("--tokens", type=int, default=200 * 512)
     ap.add_argument("--out", default="bench/mup_coord_check.png")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
     args = ap.parse_args()
     widths, lrs = [int(w) for w in args.widths.split(",")], [float(x) for x in args.lrs.split(",")]
     t0 = time.time()
-    table: dict[tuple[str, int], list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for param in ("sp", "mup"):
-            for width in widths:
-                table[param, width] = [final_loss(Path(tmp) / f"{param}-{width}-{lr}", f"model.param={param}",
-                                                  f"model.width={width}", f"optim.lr={lr}", f"train.tokens={args.tokens}")
-                                       for lr in lrs]
+    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
+        futures = {(param, width): [pool.submit(final_loss, Path(tmp) / f"{param}-{width}-{lr}", f"model.param={param}",
+                                                f"model.width={width}", f"model.base_width={widths[0]}",
+                                                f"optim.lr={lr}", f"train.tokens={args.tokens}")
+                                    for lr in lrs]
+                   for param in ("sp", "mup") for width in widths}
+        table = {key: [f.result() for f in fs] for key, fs in futures.items()}
     checks = {p: coordinate_check([32, 64, 128, 256, 512], p) for p in ("sp", "mup")}
     plot(checks, Path(args.out))
     print(f"command: python {' '.join(sys.argv)}")
@@ -113,8 +120,8 @@ def main() -> None:
         best[param, width] = i
         print(f"| {param} | {width} | " + " | ".join(f"{x:.4f}" for x in losses) + f" | {lrs[i]:g} |")
     for param in ("sp", "mup"):
-        shift = best[param, widths[-1]] - best[param, widths[0]]
-        print(f"{param}: best lr moves {shift:+d} grid steps from width {widths[0]} to {widths[-1]}")
+        shifts = ", ".join(f"{best[param, w] - best[param, widths[0]]:+d} at width {w}" for w in widths[1:])
+        print(f"{param}: best lr moves (grid steps from width {widths[0]}): {shifts}")
     print(f"coordinate check ({args.out}), mean |activation| at widths 32..512:")
     for param, rows in checks.items():
         print(f"  {param} block: " + ", ".join(f"{r['block']:.3g}" for r in rows)

@@ -2,7 +2,7 @@
 
 Per size: one trunk at constant lr to (1 - f) D_k keeping a checkpoint at each (1 - f) D_i, then one
 cooldown branch per budget (its own run and record); against one cosine run per budget (warmup, cosine
-to 10%). FLOPs of the branching side count the trunk once (``scaling.branching.sweep_flops``).
+to 10% of the peak lr, and cosine to 0 as the cooldowns end). FLOPs of the branching side count the trunk once (``scaling.branching.sweep_flops``).
 
     python bench/bench_wsd.py            # 2 sizes x 4 budgets, ~2-4 min on 2 CPU cores
 """
@@ -55,7 +55,7 @@ def main() -> None:
             trunk_dir = root / f"trunk-{width}"
             trunk = run(trunk_dir, *size, *wsd, "optim.schedule=constant", f"train.tokens={bp.trunk_tokens}",
                         f"train.keep_at_tokens=[{','.join(map(str, bp.starts))}]")
-            branches, cosines = [], []
+            branches, cosines, cosines0 = [], [], []
             for i in range(len(bp.budgets)):
                 tokens, start = bp.branch(i)
                 branches.append(run(root / f"branch-{width}-{i}", *size, *wsd, "optim.schedule=wsd",
@@ -63,22 +63,24 @@ def main() -> None:
                                     f"train.branch_tokens={start}"))
                 cosines.append(run(root / f"cosine-{width}-{i}", *size, "optim.schedule=cosine",
                                    f"train.tokens={tokens}"))
+                cosines0.append(run(root / f"cosine0-{width}-{i}", *size, "optim.schedule=cosine",
+                                    "optim.final_lr_fraction=0.0", f"train.tokens={tokens}"))
             flops_wsd, flops_cos = sweep_flops([trunk, *branches]), sweep_flops(cosines)
-            for b, c in zip(branches, cosines):
-                rows.append((width, b["tokens"], b["val_loss"], c["val_loss"], b["val_loss"] / c["val_loss"] - 1))
-            rows.append((width, "all", flops_wsd, flops_cos, flops_wsd / flops_cos))
+            for b, c, c0 in zip(branches, cosines, cosines0):
+                rows.append((width, b["tokens"], b["val_loss"], c["val_loss"], c0["val_loss"]))
+            rows.append((width, "all", flops_wsd, flops_cos, None))
     print(f"command: python {' '.join(sys.argv)}")
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"python {platform.python_version()}, torch {torch.__version__}; date {datetime.date.today()}; "
           f"wall {time.time() - t0:.0f} s")
-    print(f"budgets (tokens): {budgets}; cooldown {args.cooldown} (1 - sqrt) to 0; cosine to 10%; warmup 20 steps")
-    print("| width | tokens | WSD branch val loss | cosine val loss | rel. diff |")
-    print("| --- | --- | --- | --- | --- |")
-    for width, tokens, a, b, r in rows:
+    print(f"budgets (tokens): {budgets}; cooldown {args.cooldown} (1 - sqrt) to 0; warmup 20 steps")
+    print("| width | tokens | WSD branch val loss | cosine to 10% | rel. diff | cosine to 0 | rel. diff |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for width, tokens, a, b, c in rows:
         if tokens == "all":
-            print(f"| {width} | FLOPs (6ND), all budgets | {a:.3e} | {b:.3e} | ratio {r:.1%} |")
+            print(f"| {width} | FLOPs (6ND), all budgets | {a:.3e} | {b:.3e} | ratio {a / b:.1%} | {b:.3e} | ratio {a / b:.1%} |")
         else:
-            print(f"| {width} | {tokens:,} | {a:.4f} | {b:.4f} | {r:+.2%} |")
+            print(f"| {width} | {tokens:,} | {a:.4f} | {b:.4f} | {a / b - 1:+.2%} | {c:.4f} | {a / c - 1:+.2%} |")
 
 
 if __name__ == "__main__":
