@@ -193,11 +193,12 @@ def _load(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def _curves(args: argparse.Namespace, runs: pd.DataFrame) -> pd.DataFrame:
-    from analysis.load import load_curves
+    from analysis.load import WANDB_PREFIX, load_curves
 
-    source = Path(args.source)
-    if str(args.source).startswith("wandb:") or not source.is_dir():
-        raise AnalysisInputError(f"approach: the envelope needs per-step curves; {str(args.source)!r} is not a run folder")
+    source = str(args.source)
+    if not source.startswith(WANDB_PREFIX) and not Path(source).is_dir():
+        raise AnalysisInputError(f"approach: the envelope needs per-step curves; {source!r} is not a run folder, "
+                                 f"an offline W&B folder or {WANDB_PREFIX}ENTITY/PROJECT")
     curves = load_curves(source, params=args.params, flops=args.flops, loss="train/loss")
     return curves[curves["run_id"].isin(runs["run_id"])]
 

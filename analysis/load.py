@@ -18,7 +18,7 @@ import json
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import yaml
@@ -96,19 +96,28 @@ def load_curves(
     tokens_col: str | None = None,
     flops_col: str | None = None,
     loss_col: str | None = None,
+    **filters: Any,
 ) -> pd.DataFrame:
     """Per-step metrics of every run (long format), joined with the run's N, with canonical columns.
 
+    source: as for ``load_runs``: run folders (each run's ``metrics.jsonl``), a table, an offline W&B
+      folder or ``wandb:entity/project`` (each run's W&B history, which holds the same keys).
     Columns: ``run_id``, ``sweep``, ``step``, ``tokens``, ``flops_<convention>`` for every convention of
     the record (per-step FLOPs = tokens x the run's FLOPs per token), the logged metrics (``train/loss``,
     ``val/loss``, ``lr``, ...), ``N_*`` of the run, and ``N``, ``D`` (tokens so far), ``C``, ``loss``
     (``train/loss`` or ``val/loss``; NaN on steps where it was not logged).
     A table source needs one row per (run, step) and a ``run_col`` column.
+    filters: passed to the W&B loader (``group``, ``tags``, ``state``, ``job_type``, ``api``).
     """
+    conventions = {"params": params, "flops": flops, "loss": loss, "keep_failed": keep_failed}
     if isinstance(source, str) and source.startswith(WANDB_PREFIX):
-        raise AnalysisInputError(f"source: {source!r}; per-step curves from W&B are not available yet, "
-                                 "export them to a table or read the run folders")
+        return _wandb("load_curves_wandb")(source, **conventions, **filters)
+    if filters:
+        raise AnalysisInputError(f"filters: {', '.join(filters)} apply to W&B sources only; "
+                                 "select rows of the returned DataFrame instead")
     path = _existing(source) if not isinstance(source, pd.DataFrame) else None
+    if path is not None and path.is_dir() and _is_offline_wandb(path):
+        return _wandb("load_offline_curves")(path, **conventions)
     if path is None or not path.is_dir():
         table = source.copy() if path is None else _read_table(path)
         if run_col not in table.columns:
@@ -117,11 +126,22 @@ def load_curves(
         table = table.rename(columns={run_col: "run_id"})
         return _canonical(table, params=params, flops=flops, loss=loss, params_col=params_col,
                           tokens_col=tokens_col, flops_col=flops_col, loss_col=loss_col).reset_index(drop=True)
-    runs = _drop_duplicates(_drop_unfinished(_with_roles(_read_records(path)), keep_failed))
-    frames = [_read_metrics(row) for row in runs.to_dict("records")]
+    return curves_of(_read_records(path), _read_metrics, source=str(path), what="metrics.jsonl", **conventions)
+
+
+def curves_of(runs: pd.DataFrame, history: Callable[[dict[str, Any]], list[dict[str, Any]]], *, source: str,
+              what: str, params: str = "non_embedding", flops: str = "6nd", loss: str = "train/loss",
+              keep_failed: bool = False) -> pd.DataFrame:
+    """The ``load_curves`` frame of ``runs`` (rows as ``record_row`` gives them, any source).
+
+    history: a run row -> its logged steps, one dict each (``metrics.jsonl`` lines, or W&B history rows);
+      fetched only for the runs kept. what: the name of that history in messages.
+    """
+    runs = _drop_duplicates(_drop_unfinished(_with_roles(runs), keep_failed))
+    frames = [_curve(row, history(row), what) for row in runs.to_dict("records")]
     frames = [f for f in frames if len(f)]
     if not frames:
-        raise AnalysisInputError(f"source: {str(path)!r}; no run has a readable metrics.jsonl")
+        raise AnalysisInputError(f"source: {source!r}; no run has a readable {what} (per-step metrics)")
     curves = pd.concat(frames, ignore_index=True)
     return _canonical(curves, params=params, flops=flops, loss=loss, tokens_col="tokens").reset_index(drop=True)
 
@@ -215,12 +235,11 @@ def _config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(strip(config, ""), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _read_metrics(run: dict[str, Any]) -> pd.DataFrame:
-    """The run's metrics.jsonl as a frame: last line per step wins; a torn last line is skipped."""
+def _read_metrics(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lines of the run's metrics.jsonl: last line per step wins; a torn last line is skipped."""
     path = Path(run["path"]) / "metrics.jsonl"
     if not path.is_file():
-        warnings.warn(f"run {run['run_id']}: no metrics.jsonl in {run['path']}; left out of the curves", stacklevel=3)
-        return pd.DataFrame()
+        return []
     lines, torn = {}, 0
     for text in path.read_text().splitlines():
         try:
@@ -230,28 +249,41 @@ def _read_metrics(run: dict[str, Any]) -> pd.DataFrame:
             torn += 1
     if torn:
         warnings.warn(f"run {run['run_id']}: skipped {torn} unreadable line(s) of {path}", stacklevel=3)
-    rows = []
-    for entry in lines.values():
-        flat = {k: v for k, v in entry.items() if not isinstance(v, dict)}
-        if isinstance(entry.get("flops"), dict):
-            flat.update({f"flops_{k}": v for k, v in entry["flops"].items()})
-        rows.append(flat)
-    frame = pd.DataFrame(rows)
+    return list(lines.values())
+
+
+def _curve(run: dict[str, Any], entries: list[dict[str, Any]], what: str) -> pd.DataFrame:
+    """One run's logged steps as a frame, with the run's FLOPs per step, shape and N columns."""
+    if not entries:
+        warnings.warn(f"run {run['run_id']}: no {what} in {run['path']}; left out of the curves", stacklevel=4)
+        return pd.DataFrame()
+    frame = pd.DataFrame([_flat(entry) for entry in entries])
     if "tokens" not in frame.columns:
-        warnings.warn(f"run {run['run_id']}: metrics.jsonl has no 'tokens'; left out of the curves", stacklevel=3)
+        warnings.warn(f"run {run['run_id']}: {what} has no 'tokens'; left out of the curves", stacklevel=4)
         return pd.DataFrame()
     frame = frame.sort_values("step" if "step" in frame.columns else "tokens")
     for key, total in run.items():  # FLOPs per step = tokens x (the run's FLOPs per token)
         if key.startswith("flops_") and key not in frame.columns and _positive(total) and _positive(run["tokens"]):
             frame[key] = frame["tokens"].astype(float) * (float(total) / float(run["tokens"]))
+    front = ["run_id", "sweep", "step", "tokens"]
+    logged = sorted(c for c in frame.columns if c not in front)  # sorted: W&B keeps no key order
     for key in ("sweep", "run_id", "status", "path") + col.SHAPE + col.BRANCH:
         if key in run:
             frame[key] = run[key]
     for key, value in run.items():
         if key.startswith("N_"):
             frame[key] = value
-    front = ["run_id", "sweep", "step", "tokens"]
-    return frame[[c for c in front if c in frame.columns] + [c for c in frame.columns if c not in front]]
+    rest = [c for c in frame.columns if c not in front and c not in logged]
+    return frame[[c for c in front if c in frame.columns] + logged + rest]
+
+
+def _flat(entry: dict[str, Any]) -> dict[str, Any]:
+    """One logged step with scalar values: a ``flops`` mapping (or W&B's nested ``flops.<c>``) -> ``flops_<c>``."""
+    flat = {k.replace("flops.", "flops_", 1) if k.startswith("flops.") else k: v
+            for k, v in entry.items() if not isinstance(v, dict)}
+    if isinstance(entry.get("flops"), dict):
+        flat.update({f"flops_{k}": v for k, v in entry["flops"].items()})
+    return flat
 
 
 def _positive(x: Any) -> bool:

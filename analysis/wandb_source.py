@@ -2,7 +2,9 @@
 
 Both loaders give the same frame as ``analysis.load.load_runs`` on the run records: the training mirror
 (``scaling.wandb_mirror``) puts the resolved run config in the W&B config and the final ``result.json``
-in the W&B summary, and each W&B run is turned back into that (result, config) pair.
+in the W&B summary, and each W&B run is turned back into that (result, config) pair. The curve loaders
+(``load_curves_wandb``, ``load_offline_curves``) give the ``load_curves`` frame: the W&B history holds
+every line of ``metrics.jsonl`` under the same keys.
 
 Offline runs are read from their ``run-<id>.wandb`` files (under ``wandb/offline-run-*``): a LevelDB-style
 log of 32 KiB blocks whose records are ``wandb.proto.wandb_internal_pb2.Record`` messages. A resumed run
@@ -15,6 +17,7 @@ import json
 import struct
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,13 +25,14 @@ from typing import Any, Iterator
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.load import WANDB_PREFIX, load_runs
+from analysis.load import WANDB_PREFIX, curves_of, load_runs
 from analysis.load import record_row as load_record_row
 
 JOB_TYPE = "train"
 # Keys the mirror adds to the W&B config beside the resolved run config (see scaling.wandb_mirror).
 EXTRA_CONFIG_KEYS = ("run_id", "shape", "N", "D", "C", "flops_per_token")
-LOAD_KWARGS = ("params", "flops", "loss", "keep_failed")  # passed on to analysis.load.load_runs
+LOAD_KWARGS = ("params", "flops", "loss", "keep_failed")  # passed on to analysis.load.load_runs / load_curves
+HISTORY = "W&B history"  # what per-step curves are read from, in messages
 STATES = ("running", "finished", "crashed", "failed", "killed", "preempting", "preempted")
 # W&B run state -> run record status, for runs whose summary holds no record (they never reached finish).
 STATE_STATUS = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "failed"}
@@ -75,11 +79,18 @@ def load_offline_wandb(path: str | Path, **load_kwargs: Any) -> pd.DataFrame:
     load_kwargs: passed to ``analysis.load.load_runs`` (``params``, ``flops``, ``loss``, ``keep_failed``).
     Only runs of job type ``train`` are read (an analysis run logged by ``log_fit`` is not a data point).
     """
-    runs = [r for r in read_offline_runs(path) if r.job_type in ("", JOB_TYPE)]
-    if not runs:
-        raise AnalysisInputError(f"source: {str(path)!r}; no W&B training run (job_type {JOB_TYPE!r}) found")
-    rows = [record_row(r.summary, r.config, state=r.state, group=r.group, name=r.name, path=r.path) for r in runs]
+    rows = [_offline_row(r) for r in _offline_training_runs(path)]
     return load_runs(pd.DataFrame(rows), **load_kwargs)
+
+
+def load_offline_curves(path: str | Path, **load_kwargs: Any) -> pd.DataFrame:
+    """Per-step curves of the offline W&B training runs under ``path``, as ``load_curves`` gives them.
+
+    load_kwargs: ``params``, ``flops``, ``loss``, ``keep_failed`` (see ``analysis.load.load_curves``).
+    """
+    runs = {r.path: r for r in _offline_training_runs(path)}
+    rows = pd.DataFrame([_offline_row(r) for r in runs.values()])
+    return curves_of(rows, lambda row: runs[row["path"]].history, source=str(path), what=HISTORY, **load_kwargs)
 
 
 def load_runs_wandb(
@@ -101,28 +112,36 @@ def load_runs_wandb(
     api: a ``wandb.Api`` (default: a new one, which needs an API key: WANDB_API_KEY or ``wandb login``).
     load_kwargs: passed to ``analysis.load.load_runs`` (``params``, ``flops``, ``loss``, ``keep_failed``).
     """
-    unknown = sorted(set(load_kwargs) - set(LOAD_KWARGS))
-    if unknown:
-        raise AnalysisInputError(f"filters: {', '.join(map(repr, unknown))} not known; W&B sources filter on "
-                                 "group, tags, state and job_type")
-    project_path = _project_path(source)
-    filters = wandb_filters(group=group, tags=tags, state=state, job_type=job_type)
-    if api is None:
-        api = _default_api(timeout)
-    rows = []
-    try:
-        for run in api.runs(project_path, filters=filters, per_page=100, lazy=False):
-            rows.append(record_row(dict(run.summary_metrics), dict(run.config), state=run.state,
-                                   group=run.group or "", name=run.name or run.id,
-                                   path=f"{WANDB_PREFIX}{'/'.join(run.path)}"))
-    except AnalysisInputError:
-        raise
-    except Exception as err:  # network, authentication or an unknown project, from deep inside wandb
-        raise AnalysisInputError(f"source: {source!r}; the W&B API request failed "
-                                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    if not rows:
-        raise AnalysisInputError(f"source: {source!r}; no W&B run matches the filters {json.dumps(filters)}")
-    return load_runs(pd.DataFrame(rows), **load_kwargs)
+    found = _api_runs(source, group=group, tags=tags, state=state, job_type=job_type, api=api, timeout=timeout,
+                      load_kwargs=load_kwargs)
+    return load_runs(pd.DataFrame([row for row, _ in found.values()]), **load_kwargs)
+
+
+def load_curves_wandb(
+    source: str,
+    *,
+    group: str | list[str] | None = None,
+    tags: str | list[str] | None = None,
+    state: str | list[str] | None = None,
+    job_type: str = JOB_TYPE,
+    api: Any = None,
+    timeout: int = 30,
+    **load_kwargs: Any,
+) -> pd.DataFrame:
+    """Per-step curves of the runs of ``"wandb:ENTITY/PROJECT"``, as ``load_curves`` gives them.
+
+    Same filters as ``load_runs_wandb``; each kept run's full history is read with ``Run.scan_history()``.
+    load_kwargs: ``params``, ``flops``, ``loss``, ``keep_failed`` (see ``analysis.load.load_curves``).
+    """
+    found = _api_runs(source, group=group, tags=tags, state=state, job_type=job_type, api=api, timeout=timeout,
+                      load_kwargs=load_kwargs)
+
+    def history(row: dict[str, Any]) -> list[dict[str, Any]]:
+        with _api_errors(source):
+            return [_history_row(r, i)[1] for i, r in enumerate(found[row["path"]][1].scan_history())]
+
+    rows = pd.DataFrame([row for row, _ in found.values()])
+    return curves_of(rows, history, source=source, what=HISTORY, **load_kwargs)
 
 
 def wandb_filters(*, group: Any = None, tags: Any = None, state: Any = None, job_type: str | None = JOB_TYPE
@@ -166,6 +185,17 @@ def record_row(summary: dict[str, Any], config: dict[str, Any], *, state: str, g
 # ----------------------------------------------------------------------------- offline files
 
 
+def _offline_training_runs(path: str | Path) -> list[WandbRun]:
+    runs = [r for r in read_offline_runs(path) if r.job_type in ("", JOB_TYPE)]
+    if not runs:
+        raise AnalysisInputError(f"source: {str(path)!r}; no W&B training run (job_type {JOB_TYPE!r}) found")
+    return runs
+
+
+def _offline_row(run: WandbRun) -> dict[str, Any]:
+    return record_row(run.summary, run.config, state=run.state, group=run.group, name=run.name, path=run.path)
+
+
 def read_offline_runs(path: str | Path) -> list[WandbRun]:
     """Every W&B run whose ``.wandb`` files lie under ``path`` (a file, a run folder or any tree of them)."""
     root = Path(path)
@@ -204,15 +234,20 @@ def read_wandb_file(path: str | Path) -> tuple[float, WandbRun]:
         elif kind == "summary":
             _apply(run.summary, record.summary.update, record.summary.remove)
         elif kind == "history":
-            row = {".".join(item.nested_key) or item.key: _value(item.value_json) for item in record.history.item}
-            row.pop("_timestamp", None), row.pop("_runtime", None)
-            step = row.pop("_step", len(history))
-            history.setdefault(step, {"step": step}).update(row)
+            items = {".".join(item.nested_key) or item.key: _value(item.value_json) for item in record.history.item}
+            step, row = _history_row(items, len(history))
+            history.setdefault(step, {}).update(row)
         elif kind == "exit":
             run.exit_code = int(record.exit.exit_code)
     run.config.pop("_wandb", None)
     run.history = [history[s] for s in sorted(history)]
     return start, run
+
+
+def _history_row(items: dict[str, Any], default_step: int) -> tuple[Any, dict[str, Any]]:
+    """(step, row) of one W&B history row: ``_step`` becomes ``step``; W&B's other ``_`` keys are dropped."""
+    step = items.get("_step", default_step)
+    return step, {"step": step, **{k: v for k, v in items.items() if not k.startswith("_")}}
 
 
 def _records(path: Path) -> Iterator[bytes]:
@@ -290,6 +325,40 @@ def _merge(segments: list[WandbRun]) -> WandbRun:
 
 
 # ----------------------------------------------------------------------------- the API
+
+
+def _api_runs(source: str, *, group: Any, tags: Any, state: Any, job_type: str, api: Any, timeout: int,
+              load_kwargs: dict[str, Any]) -> dict[str, tuple[dict[str, Any], Any]]:
+    """path -> (run row as ``record_row`` gives it, ``wandb`` Run) for every run matching the filters."""
+    unknown = sorted(set(load_kwargs) - set(LOAD_KWARGS))
+    if unknown:
+        raise AnalysisInputError(f"filters: {', '.join(map(repr, unknown))} not known; W&B sources filter on "
+                                 "group, tags, state and job_type")
+    project_path = _project_path(source)
+    filters = wandb_filters(group=group, tags=tags, state=state, job_type=job_type)
+    if api is None:
+        api = _default_api(timeout)
+    found = {}
+    with _api_errors(source):
+        for run in api.runs(project_path, filters=filters, per_page=100, lazy=False):
+            row = record_row(dict(run.summary_metrics), dict(run.config), state=run.state, group=run.group or "",
+                             name=run.name or run.id, path=f"{WANDB_PREFIX}{'/'.join(run.path)}")
+            found[row["path"]] = (row, run)
+    if not found:
+        raise AnalysisInputError(f"source: {source!r}; no W&B run matches the filters {json.dumps(filters)}")
+    return found
+
+
+@contextmanager
+def _api_errors(source: str) -> Iterator[None]:
+    """Turn any failure inside ``wandb`` (network, authentication, unknown project) into one line."""
+    try:
+        yield
+    except AnalysisInputError:
+        raise
+    except Exception as err:
+        raise AnalysisInputError(f"source: {source!r}; the W&B API request failed "
+                                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
 
 
 def _project_path(source: str) -> str:

@@ -19,13 +19,14 @@ import pandas as pd
 import pytest
 import yaml
 from omegaconf import OmegaConf
+from run_records import write_run
 
 from analysis.errors import AnalysisInputError
-from analysis.load import load_runs
+from analysis.load import load_curves, load_runs
 from analysis.result import FitResult
 from analysis.wandb_log import log_fit
-from analysis.wandb_source import (EXTRA_CONFIG_KEYS, load_offline_wandb, load_runs_wandb, read_offline_runs,
-                                   wandb_filters)
+from analysis.wandb_source import (EXTRA_CONFIG_KEYS, WandbRun, load_offline_curves,
+                                   load_offline_wandb, load_runs_wandb, read_offline_runs, wandb_filters)
 from scaling import wandb_mirror
 from scaling.config import RunConfig
 from scaling.errors import ConfigError
@@ -247,13 +248,56 @@ class RecordedTransport:
         return self.pages[0 if variables.get("cursor") is None else int(variables["cursor"])]
 
 
-def recorded_api(pages: list[dict]):
+class HistoryTransport(RecordedTransport):
+    """Also serves run histories: ``Run.scan_history()`` asks for the last step (GraphQL ``RunHistoryKeys``),
+    then pages of rows through wandb-core's ``ReadRunHistoryRequest``, answered here from ``histories``
+    (run id -> W&B history rows as the server keeps them: ``_step``, ``_runtime``, the logged keys)."""
+
+    def __init__(self, pages: list[dict], histories: dict[str, list[dict]]):
+        super().__init__(pages)
+        self.histories, self.scans = histories, {}
+
+    def execute_graphql(self, query, variables):
+        if "query RunHistoryKeys(" in query:
+            steps = [row["_step"] for row in self.histories[variables["name"]]]
+            return {"project": {"run": {"historyKeys": {"lastStep": max(steps, default=-1)}}}}
+        return super().execute_graphql(query, variables)
+
+    def send_api_request(self, request):
+        from wandb.proto import wandb_api_pb2 as pb
+
+        read = request.read_run_history_request
+        response = pb.ApiResponse()
+        if read.HasField("scan_run_history_init"):
+            request_id = len(self.scans) + 1
+            self.scans[request_id] = read.scan_run_history_init.run_id
+            response.read_run_history_response.scan_run_history_init.request_id = request_id
+        elif read.HasField("scan_run_history"):
+            page = read.scan_run_history
+            for row in self.histories[self.scans[page.request_id]]:
+                if page.min_step <= row["_step"] < page.max_step:
+                    out = response.read_run_history_response.run_history.history_rows.add()
+                    for key, value in row.items():
+                        out.history_items.add(key=key, value_json=json.dumps(value))
+        return response
+
+    def finalize(self, obj, request):
+        pass
+
+
+def recorded_api(pages: list[dict], histories: dict[str, list[dict]] | None = None):
     import wandb
 
     api = wandb.Api.__new__(wandb.Api)  # no login: every request goes to the recorded transport
     api.settings, api._runs, api.api_key = {"entity": "ent", "project": "test", "base_url": ""}, {}, None
-    api._service_api = RecordedTransport(pages)
+    api._service_api = HistoryTransport(pages, histories or {})
     return api
+
+
+def server_history(run) -> list[dict]:
+    """A run's history as the W&B server returns it (``_step`` and W&B's own ``_runtime`` beside the keys)."""
+    return [{"_step": row["step"], "_runtime": 1.0 + i, **{k: v for k, v in row.items() if k != "step"}}
+            for i, row in enumerate(run.history)]
 
 
 def graphql_node(run) -> dict:
@@ -283,6 +327,18 @@ def test_api_loader_errors_are_one_line(env):
         load_runs_wandb("wandb:ent/test", state="done", api=api)
     with pytest.raises(AnalysisInputError, match="'grup' not known"):
         load_runs("wandb:ent/test", grup="g")
+
+
+def test_wandb_source_without_history_is_a_one_line_error(env):
+    """Over the recorded transport (no W&B server is reachable here)."""
+    run = WandbRun(id="r1", name="run-r1", group="sweep-a", job_type="train", summary=result_of("run-r1"),
+                   exit_code=0)  # a finished run whose history never reached the server
+    api = recorded_api(runs_pages([graphql_node(run)]), {"r1": []})
+    assert len(load_runs_wandb("wandb:ent/test", api=api)) == 1
+    with pytest.warns(UserWarning, match="run run-r1: no W&B history"):
+        with pytest.raises(AnalysisInputError) as err:
+            load_curves("wandb:ent/test", api=api)
+    assert str(err.value) == "source: 'wandb:ent/test'; no run has a readable W&B history (per-step metrics)"
 
 
 def test_filters_select_group_tags_state_and_training_runs():
@@ -426,3 +482,67 @@ def test_api_loader_gives_the_run_record_frame(sweep):
     assert set(frame["path"]) == {f"wandb:ent/test/{r.id}" for r in runs}
     sent = api._service_api.requests
     assert len(sent) == 2 and json.loads(sent[0]["filters"]) == wandb_filters(group="wbtest", tags=["a"])
+
+
+def sorted_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns="path").sort_values(["run_id", "step"]).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_offline_wandb_curves_equal_the_run_folder_curves(sweep):
+    folders = load_curves(sweep["runs"])  # result.json present: the run folders' metrics.jsonl
+    offline = load_offline_curves(sweep["runs"])
+    pd.testing.assert_frame_equal(sorted_curves(offline), sorted_curves(folders))
+    assert {"train/loss", "val/loss", "lr", "flops_6nd", "N_non_embedding"} <= set(offline.columns)
+    resumed = load_curves(sweep["resumed"] / "wandb")  # a folder of offline runs dispatches to the W&B reader
+    assert resumed["step"].tolist() == folders.loc[folders["run_id"] == sweep["resumed"].name, "step"].tolist()
+
+
+@pytest.mark.slow
+def test_api_curves_equal_the_run_folder_curves(sweep):
+    """``Run.scan_history()`` of the real ``wandb.Api`` over the recorded transport (no W&B server here)."""
+    runs = read_offline_runs(sweep["runs"])
+    api = recorded_api(runs_pages([graphql_node(r) for r in runs]), {r.id: server_history(r) for r in runs})
+    frame = load_curves("wandb:ent/test", group="wbtest", tags=["a"], api=api, loss="val/loss")
+    folders = load_curves(sweep["runs"], loss="val/loss")
+    pd.testing.assert_frame_equal(sorted_curves(frame), sorted_curves(folders))
+    assert set(frame["path"]) == {f"wandb:ent/test/{r.id}" for r in runs}
+    with pytest.raises(AnalysisInputError, match="filters: grup apply to W&B sources only"):
+        load_curves(sweep["runs"], grup="g")
+
+
+def mirror_folders(records: Path, wandb_dir: Path) -> None:
+    """Mirror every run folder under ``records`` into offline W&B files under ``wandb_dir``, as training does."""
+    for result in sorted(records.rglob("result.json")):
+        run_dir, record = result.parent, json.loads(result.read_text())
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), yaml.safe_load((run_dir / "config.yaml").read_text()))
+        cfg.logger.wandb.enabled, cfg.logger.wandb.mode, cfg.logger.wandb.project = True, "offline", "test"
+        cfg.logger.wandb.dir = str(wandb_dir / run_dir.name)
+        per_token = {k: v / record["tokens"] for k, v in record["flops"].items()}
+        mirror = wandb_mirror.start(cfg, run_dir, record["run_id"], None, {
+            "params": record["params"], "flops_per_token": per_token, "flops": record["flops"],
+            "tokens": record["tokens"], "shape": record["model"]})
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            mirror.log(json.loads(line), json.loads(line)["step"])
+        mirror.finish(record)
+    read_back(wandb_dir, runs=len(list(records.rglob("result.json"))))
+
+
+def test_scaling_fit_envelope_reads_wandb_curves(env, monkeypatch, capsys):
+    """`scaling-fit SOURCE --approach envelope` on run folders, their offline W&B files and the W&B API
+    (served by the recorded transport: no W&B server is reachable here) gives one fit."""
+    from analysis import cli, wandb_source
+
+    for i, w in enumerate([16, 24, 32, 48, 64, 96, 128, 192, 256]):
+        write_run(env / "records", f"r{i}", width=w, depth=2, tokens=60_000_000, n_steps=40)
+    mirror_folders(env / "records", env / "wb")
+    runs = read_offline_runs(env / "wb")
+    api = recorded_api(runs_pages([graphql_node(r) for r in runs]), {r.id: server_history(r) for r in runs})
+    monkeypatch.setattr(wandb_source, "_default_api", lambda timeout: api)
+    fits = []
+    for source in (env / "records", env / "wb", "wandb:ent/test"):
+        code = cli.main([str(source), "--approach", "envelope", "--json"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        fits.append(json.loads(out)["envelope"]["estimates"])
+    assert fits[0] == fits[1] == fits[2] and 0.2 < fits[0]["a"] < 0.8
