@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from scaling.config import ModelConfig, OptimConfig
 from scaling.model import GPT
 from scaling.parametrization import param_groups
-from scaling.train import CONF_DIR, _configure_runtime, run_training
+from scaling.train import compose_run_config, run_training
 
 BASE = ["model=tiny", "model.context=64", "model.head_dim=16", "model.depth=2",
         "model.base_depth=2", "model.tie_embeddings=false", "train.batch_size=8", "train.eval_every=0",
@@ -36,10 +35,7 @@ BASE = ["model=tiny", "model.context=64", "model.head_dim=16", "model.depth=2",
 
 def final_loss(run_dir: Path, *overrides: str) -> float:
     """Final validation loss of one short run (inf if it diverged or failed)."""
-    _configure_runtime()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[*BASE, *overrides])
-    r = run_training(cfg, run_dir)
+    r = run_training(compose_run_config([*BASE, *overrides]), run_dir)
     return r["val_loss"] if r["status"] == "completed" and r["val_loss"] is not None else math.inf
 
 

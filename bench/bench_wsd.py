@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from scaling.branching import plan_branches, sweep_flops
-from scaling.train import CONF_DIR, _configure_runtime, run_training
+from scaling.train import compose_run_config, run_training
 
 BASE = ["model=tiny", "model.context=64", "train.batch_size=8", "train.eval_every=0", "train.eval_tokens=4096",
         "train.final_eval_tokens=32768", "train.threads=1", "train.checkpoint_every=0", "data.max_bytes=4000000",
@@ -30,10 +29,7 @@ BASE = ["model=tiny", "model.context=64", "train.batch_size=8", "train.eval_ever
 
 
 def run(run_dir: Path, *overrides: str) -> dict:
-    _configure_runtime()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[*BASE, *overrides])
-    result = run_training(cfg, run_dir)
+    result = run_training(compose_run_config([*BASE, *overrides]), run_dir)
     assert result["status"] == "completed", result
     return result
 

@@ -77,9 +77,9 @@ def expand(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
-    from scaling.train import CONF_DIR  # the training entry point's own config_path
+    from scaling.train import CONF_DIR, configure_runtime  # the training entry point's own config and resolvers
 
-    register_all()
+    configure_runtime()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="scaling-plan"):
         gh = GlobalHydra.instance()
         loader = gh.config_loader()
@@ -89,18 +89,6 @@ def expand(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
         hydra_overrides = list(OmegaConf.to_container(master.hydra.overrides.hydra, resolve=False))
         jobs = job_overrides(master, loader)
         return [(job, compose("config", overrides=hydra_overrides + job, return_hydra_config=False)) for job in jobs]
-
-
-def register_all() -> None:
-    from scaling import branching
-    from scaling.config import register_configs
-    from scaling.resolvers import register_resolvers
-    from scaling.run_key import register_run_key_resolver
-
-    register_configs()
-    register_run_key_resolver()
-    register_resolvers()
-    branching.register_resolvers()
 
 
 # --------------------------------------------------------------------------------------------------

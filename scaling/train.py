@@ -378,11 +378,21 @@ def _start_mirror(cfg: DictConfig, run_dir: Path, run_id: str, checkpoint: dict 
 # Command line.
 
 
-def _configure_runtime() -> None:
+def configure_runtime() -> None:
+    """Register the structured configs and every resolver a run config uses (idempotent)."""
     register_configs()
     register_run_key_resolver()
     register_resolvers()
     branching.register_resolvers()
+
+
+def compose_run_config(overrides: list[str]) -> DictConfig:
+    """The run config ``scaling-train`` composes from ``overrides`` (for scripts and benchmarks)."""
+    from hydra import compose, initialize_config_dir
+
+    configure_runtime()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 @contextlib.contextmanager
@@ -397,7 +407,7 @@ def user_errors_exit() -> Iterator[None]:
 
 def task(cfg: DictConfig) -> dict[str, Any]:
     """Hydra task function: one run in Hydra's output directory (the run's own directory)."""
-    _configure_runtime()  # a submitit job process unpickles this function and never runs main()
+    configure_runtime()  # a submitit job process unpickles this function and never runs main()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     skipped = _skipped_result(cfg, run_dir)
     if skipped is not None:
@@ -414,7 +424,7 @@ def _skipped_result(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 
 
 def main() -> None:
-    _configure_runtime()
+    configure_runtime()
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(task)()
 
 

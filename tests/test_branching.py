@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from scaling.branching import plan_branches, sweep_flops
 from scaling.errors import ConfigError
-from scaling.train import CONF_DIR, _configure_runtime, run_training
+from scaling.train import compose_run_config, run_training
 
 TINY = ["model=tiny", "model.context=32", "train.batch_size=4", "train.eval_every=0", "train.eval_tokens=1024",
         "train.final_eval_tokens=4096", "train.threads=1", "train.checkpoint_every=0", "data.max_bytes=400000",
@@ -20,9 +19,7 @@ TPS = 4 * 32  # tokens per step
 
 
 def make_cfg(*overrides: str):
-    _configure_runtime()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[*TINY, *overrides])
+    return compose_run_config([*TINY, *overrides])
 
 
 def train(run_dir: Path, *overrides: str) -> dict:
