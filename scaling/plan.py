@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from scaling.errors import ConfigError, DataError
+from scaling.errors import ConfigError, DataError, report_user_error
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 DEFAULT_FLOPS_PER_SEC = 5e10  # a 2-core CPU in fp32, roughly; say --tokens-per-sec or --measure otherwise
@@ -438,27 +438,6 @@ def _positive(flag: str, text: str) -> float:
     return value
 
 
-def user_error_message(exc: BaseException) -> Optional[str]:
-    """One line for an error caused by the user's input, or None for a bug."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    seen = exc
-    while seen is not None:  # a resolver's ConfigError arrives wrapped in OmegaConf's errors
-        if isinstance(seen, (ConfigError, DataError)):
-            return str(seen)
-        seen = seen.__cause__ or seen.__context__
-    if isinstance(exc, (HydraException, OmegaConfBaseException)):
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("full_key")]
-        cause = exc.__cause__
-        if cause is not None and str(cause).strip():
-            first = str(cause).strip().splitlines()[0]
-            if first not in lines:
-                lines.append(first)
-        return "; ".join(lines) or type(exc).__name__
-    return None
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -468,10 +447,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 0
         runs, throughput = plan_sweep(overrides, opts["tokens_per_sec"], opts["flops_per_sec"], opts["measure"])
     except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug
-        msg = user_error_message(exc)
-        if msg is None:
+        if not report_user_error(exc):
             raise
-        print(f"error: {msg}", file=sys.stderr)
         return 2
     sweep = next((o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+~") == "sweep"), None)
     title = f"sweep {sweep or '(none)'}: {len(runs)} run(s)"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from scaling.errors import report_user_error
 
 # Settings that change how a run is watched or where it runs, not the numbers it produces.
 BOOKKEEPING = {
@@ -49,12 +50,8 @@ def _resolve_run_key(*, _root_: DictConfig) -> str:
     try:
         return run_key(_root_)
     except Exception as exc:  # noqa: BLE001
-        from scaling.plan import user_error_message
-
-        msg = user_error_message(exc)
-        if msg is None:
+        if not report_user_error(exc):
             raise
-        print(f"error: {msg}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from scaling.errors import ConfigError
+from scaling.errors import ConfigError, report_user_error
 from scaling.io import atomic_write_json, atomic_write_text, read_json_object
 
 LAUNCHERS = {"local": ["hydra/launcher=local"], "basic": [], "slurm": ["hydra/launcher=slurm"]}
@@ -633,7 +633,6 @@ def _settings(cfg: Any) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from scaling.plan import user_error_message
 
     try:
         opts = parse_args(argv)
@@ -648,10 +647,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug
-        msg = user_error_message(exc)
-        if msg is None:
+        if not report_user_error(exc):
             raise
-        print(f"error: {msg}", file=sys.stderr)
         return 2
     h = study["holdout"]
     ex = study["exponents"]

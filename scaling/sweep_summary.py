@@ -23,6 +23,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from scaling.errors import report_user_error
 from scaling.io import atomic_write_json, atomic_write_text, read_json_object
 
 log = logging.getLogger("scaling.sweep_summary")
@@ -40,16 +41,12 @@ class SweepSummary(Callback):
     # -- Hydra hooks ---------------------------------------------------------------------------------
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from scaling.plan import user_error_message
-
         sweep_dir = Path(config.hydra.sweep.dir)
         name = OmegaConf.select(config, "sweep.name", default=None) or str(config.get("group", "sweep"))
         try:
             runs = plan_jobs(config)
         except Exception as exc:  # noqa: BLE001
-            msg = user_error_message(exc)
-            if msg is not None:  # bad input: stop before anything is launched
-                print(f"error: {msg}", file=sys.stderr)
+            if report_user_error(exc):  # bad input: stop before anything is launched
                 sys.exit(2)
             log.warning("sweep summary: could not expand the sweep (%s: %s); the summary will list the run "
                         "folders found in %s", type(exc).__name__, exc, sweep_dir)
