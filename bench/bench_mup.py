@@ -22,9 +22,7 @@ from pathlib import Path
 
 import torch
 
-from scaling.config import ModelConfig, OptimConfig
-from scaling.model import GPT
-from scaling.parametrization import param_groups
+from scaling.coord_check import activation_scales
 from scaling.train import compose_run_config, run_training
 
 BASE = ["model=tiny", "model.context=64", "model.head_dim=16", "model.depth=2",
@@ -39,30 +37,9 @@ def final_loss(run_dir: Path, *overrides: str) -> float:
     return r["val_loss"] if r["status"] == "completed" and r["val_loss"] is not None else math.inf
 
 
-def coordinate_check(widths, param: str, steps: int = 4, lr: float = 1e-2) -> list[dict[str, float]]:
-    """Mean |activation| of the last block's output and of the logits after ``steps`` AdamW steps."""
-    out = []
-    for width in widths:
-        torch.manual_seed(0)
-        cfg = ModelConfig(width=width, depth=2, heads=width // 16, context=32, param=param, base_width=64,
-                          base_depth=2, tie_embeddings=False)
-        model = GPT(cfg, 256)
-        opt = torch.optim.AdamW(param_groups(model, cfg, OptimConfig(weight_decay=0.0)), lr=lr, betas=(0.9, 0.95))
-        for g in opt.param_groups:
-            g["lr"] = lr * g["lr_scale"]
-        idx = torch.randint(0, 256, (8, 33), generator=torch.Generator().manual_seed(1))
-        for _ in range(steps):
-            _, loss = model(idx[:, :-1], idx[:, 1:])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        seen: dict[str, float] = {}
-        hook = model.transformer.h[-1].register_forward_hook(lambda m, i, o: seen.__setitem__("block", o.abs().mean().item()))
-        with torch.no_grad():
-            logits, _ = model(idx[:, :-1])
-        hook.remove()
-        out.append({"width": width, "block": seen["block"], "logits": logits.abs().mean().item()})
-    return out
+def coordinate_check(widths, param: str) -> list[dict[str, float]]:
+    """Activation scales (``scaling.coord_check``) at each width, base width 64."""
+    return [{"width": w, **activation_scales(param, w, base_width=64)} for w in widths]
 
 
 def plot(checks: dict[str, list[dict]], path: Path) -> None:

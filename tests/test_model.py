@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from scaling.config import ModelConfig, OptimConfig
+from scaling.coord_check import activation_scales
 from scaling.errors import ConfigError
 from scaling.model import GPT, check_model_config
 from scaling.parametrization import param_groups
@@ -221,35 +222,10 @@ def test_forward_traces_as_one_graph():
 # ----------------------------------------------------------------------------- muP coordinate check
 
 
-def _activation_scales(param: str, width: int, steps: int = 4, lr: float = 1e-2) -> dict[str, float]:
-    """Mean |activation| of the blocks' outputs and of the logits after a few AdamW steps."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        width=width, depth=2, heads=width // 16, context=32, param=param, base_width=32, base_depth=2, tie_embeddings=False
-    )
-    model = GPT(cfg, 64)
-    opt = torch.optim.AdamW(param_groups(model, cfg, OptimConfig(weight_decay=0.0)), lr=lr, betas=(0.9, 0.95))
-    for g in opt.param_groups:
-        g["lr"] = lr * g["lr_scale"]
-    idx = torch.randint(0, 64, (8, 33), generator=torch.Generator().manual_seed(1))
-    for _ in range(steps):
-        _, loss = model(idx[:, :-1], idx[:, 1:])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    scales = {}
-    hook = model.transformer.h[-1].register_forward_hook(lambda m, i, o: scales.__setitem__("block", o.abs().mean().item()))
-    with torch.no_grad():
-        logits, _ = model(idx[:, :-1])
-    hook.remove()
-    scales["logits"] = logits.abs().mean().item()
-    return scales
-
-
 def test_mup_coordinate_check():
     """After a few steps at one learning rate, activations grow with width under sp and stay flat under mup."""
-    sp = [_activation_scales("sp", w) for w in (32, 128)]
-    mup = [_activation_scales("mup", w) for w in (32, 128)]
+    sp = [activation_scales("sp", w, base_width=32, vocab=64) for w in (32, 128)]
+    mup = [activation_scales("mup", w, base_width=32, vocab=64) for w in (32, 128)]
     assert sp[1]["block"] / sp[0]["block"] > 4 and sp[1]["logits"] / sp[0]["logits"] > 1.8
     for key in ("block", "logits"):
         assert 0.5 < mup[1][key] / mup[0][key] < 1.5, key
