@@ -1,0 +1,255 @@
+"""Which run next: rank candidate runs by how much each would shrink a target's interval per FLOP.
+
+    from analysis import load_runs, propose_next
+    runs = load_runs("runs/")
+    table = propose_next(runs, pool, target="a")                 # pool: N, D (, cost) per candidate
+    table = propose_next(runs, pool, {"N_opt": 1e21}, budget=3e19, n=4)   # a greedy batch of 4
+
+The posterior is the Laplace approximation of the parametric law's Huber fit (``analysis.next_run_criteria``);
+a candidate's score is the expected reduction of the target's variance (or of log det Sigma, or of the mean
+predictive variance) after adding it, by the linearised Fisher update, divided by its cost in FLOPs.
+``replay`` runs the sequential design on points whose losses are already known (the benchmark).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.checks import as_positive, check_level, choice, same_length
+from analysis.errors import AnalysisInputError
+from analysis.next_run_criteria import (
+    CRITERIA, Posterior, Target, expected_variance, fit_posterior, interval, jacobian, rank_one_update,
+    resolve_target, scores, z_value,
+)
+from analysis.result import FitResult
+
+LAWS = ("parametric",)
+INFO_CRITERIA = ("variance", "d-optimal", "v-optimal")
+
+
+def propose_next(
+    runs: Any,
+    candidates: Any,
+    target: Any,
+    budget: float | None = None,
+    law: str = "parametric",
+    criterion: str = "variance",
+    *,
+    n: int | None = None,
+    level: float = 0.95,
+    cost_col: str = "cost",
+    reference: Any = None,
+    start: Any = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Rank the candidate runs for ``target`` under ``criterion``; the best first.
+
+    runs: finished runs, a table with columns N, D, loss (``load_runs`` gives them).
+    candidates: the pool, a table with N, D and ``cost_col`` (FLOPs; missing: 6ND).
+    target: ``"a"``, ``"alpha"``, ... or ``{"param": name}``, ``{"N_opt": C}``, ``{"D_opt": C}`` (log N_opt /
+      log D_opt, so the interval is relative), ``{"loss": (N, D)}``.
+    budget: FLOPs available: dearer candidates are left out; with ``n``, the cumulative cost of the batch.
+    criterion: ``variance`` (of the target), ``d-optimal``, ``v-optimal`` (mean predictive variance of
+      log loss over ``reference`` = (N, D) arrays, default the candidates), ``random``, ``cheapest``.
+    n: None ranks every affordable candidate by its own gain; a number picks a greedy batch of up to n,
+      each conditioned on the earlier picks (no loss is needed for the Fisher update).
+    start: theta (a, b, e, alpha, beta) or an earlier table of this function: refit warm from there
+      instead of the full start grid.
+
+    Columns: candidate (index label in ``candidates``), N, D, cost, low, high, width (the target's expected
+    interval at ``level`` after adding the candidate, or the batch so far), gain, score. ``attrs`` holds
+    target, estimate, interval (now), criterion, level, theta, noise.
+    """
+    choice("law", law, LAWS)
+    choice("criterion", criterion, CRITERIA)
+    level = check_level(level)
+    tgt = resolve_target(target)
+    N, D, L = _runs_arrays(runs)
+    cand, Nc, Dc, cost = _pool_arrays(candidates, cost_col)
+    keep = _affordable(cost, budget)
+    _warn_extrapolation(N, D, Nc, Dc)
+    post = fit_posterior(N, D, L, start=_start_theta(start))
+    ref = None if reference is None else jacobian(post.theta, *_reference(reference))[1]
+    rng = np.random.default_rng(seed)
+    idx = np.flatnonzero(keep)
+    rank = _rank_single if n is None else _rank_greedy
+    order, var_after, gain, score = rank(post, tgt, Nc[idx], Dc[idx], cost[idx], criterion, ref, rng,
+                                         n=None if n is None else _count(n), budget=budget)
+    est, lo, hi = interval(post, tgt, level)
+    half = z_value(level) * np.sqrt(np.maximum(var_after, 0.0))
+    sel = idx[order]
+    table = pd.DataFrame({
+        "candidate": cand[sel], "N": Nc[sel], "D": Dc[sel], "cost": cost[sel],
+        "low": est - half, "high": est + half, "width": 2 * half, "gain": gain, "score": score,
+    })
+    table.attrs.update(target=tgt.name, estimate=est, interval=(lo, hi), criterion=criterion, level=level,
+                       theta=post.theta.tolist(), noise=post.noise)
+    return table
+
+
+def _rank_single(post: Posterior, tgt: Target, Nc, Dc, cost, criterion: str, ref, rng, **_: Any):
+    """Candidates by score, each with the target variance after adding it alone, its gain and score."""
+    g = tgt.gradient(post.theta)
+    J = jacobian(post.theta, Nc, Dc)[1]
+    gain, score = scores(criterion, post, g, J, cost, ref, rng)
+    order = np.argsort(-score, kind="stable")
+    return order, expected_variance(post.cov, post.noise, g, J)[order], gain[order], score[order]
+
+
+def _rank_greedy(post: Posterior, tgt: Target, Nc, Dc, cost, criterion: str, ref, rng, n: int, budget: float | None):
+    """Up to n picks, each scored under the covariance updated by the picks before it, within budget."""
+    g = tgt.gradient(post.theta)
+    J = jacobian(post.theta, Nc, Dc)[1]
+    state, left = post, math.inf if budget is None else float(budget)
+    free = np.ones(cost.size, bool)
+    rows: list[tuple[int, float, float, float]] = []  # (pick, variance after the batch so far, gain, score)
+    for _ in range(min(n, cost.size)):
+        ok = free & (cost <= left)
+        if not ok.any():
+            break
+        gain, score = scores(criterion, state, g, J, cost, ref, rng)
+        k = int(np.flatnonzero(ok)[np.argmax(score[ok])])
+        state = replace(state, cov=rank_one_update(state.cov, post.noise, J[k]))
+        rows.append((k, float(g @ state.cov @ g), float(gain[k]), float(score[k])))
+        free[k], left = False, left - cost[k]
+    order, var_after, gain, score = (np.array(c) for c in zip(*rows))
+    return order.astype(int), var_after, gain, score
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _runs_arrays(runs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    df = _table("runs", runs, ("N", "D", "loss"))
+    N, D, L = (as_positive(f"runs.{c}", df[c]) for c in ("N", "D", "loss"))
+    same_length(N=N, D=D, loss=L)
+    return N, D, L
+
+
+def _pool_arrays(candidates: Any, cost_col: str):
+    df = _table("candidates", candidates, ("N", "D"))
+    if len(df) == 0:
+        raise AnalysisInputError("candidates: the pool is empty; give at least one candidate run (N, D)")
+    N, D = as_positive("candidates.N", df["N"]), as_positive("candidates.D", df["D"])
+    cost = as_positive(f"candidates.{cost_col}", df[cost_col]) if cost_col in df else 6 * N * D
+    return df.index.to_numpy(), N, D, cost
+
+
+def _table(field: str, value: Any, needed: tuple[str, ...]) -> pd.DataFrame:
+    df = value if isinstance(value, pd.DataFrame) else pd.DataFrame(value)
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise AnalysisInputError(f"{field}: missing column(s) {', '.join(missing)}; columns {', '.join(needed)} are needed")
+    return df
+
+
+def _affordable(cost: np.ndarray, budget: float | None) -> np.ndarray:
+    if budget is None:
+        return np.ones(cost.size, bool)
+    b = float(budget)
+    if not (math.isfinite(b) and b >= cost.min()):
+        raise AnalysisInputError(f"budget: {budget!r} FLOPs is not allowed; the cheapest candidate costs {cost.min():.4g}")
+    return cost <= b
+
+
+def _warn_extrapolation(N, D, Nc, Dc) -> None:
+    out = (Nc < N.min()) | (Nc > N.max()) | (Dc < D.min()) | (Dc > D.max())
+    if out.any():
+        warnings.warn(
+            f"candidates: {int(out.sum())} of {out.size} lie outside the runs' range (N {N.min():.3g}..{N.max():.3g}, "
+            f"D {D.min():.3g}..{D.max():.3g}); their scores extrapolate the fitted law",
+            UserWarning, stacklevel=3,
+        )
+
+
+def _start_theta(start: Any) -> np.ndarray | None:
+    if start is None:
+        return None
+    if isinstance(start, pd.DataFrame):
+        start = start.attrs.get("theta")
+    if isinstance(start, FitResult):
+        e = start.estimates
+        start = [math.log(e["A"]), math.log(e["B"]), math.log(e["E"]), e["alpha"], e["beta"]]
+    theta = np.asarray(start, dtype=float).ravel() if start is not None else np.zeros(0)
+    if theta.size != 5 or not np.isfinite(theta).all():
+        raise AnalysisInputError(f"start: {start!r} is not allowed; give theta (a, b, e, alpha, beta), a parametric FitResult or a table of propose_next")
+    return theta
+
+
+def _reference(reference: Any) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        Nr, Dr = reference
+    except (TypeError, ValueError):
+        raise AnalysisInputError(f"reference: {reference!r} is not allowed; give a pair of arrays (N, D)") from None
+    Nr, Dr = np.broadcast_arrays(as_positive("reference N", Nr), as_positive("reference D", Dr))
+    return Nr, Dr
+
+
+def _count(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise AnalysisInputError(f"n: {n!r} is not allowed; use a whole number >= 1")
+    return int(n)
+
+
+# ---------------------------------------------------------------- replay
+
+
+def replay(
+    N: Any, D: Any, L: Any, initial: Any, target: Any, criterion: str = "variance", *,
+    cost: Any = None, stop_width: float | None = None, level: float = 0.95, seed: int = 0,
+    max_steps: int | None = None,
+) -> pd.DataFrame:
+    """Run the sequential design on points whose losses are known: the benchmark of ``propose_next``.
+
+    Start from the points where the boolean mask ``initial`` is true; the rest are the pool. Each step
+    scores the pool under the current posterior, adds the best point with its real loss and refits warm
+    from the previous optimum; it stops once the target's Laplace interval width is <= ``stop_width``
+    (None: never), after ``max_steps`` or when the pool is empty. The v-optimal reference is the pool.
+
+    Rows: step (0 = the initial fit), point (index into the arrays, -1 at step 0), N, D, cost, spent
+    (cumulative pool FLOPs), estimate, low, high, width. attrs: pool_cost, spent, share (spent /
+    pool_cost), reached (the width reached stop_width), steps.
+    """
+    choice("criterion", criterion, CRITERIA)
+    tgt, level = resolve_target(target), check_level(level)
+    N, D, L = (as_positive(k, v) for k, v in (("N", N), ("D", D), ("L", L)))
+    same_length(N=N, D=D, L=L)
+    cost = 6 * N * D if cost is None else as_positive("cost", cost)
+    used = np.array(initial, dtype=bool).ravel()  # a copy: it is filled in below
+    if used.size != N.size or not used.any() or used.all():
+        raise AnalysisInputError(f"initial: a mask of {used.size} with {int(used.sum())} true is not allowed; give one flag per point, some true and some false")
+    pool0 = np.flatnonzero(~used)
+    ref_N, ref_D = N[pool0], D[pool0]
+    rng = np.random.default_rng(seed)
+    post = fit_posterior(N[used], D[used], L[used])
+    rows = [_replay_row(0, -1, math.nan, math.nan, math.nan, 0.0, *interval(post, tgt, level))]
+    limit = pool0.size if max_steps is None else min(int(max_steps), pool0.size)
+    for step in range(1, limit + 1):
+        if stop_width is not None and rows[-1]["width"] <= stop_width:
+            break
+        pool = np.flatnonzero(~used)
+        J = jacobian(post.theta, N[pool], D[pool])[1]
+        ref = jacobian(post.theta, ref_N, ref_D)[1] if criterion == "v-optimal" else None
+        _, score = scores(criterion, post, tgt.gradient(post.theta), J, cost[pool], ref, rng)
+        k = int(pool[np.argmax(score)])
+        used[k] = True
+        post = fit_posterior(N[used], D[used], L[used], start=post.theta)
+        rows.append(_replay_row(step, k, N[k], D[k], cost[k], rows[-1]["spent"] + cost[k], *interval(post, tgt, level)))
+    table = pd.DataFrame(rows)
+    spent, pool_cost = float(table["spent"].iloc[-1]), float(cost[pool0].sum())
+    reached = stop_width is not None and bool(table["width"].iloc[-1] <= stop_width)
+    table.attrs.update(pool_cost=pool_cost, spent=spent, share=spent / pool_cost, reached=reached,
+                       steps=len(table) - 1, target=tgt.name, criterion=criterion)
+    return table
+
+
+def _replay_row(step: int, point: int, N: float, D: float, cost: float, spent: float,
+                est: float, lo: float, hi: float) -> dict[str, float]:
+    return {"step": step, "point": point, "N": N, "D": D, "cost": cost, "spent": spent,
+            "estimate": est, "low": lo, "high": hi, "width": hi - lo}
