@@ -16,8 +16,9 @@ from analysis.result import FitResult
 
 from analysis.allocation import optimal_allocation, predict_loss
 from analysis.holdout import holdout_validation
+from analysis.next_run import propose_next, replay as replay_design
 from analysis.parametric import HOFFMANN_GRID, fit_parametric
 
 __all__ = ["AnalysisInputError", "FitResult", "HOFFMANN_GRID", "allocation_table", "fit_envelope", "fit_isoflop",
            "fit_kaplan", "fit_kaplan_table", "fit_parametric", "holdout_validation", "load_curves", "load_runs",
-           "optimal_allocation", "predict_loss", "write_report"]
+           "optimal_allocation", "predict_loss", "propose_next", "replay_design", "write_report"]
