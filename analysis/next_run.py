@@ -24,8 +24,8 @@ import pandas as pd
 from analysis.checks import as_positive, check_level, choice, same_length
 from analysis.errors import AnalysisInputError
 from analysis.next_run_criteria import (
-    CRITERIA, Posterior, Target, expected_variance, fit_posterior, interval, jacobian, rank_one_update,
-    resolve_target, scores, z_value,
+    CRITERIA, Posterior, Target, expected_variance, fit_mixture, fit_posterior, interval, jacobian,
+    mixture_expected_variance, mixture_moments, rank_one_update, resolve_target, scores, z_value,
 )
 from analysis.result import FitResult
 
@@ -47,6 +47,7 @@ def propose_next(
     reference: Any = None,
     start: Any = None,
     seed: int = 0,
+    mixture: bool = False,
 ) -> pd.DataFrame:
     """Rank the candidate runs for ``target`` under ``criterion``; the best first.
 
@@ -61,10 +62,13 @@ def propose_next(
       each conditioned on the earlier picks (no loss is needed for the Fisher update).
     start: theta (a, b, e, alpha, beta) or an earlier table of this function: refit warm from there
       instead of the full start grid.
+    mixture: the posterior is a mixture over the fit's separate local optima (``fit_mixture``) and the
+      variance criterion integrates over the new run's outcome; only with criterion variance and n None.
 
     Columns: candidate (index label in ``candidates``), N, D, cost, low, high, width (the target's expected
     interval at ``level`` after adding the candidate, or the batch so far), gain, score. ``attrs`` holds
-    target, estimate, interval (now), criterion, level, theta, noise.
+    target, estimate, interval (now), criterion, level, theta, noise (and components: (weight, target
+    value) per optimum, with ``mixture``).
     """
     choice("law", law, LAWS)
     choice("criterion", criterion, CRITERIA)
@@ -74,22 +78,35 @@ def propose_next(
     cand, Nc, Dc, cost = _pool_arrays(candidates, cost_col)
     keep = _affordable(cost, budget)
     _warn_extrapolation(N, D, Nc, Dc)
-    post = fit_posterior(N, D, L, start=_start_theta(start))
-    ref = None if reference is None else jacobian(post.theta, *_reference(reference))[1]
-    rng = np.random.default_rng(seed)
     idx = np.flatnonzero(keep)
-    rank = _rank_single if n is None else _rank_greedy
-    order, var_after, gain, score = rank(post, tgt, Nc[idx], Dc[idx], cost[idx], criterion, ref, rng,
-                                         n=None if n is None else _count(n), budget=budget)
-    est, lo, hi = interval(post, tgt, level)
-    half = z_value(level) * np.sqrt(np.maximum(var_after, 0.0))
-    sel = idx[order]
-    table = pd.DataFrame({
-        "candidate": cand[sel], "N": Nc[sel], "D": Dc[sel], "cost": cost[sel],
-        "low": est - half, "high": est + half, "width": 2 * half, "gain": gain, "score": score,
-    })
-    table.attrs.update(target=tgt.name, estimate=est, interval=(lo, hi), criterion=criterion, level=level,
-                       theta=post.theta.tolist(), noise=post.noise)
+    if mixture:
+        if criterion != "variance" or n is not None:
+            raise AnalysisInputError(f"mixture: True is not allowed with criterion {criterion!r} and n={n!r}; use criterion 'variance' and n=None")
+        comps = fit_mixture(N, D, L)
+        post, (est, var) = comps[0][1], mixture_moments(comps, tgt)
+        order, var_after, gain, score = _rank_mixture(comps, tgt, Nc[idx], Dc[idx], cost[idx], var)
+    else:
+        post = fit_posterior(N, D, L, start=_start_theta(start))
+        ref = None if reference is None else jacobian(post.theta, *_reference(reference))[1]
+        rank = _rank_single if n is None else _rank_greedy
+        order, var_after, gain, score = rank(post, tgt, Nc[idx], Dc[idx], cost[idx], criterion, ref,
+                                             np.random.default_rng(seed), n=None if n is None else _count(n), budget=budget)
+        est, var = tgt.value(post.theta), float(tgt.gradient(post.theta) @ post.cov @ tgt.gradient(post.theta))
+    table = _result_table(cand[idx[order]], Nc[idx[order]], Dc[idx[order]], cost[idx[order]], est, var, var_after, level)
+    table["gain"], table["score"] = gain, score
+    table.attrs.update(target=tgt.name, criterion=criterion, theta=post.theta.tolist(), noise=post.noise)
+    if mixture:
+        table.attrs["components"] = [(w, tgt.value(c.theta)) for w, c in comps]
+    return table
+
+
+def _result_table(cand, N, D, cost, est: float, var: float, var_after: np.ndarray, level: float) -> pd.DataFrame:
+    """The candidates with the target's expected interval after each; attrs estimate, interval, level."""
+    z = z_value(level)
+    half = z * np.sqrt(np.maximum(var_after, 0.0))
+    table = pd.DataFrame({"candidate": cand, "N": N, "D": D, "cost": cost,
+                          "low": est - half, "high": est + half, "width": 2 * half})
+    table.attrs.update(estimate=est, interval=(est - z * math.sqrt(var), est + z * math.sqrt(var)), level=level)
     return table
 
 
@@ -100,6 +117,14 @@ def _rank_single(post: Posterior, tgt: Target, Nc, Dc, cost, criterion: str, ref
     gain, score = scores(criterion, post, g, J, cost, ref, rng)
     order = np.argsort(-score, kind="stable")
     return order, expected_variance(post.cov, post.noise, g, J)[order], gain[order], score[order]
+
+
+def _rank_mixture(comps: list, tgt: Target, Nc, Dc, cost, var_now: float):
+    """Candidates by the expected drop of the mixture variance per FLOP (integrated over the outcome)."""
+    var_after = mixture_expected_variance(comps, tgt, Nc, Dc)
+    gain = var_now - var_after
+    order = np.argsort(-gain / cost, kind="stable")
+    return order, var_after[order], gain[order], (gain / cost)[order]
 
 
 def _rank_greedy(post: Posterior, tgt: Target, Nc, Dc, cost, criterion: str, ref, rng, n: int, budget: float | None):

@@ -9,7 +9,9 @@ import pytest
 
 from analysis import AnalysisInputError, fit_parametric, optimal_allocation, predict_loss, propose_next
 from analysis.next_run import replay
-from analysis.next_run_criteria import fit_posterior, rank_one_update
+from analysis.next_run_criteria import (
+    Posterior, fit_posterior, mixture_expected_variance, mixture_moments, rank_one_update, resolve_target,
+)
 
 TRUE = {"E": 1.7, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.30}
 
@@ -120,6 +122,25 @@ def test_chinchilla_replay_reaches_the_interval_within_a_quarter_of_the_pool(sha
         assert r.attrs["reached"] and r.attrs["share"] <= 0.25, criterion
 
 
+def test_mixture_of_one_optimum_is_the_plain_ranking(runs):
+    pool = runs.iloc[::9][["N", "D"]]
+    plain, mixed = propose_next(runs, pool, "a"), propose_next(runs, pool, "a", mixture=True)
+    assert [w for w, _ in mixed.attrs["components"]] == [1.0]
+    np.testing.assert_allclose(mixed.width, plain.width, rtol=1e-6)
+    assert list(mixed.candidate) == list(plain.candidate)
+
+
+def test_mixture_values_runs_that_tell_the_optima_apart():
+    # two optima that differ in alpha: a run at large N separates them (their losses differ by far more
+    # than the noise), one at N = 1 cannot (both predict the same loss there)
+    comps = [(0.5, Posterior(np.array([6.0, 7.0, 0.5, a, 0.3]), 1e-8 * np.eye(5), 1e-4, 50, 0.0, True)) for a in (0.3, 0.4)]
+    target = resolve_target("a")
+    _, var_now = mixture_moments(comps, target)
+    after = mixture_expected_variance(comps, target, np.array([1e9, 1.0]), np.array([1e10, 1e10]))
+    assert var_now == pytest.approx(0.25 * (0.5 - 0.3 / 0.7) ** 2, rel=1e-3)
+    assert after[0] < 0.01 * var_now and after[1] > 0.99 * var_now
+
+
 @pytest.mark.parametrize(
     "kwargs, field",
     [
@@ -132,6 +153,7 @@ def test_chinchilla_replay_reaches_the_interval_within_a_quarter_of_the_pool(sha
         ({"criterion": "bayes"}, "criterion"),
         ({"law": "kaplan"}, "law"),
         ({"n": 0}, "n"),
+        ({"mixture": True, "criterion": "d-optimal"}, "mixture"),
         ({"runs": pd.DataFrame({"N": [1e8], "D": [1e9]})}, "runs"),
         ({"candidates": pd.DataFrame({"N": [1e8], "D": [-1.0]})}, "candidates.D"),
     ],
