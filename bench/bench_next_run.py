@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.next_run import replay
-from analysis.next_run_criteria import CRITERIA, fit_posterior, interval, resolve_target
+from analysis.next_run_criteria import CRITERIA, fit_mixture, fit_posterior, interval, resolve_target
 from analysis.parametric import fit_parametric
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -135,7 +135,10 @@ def bench(name: str, data: tuple, args) -> None:
     print(f"\n### {name}: {N.size} points, {int(budget.max()) + 1} budgets; start {int(init.sum())} points "
           f"(3 smallest budgets, {100 * C[init].sum() / C.sum():.2f}% of all FLOPs); pool {int((~init).sum())} points, {pool:.3g} FLOPs")
     print(f"full data: a = {a_full:.4f}, 95% Laplace ({lo:.4f}, {hi:.4f}), width {hi - lo:.4f}; bootstrap width "
-          f"{boot_full:.4f}; start: a = {a0:.4f} ({lo0:.4f}, {hi0:.4f}); stop at width <= {stop:.4f} ({args.ratio}x)\n")
+          f"{boot_full:.4f}; start: a = {a0:.4f} ({lo0:.4f}, {hi0:.4f}); stop at width <= {stop:.4f} ({args.ratio}x)")
+    comps = fit_mixture(N[init], D[init], L[init])
+    print(f"separate optima at the start (fit_mixture): {len(comps)}, weight/a "
+          + ", ".join(f"{w:.3f}/{tgt.value(c.theta):.3f}" for w, c in comps) + "\n")
     rows = []
     for crit in CRITERIA:
         seeds = range(args.seeds) if crit == "random" else [0]
