@@ -92,10 +92,9 @@ def resolve_target(target: Any) -> Target:
 
         return Target(f"log {kind}(C={C:.3g})", opt)
     if kind == "loss":
-        try:
-            N, D = (_positive_number(f"target loss {n}", v) for n, v in zip("ND", value))
-        except TypeError:
-            raise AnalysisInputError(f"target: loss={value!r} is not allowed; give a pair (N, D)") from None
+        if isinstance(value, str) or np.ndim(value) != 1 or len(value) != 2:
+            raise AnalysisInputError(f"target: loss={value!r} is not allowed; give a pair (N, D)")
+        N, D = (_positive_number(f"target loss {n}", v) for n, v in zip("ND", value))
         return Target(
             f"loss(N={N:.3g}, D={D:.3g})",
             lambda th: _law({k: v[:, None] for k, v in _derived(th).items()}, np.array([[N]]), np.array([[D]]))[:, 0],

@@ -149,6 +149,8 @@ def test_mixture_values_runs_that_tell_the_optima_apart():
         ({"target": {"H_opt": 1e21}}, "target"),
         ({"target": {"N_opt": -1}}, "target N_opt"),
         ({"target": {"loss": 3.0}}, "target"),
+        ({"target": {"loss": (1e9,)}}, "target"),
+        ({"target": {"loss": (1e9, 0)}}, "target loss D"),
         ({"budget": 1.0}, "budget"),
         ({"criterion": "bayes"}, "criterion"),
         ({"law": "kaplan"}, "law"),
