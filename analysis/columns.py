@@ -10,7 +10,7 @@ from __future__ import annotations
 from analysis.checks import choice
 
 PARAMS = ("non_embedding", "with_head", "total")  # conventions for N (see DESIGN.md)
-FLOPS = ("6nd", "kaplan", "chinchilla")  # conventions for C every record carries
+FLOPS = ("6nd", "6nd_with_head", "6nd_total", "kaplan", "chinchilla")  # conventions for C every record carries
 LOSSES = ("val_loss", "train_loss")  # final losses of a run record
 CURVE_LOSSES = ("val/loss", "train/loss")  # per-step losses in metrics.jsonl
 

@@ -10,7 +10,7 @@ curve with its branches hanging off it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -22,14 +22,11 @@ from matplotlib.ticker import ScalarFormatter
 
 from analysis import columns as col
 from analysis.errors import AnalysisInputError
-from analysis.files import atomic_write
+from analysis import plot_style as style
+from analysis.plot_style import FORMATS
 from analysis.result import FitResult
 
-FORMATS = ("png", "svg")
-CMAP = "viridis"
 REFERENCES = {"Chinchilla": (0.50, 0.50), "Kaplan": (0.73, 0.27)}  # (a, b) of N_opt ~ C^a, D_opt ~ C^b
-MARKERS = {col.RUN: "o", col.BRANCH_ROLE: "^", col.TRUNK: "s"}  # marker of each role of a run
-LABELS = {col.RUN: "run", col.BRANCH_ROLE: "WSD branch (cooldown)", col.TRUNK: "WSD trunk (no cooldown)"}
 
 
 def plot_isoflop(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None = None,
@@ -38,18 +35,18 @@ def plot_isoflop(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None 
 
     runs: the runs the fit was made from, in its order; their ``role`` marks WSD branch points.
     """
-    _need(res, "isoflop", "plot_isoflop")
+    style.need(res, "isoflop", "plot_isoflop")
     points, budgets = res.tables["points"], res.tables["budgets"]
-    roles = _roles(runs) if runs is not None and len(runs) == len(points) else _roles(points)
+    roles = style.roles_of(runs) if runs is not None and len(runs) == len(points) else style.roles_of(points)
     points = points.assign(**{col.ROLE: roles.to_numpy()})
-    fig, ax = _figure()
+    fig, ax = style.figure()
     norm = LogNorm(budgets["C"].min(), budgets["C"].max() * 1.0001)
-    cmap = _cmap()
+    cmap = style.cmap()
     for b in budgets.itertuples():
         colour = cmap(norm(b.C))
         pts = points[np.isclose(points["budget"], b.C)]
         for role, sub in pts.groupby(col.ROLE):
-            ax.scatter(sub["N"], sub["loss"], s=14 if role == col.RUN else 22, color=colour, marker=MARKERS[role],
+            ax.scatter(sub["N"], sub["loss"], s=14 if role == col.RUN else 22, color=colour, marker=style.MARKERS[role],
                        alpha=np.where(sub["in_window"], 1.0, 0.35), gid=f"{role}-points-{b.Index}")
         if np.isfinite(b.c2):
             sel = pts[pts["in_window"]]
@@ -61,10 +58,10 @@ def plot_isoflop(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None 
     ax.set_xscale("log")
     ax.set_xlabel("N (parameters)")
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"IsoFLOP profiles: a = {_fmt(res, 'a')}")
-    _legend(ax, _role_proxies(points[col.ROLE]))
-    _colorbar(fig, ax, norm, "C (FLOPs)")
-    return _save(fig, path, formats)
+    ax.set_title(f"IsoFLOP profiles: a = {style.fmt(res, 'a')}")
+    style.legend(ax, style.role_proxies(points[col.ROLE]))
+    style.colorbar(fig, ax, norm, "C (FLOPs)")
+    return style.save(fig, path, formats)
 
 
 def plot_loss_vs_compute(runs: pd.DataFrame, path: str | Path, *, fit: FitResult | None = None,
@@ -76,14 +73,14 @@ def plot_loss_vs_compute(runs: pd.DataFrame, path: str | Path, *, fit: FitResult
     """
     from analysis.kaplan import frontier, prediction_band
 
-    _columns(runs, ("N", "C", "loss"), "runs")
-    fig, ax = _figure()
-    norm = _size_norm(runs["N"])
-    cmap = _cmap()
+    style.require_columns(runs, ("N", "C", "loss"), "runs")
+    fig, ax = style.figure()
+    norm = style.size_norm(runs["N"])
+    cmap = style.cmap()
     if curves is not None:
         for _, g in curves[curves["loss"].notna()].groupby("run_id"):
             ax.plot(g["C"], g["loss"], color=cmap(norm(g["N"].iloc[0])), lw=0.6, alpha=0.35)
-    proxies = _scatter_roles(ax, runs, "C", "loss", norm, s=18, zorder=3)
+    proxies = style.scatter_roles(ax, runs, "C", "loss", norm, s=18, zorder=3)
     front = frontier(runs, "C")
     ax.plot(front["C"], front["loss"], color="black", lw=1, ls="--", label="frontier")
     law = fit.tables["fits"].get("C") if fit is not None and "fits" in fit.tables else fit
@@ -99,9 +96,9 @@ def plot_loss_vs_compute(runs: pd.DataFrame, path: str | Path, *, fit: FitResult
     ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("C (training FLOPs)")
     ax.set_ylabel("loss (nats/token)")
-    _legend(ax, proxies)
-    _colorbar(fig, ax, norm, "N (parameters)")
-    return _save(fig, path, formats)
+    style.legend(ax, proxies)
+    style.colorbar(fig, ax, norm, "N (parameters)")
+    return style.save(fig, path, formats)
 
 
 def plot_branches(curves: pd.DataFrame, path: str | Path, *, x: str = "D",
@@ -112,16 +109,16 @@ def plot_branches(curves: pd.DataFrame, path: str | Path, *, x: str = "D",
     curves: per-step curves of a branching sweep (``load_curves``: ``role``, ``trunk``, ``branch_tokens``).
     x: ``D`` (tokens) or ``C`` (FLOPs).
     """
-    _columns(curves, ("run_id", "tokens", "N", x, "loss"), "curves")
-    roles = _roles(curves)
+    style.require_columns(curves, ("run_id", "tokens", "N", x, "loss"), "curves")
+    roles = style.roles_of(curves)
     if not (roles == col.BRANCH_ROLE).any() or "branch_tokens" not in curves:
         raise AnalysisInputError("curves: no WSD branch (no run names a trunk); plot_branches needs the curves of "
                                  "a branching sweep (isoflop_wsd, ladder_wsd, wsd_branches)")
     data = curves.assign(**{col.ROLE: roles.to_numpy()})
     data = data[data["loss"].notna()].sort_values("tokens")
-    fig, ax = _figure()
-    norm = _size_norm(data["N"])
-    cmap = _cmap()
+    fig, ax = style.figure()
+    norm = style.size_norm(data["N"])
+    cmap = style.cmap()
     for trunk_id, branches in data[data[col.ROLE] == col.BRANCH_ROLE].groupby("trunk"):
         colour = cmap(norm(branches["N"].iloc[0]))
         trunk = data[data["run_id"] == trunk_id]
@@ -136,7 +133,7 @@ def plot_branches(curves: pd.DataFrame, path: str | Path, *, x: str = "D",
                 ax.scatter([x0], [y0], s=12, color=colour, zorder=4, gid="branch-starts")
                 xs, ys = np.r_[x0, xs], np.r_[y0, ys]
             ax.plot(xs, ys, color=colour, lw=1, ls="--")
-            ax.scatter(xs[-1:], ys[-1:], s=30, marker=MARKERS[col.BRANCH_ROLE], color=colour, edgecolor="black",
+            ax.scatter(xs[-1:], ys[-1:], s=30, marker=style.MARKERS[col.BRANCH_ROLE], color=colour, edgecolor="black",
                        zorder=5, gid="branch-ends")
     ax.set_xscale("log")
     ax.set_xlabel({"D": "D (tokens)", "C": "C (training FLOPs)"}.get(x, x))
@@ -145,10 +142,10 @@ def plot_branches(curves: pd.DataFrame, path: str | Path, *, x: str = "D",
     ax.legend(handles=[Line2D([], [], color="gray", lw=1.6, label="trunk (constant lr)"),
                        Line2D([], [], color="gray", lw=1, ls="--", label="cooldown branch"),
                        Line2D([], [], color="gray", ls="", marker="o", ms=4, label="branch point"),
-                       Line2D([], [], color="gray", ls="", marker=MARKERS[col.BRANCH_ROLE], mec="black",
-                              label=LABELS[col.BRANCH_ROLE])], fontsize=8)
-    _colorbar(fig, ax, norm, "N (parameters)")
-    return _save(fig, path, formats)
+                       Line2D([], [], color="gray", ls="", marker=style.MARKERS[col.BRANCH_ROLE], mec="black",
+                              label=style.LABELS[col.BRANCH_ROLE])], fontsize=8)
+    style.colorbar(fig, ax, norm, "N (parameters)")
+    return style.save(fig, path, formats)
 
 
 def plot_allocation(results: dict[str, FitResult], path: str | Path, *, C_range: tuple[float, float] | None = None,
@@ -196,7 +193,7 @@ def plot_allocation(results: dict[str, FitResult], path: str | Path, *, C_range:
         ax.set_xlabel("C (training FLOPs)")
         ax.set_ylabel(what)
         ax.legend(fontsize=8)
-    return _save(fig, path, formats)
+    return style.save(fig, path, formats)
 
 
 def plot_contours(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None = None,
@@ -205,15 +202,15 @@ def plot_contours(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None
     """Iso-loss contours of a parametric L(N, D) fit, iso-FLOP lines and the efficient frontier."""
     from analysis.allocation import optimal_allocation
 
-    _need(res, "parametric", "plot_contours")
+    style.need(res, "parametric", "plot_contours")
     if runs is not None:
-        _columns(runs, ("N", "D"), "runs")
+        style.require_columns(runs, ("N", "D"), "runs")
     N_range = N_range or ((runs["N"].min() / 3, runs["N"].max() * 3) if runs is not None else (1e7, 1e11))
     D_range = D_range or ((runs["D"].min() / 3, runs["D"].max() * 3) if runs is not None else (1e8, 1e13))
     n, d = np.geomspace(*N_range, 160), np.geomspace(*D_range, 160)
     NN, DD = np.meshgrid(n, d)  # (160, 160)
     LL = np.asarray(res.predict(NN.ravel(), DD.ravel()), dtype=float).reshape(NN.shape)
-    fig, ax = _figure()
+    fig, ax = style.figure()
     cs = ax.contour(NN, DD, LL, levels=np.quantile(LL, np.linspace(0.02, 0.9, 12)), cmap="magma", linewidths=1)
     ax.clabel(cs, fontsize=7, fmt="%.2f")
     c_lo, c_hi = 6 * N_range[0] * D_range[0], 6 * N_range[1] * D_range[1]
@@ -231,13 +228,13 @@ def plot_contours(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None
     ax.set_ylabel("D (tokens)")
     ax.set_title("iso-loss contours (nats/token); gray: iso-FLOP lines C = 6ND")
     ax.legend(fontsize=8, loc="upper right")
-    return _save(fig, path, formats)
+    return style.save(fig, path, formats)
 
 
 def plot_residuals(runs: pd.DataFrame, res: FitResult, path: str | Path, *, x: str = "C",
                    formats: Iterable[str] = FORMATS) -> list[Path]:
     """Observed minus predicted loss of every run against ``x`` (a parametric fit, or a one-variable law of x)."""
-    _columns(runs, ("N", "D", "C", "loss"), "runs")
+    style.require_columns(runs, ("N", "D", "C", "loss"), "runs")
     if res.approach == "parametric":
         pred = np.asarray(res.predict(runs["N"].to_numpy(), runs["D"].to_numpy()), dtype=float)
     elif res.approach == "kaplan" and res.diagnostics.get("x") in runs.columns:
@@ -246,104 +243,17 @@ def plot_residuals(runs: pd.DataFrame, res: FitResult, path: str | Path, *, x: s
         raise AnalysisInputError(f"res: a {res.approach} fit does not predict a loss per run; "
                                  "give a parametric fit or a single-variable Kaplan fit")
     resid = runs["loss"].to_numpy() - pred
-    fig, ax = _figure()
-    norm = _size_norm(runs["N"])
-    proxies = _scatter_roles(ax, runs.assign(resid=resid), x, "resid", norm, s=16)
-    _legend(ax, proxies)
+    fig, ax = style.figure()
+    norm = style.size_norm(runs["N"])
+    proxies = style.scatter_roles(ax, runs.assign(resid=resid), x, "resid", norm, s=16)
+    style.legend(ax, proxies)
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel({"C": "C (training FLOPs)", "N": "N (parameters)", "D": "D (tokens)"}.get(x, x))
     ax.set_ylabel("observed - predicted loss (nats/token)")
     ax.set_title(f"residuals of {res.law}: rms {np.sqrt(np.mean(resid ** 2)):.4f}")
-    _colorbar(fig, ax, norm, "N (parameters)")
-    return _save(fig, path, formats)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _figure() -> tuple[Figure, Any]:
-    fig = Figure(figsize=(7, 4.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
-
-
-def _cmap():
-    from matplotlib import colormaps
-
-    return colormaps[CMAP]
-
-
-def _size_norm(N: pd.Series) -> LogNorm:
-    return LogNorm(float(N.min()), float(N.max()) * 1.0001)
-
-
-def _roles(df: pd.DataFrame) -> pd.Series:
-    """The ``role`` of each row (``run`` where there is none)."""
-    if col.ROLE not in df.columns:
-        return pd.Series(col.RUN, index=df.index)
-    return df[col.ROLE].where(df[col.ROLE].isin(list(MARKERS)), col.RUN)
-
-
-def _scatter_roles(ax: Any, df: pd.DataFrame, x: str, y: str, norm: LogNorm, **kw: Any) -> list[Line2D]:
-    """``df``'s points coloured by N, one marker per role; the legend entries of the roles when mixed."""
-    roles = _roles(df)
-    for role in MARKERS:
-        sel = (roles == role).to_numpy()
-        if sel.any():
-            sub = df[sel]
-            ax.scatter(sub[x], sub[y], c=sub["N"], cmap=CMAP, norm=norm, marker=MARKERS[role], gid=f"{role}-points", **kw)
-    return _role_proxies(roles)
-
-
-def _role_proxies(roles: pd.Series) -> list[Line2D]:
-    present = [r for r in MARKERS if (roles == r).any()]
-    if present == [col.RUN]:
-        return []
-    return [Line2D([], [], ls="", marker=MARKERS[r], color="gray", label=LABELS[r]) for r in present]
-
-
-def _legend(ax: Any, extra: list[Line2D]) -> None:
-    handles, _ = ax.get_legend_handles_labels()
-    if handles or extra:
-        ax.legend(handles=handles + extra, fontsize=8)
-
-
-def _colorbar(fig: Figure, ax: Any, norm: LogNorm, label: str) -> None:
-    from matplotlib.cm import ScalarMappable
-
-    fig.colorbar(ScalarMappable(norm=norm, cmap=CMAP), ax=ax, label=label)
-
-
-def _save(fig: Figure, path: str | Path, formats: Iterable[str]) -> list[Path]:
-    stem = Path(path)
-    stem = stem.with_suffix("") if stem.suffix.lstrip(".") in ("png", "svg", "pdf") else stem
-    written = []
-    for fmt in formats:
-        if fmt not in ("png", "svg", "pdf"):
-            raise AnalysisInputError(f"formats: {fmt!r} is not one of 'png', 'svg', 'pdf'")
-        target = stem.parent / f"{stem.name}.{fmt}"
-        written.append(atomic_write(target, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=130)))
-    return written
-
-
-def _need(res: FitResult, approach: str, fn: str) -> None:
-    if res.approach != approach:
-        raise AnalysisInputError(f"res: {fn} needs a fit of approach '{approach}', got '{res.approach}'")
-
-
-def _columns(df: pd.DataFrame, names: tuple[str, ...], what: str) -> None:
-    missing = [c for c in names if c not in df.columns]
-    if missing:
-        raise AnalysisInputError(f"{what}: missing column(s) {', '.join(missing)}; load it with load_runs")
-
-
-def _fmt(res: FitResult, name: str) -> str:
-    s = f"{res.estimates[name]:.3f}"
-    if name in res.interval:
-        lo, hi = res.interval[name]
-        s += f" ({lo:.3f}, {hi:.3f})"
-    return s
+    style.colorbar(fig, ax, norm, "N (parameters)")
+    return style.save(fig, path, formats)
 
 
 def _optimal_points(res: FitResult) -> pd.DataFrame | None:

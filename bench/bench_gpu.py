@@ -1,6 +1,6 @@
 """Training throughput and MFU of the harness's GPT: tokens/s of one full step (forward, backward, AdamW).
 
-For each shape and mode, the model's own step as ``scaling.train`` runs it on CUDA: bf16 autocast, fused
+For each shape and mode, the model's own step as ``scaling.run.training`` runs it on CUDA: bf16 autocast, fused
 AdamW, SDPA attention (flash on recent GPUs), a fixed random batch already on the device (so the figures
 are of the step, not of the data path). Modes: ``eager``; ``compile`` (``torch.compile`` of the whole
 model); ``compile-blocks`` (each transformer block compiled in place: one compiled graph reused by every
@@ -9,9 +9,9 @@ block, so compile time hardly grows with depth).
 MFU = tokens/s x training FLOPs per token / peak, under two named FLOP conventions:
   palm        6 N_with_head + 12 depth width context (nanoGPT's ``estimate_mfu``, PaLM Appendix B: every
               matmul parameter incl. the output head, plus attention scores and values; no causal halving)
-  chinchilla  3 x the forward count of Hoffmann et al. 2022, Appendix F (``scaling.flops``): embeddings,
+  chinchilla  3 x the forward count of Hoffmann et al. 2022, Appendix F (``scaling.model.counts``): embeddings,
               full attention, softmax and logits included
-and two denominators: the GPU's dense bf16 peak (``scaling.hardware.PEAK_BF16``) and a measured ceiling,
+and two denominators: the GPU's dense bf16 peak (``scaling.run.hardware.PEAK_BF16``) and a measured ceiling,
 the FLOP/s of a large bf16 matmul on the same device.
 
     python bench/bench_gpu.py                                # 18M, 30M, 124M, 355M; eager, compile, compile-blocks
@@ -36,10 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scaling.config import ModelConfig  # noqa: E402
-from scaling.flops import flops_per_token, param_counts  # noqa: E402
-from scaling.hardware import peak_flops  # noqa: E402
+from scaling.model.counts import flops_per_token, param_counts  # noqa: E402
+from scaling.run.hardware import peak_flops  # noqa: E402
 from scaling.io import atomic_write_json  # noqa: E402
-from scaling.model import GPT  # noqa: E402
+from scaling.model.gpt import GPT  # noqa: E402
 
 VOCAB = 50304  # GPT-2's 50,257 rounded up to a multiple of 64
 # name (total parameters at VOCAB) -> width, depth, heads, context. GPT-2 style: learned positions, GELU, biases, tied head.

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from scaling.coord_check import activation_scales
-from scaling.train import compose_run_config, run_training
+from scaling.model.coord_check import activation_scales
+from scaling.run.training import run_training
+from scaling.sweep.expand import compose_run_config
 
 BASE = ["model=tiny", "model.context=64", "model.head_dim=16", "model.depth=2",
         "model.base_depth=2", "model.tie_embeddings=false", "train.batch_size=8", "train.eval_every=0",
@@ -38,7 +39,7 @@ def final_loss(run_dir: Path, *overrides: str) -> float:
 
 
 def coordinate_check(widths, param: str) -> list[dict[str, float]]:
-    """Activation scales (``scaling.coord_check``) at each width, base width 64."""
+    """Activation scales (``scaling.model.coord_check``) at each width, base width 64."""
     return [{"width": w, **activation_scales(param, w, base_width=64)} for w in widths]
 
 

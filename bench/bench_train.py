@@ -89,7 +89,7 @@ def main() -> None:
     import torch
 
     from scaling.config import DataConfig
-    from scaling.data import prepare_data
+    from scaling.data.prepare import prepare_data
 
     prepared = prepare_data(DataConfig(source=str(args.source), tokenizer="char", val_fraction=0.1, max_bytes=None))
     best: dict[str, dict] = {}

@@ -2,7 +2,7 @@
 
 Per size: one trunk at constant lr to (1 - f) D_k keeping a checkpoint at each (1 - f) D_i, then one
 cooldown branch per budget (its own run and record); against one cosine run per budget (warmup, cosine
-to 10% of the peak lr, and cosine to 0 as the cooldowns end). FLOPs of the branching side count the trunk once (``scaling.branching.sweep_flops``).
+to 10% of the peak lr, and cosine to 0 as the cooldowns end). FLOPs of the branching side count the trunk once (``scaling.run.branch.sweep_flops``).
 
     python bench/bench_wsd.py            # 2 sizes x 4 budgets, ~2-4 min on 2 CPU cores
     python bench/bench_wsd.py --lrs 1.5e-3,3e-3,6e-3,1.2e-2   # each schedule at its best lr, ~4x longer
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from scaling.branching import plan_branches, sweep_flops
-from scaling.train import compose_run_config, run_training
+from scaling.sweep.branch_plan import plan_branches, sweep_flops
+from scaling.run.training import run_training
+from scaling.sweep.expand import compose_run_config
 
 BASE = ["model=tiny", "model.context=64", "train.batch_size=8", "train.eval_every=0", "train.eval_tokens=4096",
         "train.final_eval_tokens=32768", "train.threads=1", "train.checkpoint_every=0", "data.max_bytes=4000000",

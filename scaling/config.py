@@ -1,15 +1,17 @@
 """Structured configs: the schema behind ``conf/``.
 
-Registered in Hydra's ConfigStore, so a mistyped override (``model.widht=64``) or a wrong type is an
+Registered in Hydra's ConfigStore (``scaling.sweep.registry``), so a mistyped override (``model.widht=64``) or a wrong type is an
 error rather than a silent no-op. Each dataclass is one config group; ``RunConfig`` composes them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the config groups scaling-train composes
 
 
 @dataclass
@@ -126,14 +128,3 @@ class RunConfig:
     group: str = "default"  # sweep name; runs of one sweep share it
     runs_dir: str = "runs"  # where run directories are made (the run id is a hash of the config)
     sweep: Any = None  # free-form sweep settings a named sweep may add (budgets, convention, ...)
-
-
-def register_configs() -> None:
-    """Register the schemas so that ``conf/`` files are validated against them."""
-    cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="optim", name="optim_schema", node=OptimConfig)
-    cs.store(group="train", name="train_schema", node=TrainConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)

@@ -17,7 +17,6 @@ class DataError(ValueError):
 
 def user_error_message(exc: BaseException) -> Optional[str]:
     """One line for an error caused by the user's input, or None for a bug."""
-    from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     seen = exc
@@ -25,7 +24,7 @@ def user_error_message(exc: BaseException) -> Optional[str]:
         if isinstance(seen, (ConfigError, DataError)):
             return str(seen)
         seen = seen.__cause__ or seen.__context__
-    if isinstance(exc, (HydraException, OmegaConfBaseException)):
+    if isinstance(exc, OmegaConfBaseException) or _is_hydra_error(exc):
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("full_key")]
         cause = exc.__cause__
         if cause is not None and str(cause).strip():
@@ -44,3 +43,9 @@ def report_user_error(exc: BaseException) -> bool:
         return False
     print(f"error: {msg}", file=sys.stderr)
     return True
+
+
+def _is_hydra_error(exc: BaseException) -> bool:
+    """An error of Hydra's own (``hydra.errors.HydraException``), told by its class: the base layer does not
+    import Hydra."""
+    return any(c.__name__ == "HydraException" and c.__module__.startswith("hydra.") for c in type(exc).__mro__)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 LAW = {"E": 1.8, "A": 400.0, "alpha": 0.34, "B": 410.0, "beta": 0.28}
@@ -65,3 +66,14 @@ def write_run(root: Path, run_id: str, *, width: int, depth: int, tokens: int, g
     result.update(extra or {})
     (run / "result.json").write_text(json.dumps(result))
     return run
+
+
+def synthetic_sweep(c=0.5, k=-0.3, sizes=(1e6, 4e6, 1.6e7, 6.4e7), noise=0.0, seed=0):
+    """Loss = 3 + 0.2 (log lr - log lr*(N))^2 on a factor-2 grid, lr*(N) = c N^k."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in sizes:
+        star = c * n ** k
+        for lr in 2.0 ** np.arange(-12, 0):
+            rows.append({"N": n, "lr": lr, "loss": 3 + 0.2 * np.log(lr / star) ** 2 + noise * rng.normal()})
+    return pd.DataFrame(rows)

@@ -1,0 +1,1 @@
+"""Console scripts: argument parsing and printing only. Nothing in ``scaling`` imports this package."""

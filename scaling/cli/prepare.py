@@ -1,0 +1,89 @@
+"""``scaling-prepare``: prepare (or find in the cache) the token files of a data config, ahead of training."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Optional
+
+from scaling.config import CONF_DIR, DataConfig
+from scaling.data.prepare import prepare_data
+from scaling.errors import ConfigError, DataError
+
+
+USAGE = """usage: scaling-prepare [data=PRESET] [data.KEY=VALUE ...]
+
+Prepare (or find in the cache) the token files a training run with these data settings would use, and
+print the prepared folder and its meta.json. PRESET is a file of conf/data/ (e.g. stdlib,
+shakespeare-char, text). Keys (defaults as in training):
+  data.source          stdlib | a text file | a folder | a glob          (stdlib)
+  data.tokenizer       byte | char | bpe                                  (byte)
+  data.bpe_vocab_size  BPE vocabulary size                                (4096)
+  data.val_fraction    held-out share of the corpus                       (0.05)
+  data.max_bytes       cap on raw text read; null = no cap                (16000000)
+  data.cache_dir       cache folder; null = $SCALING_DATA_DIR or ~/.cache/scaling-harness/data
+The 'data.' prefix may be left out. Example: scaling-prepare data.source=input.txt data.tokenizer=char
+"""
+
+def parse_overrides(args: list[str]):
+    """Data settings (a DictConfig of DataConfig) from ``data=PRESET`` and ``data.key=value`` overrides.
+
+    As in Hydra, the preset (a file of ``conf/data/``) applies first, then the overrides in order; every
+    key and value is checked against the schema.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    cfg = OmegaConf.structured(DataConfig)
+    presets = [a.split("=", 1)[1] for a in args if a.startswith("data=")]
+    for name in presets[-1:]:
+        path = CONF_DIR / "data" / f"{name}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+            raise ConfigError(f"data={name!r} is not a preset; allowed: {', '.join(known) or 'none found'}")
+        preset = OmegaConf.load(path)
+        preset.pop("defaults", None)
+        try:
+            cfg = OmegaConf.merge(cfg, preset)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"data={name!r}: {path} does not fit the data schema: {str(e).splitlines()[0]}") from None
+    for arg in args:
+        if arg.startswith("data="):
+            continue
+        if "=" not in arg:
+            raise ConfigError(f"argument {arg!r} is not an override; use data.KEY=VALUE (see scaling-prepare --help)")
+        key, value = arg.split("=", 1)
+        field = key.removeprefix("data.")
+        if field not in DataConfig.__dataclass_fields__:
+            allowed = ", ".join(f"data.{k}" for k in DataConfig.__dataclass_fields__)
+            raise ConfigError(f"{key!r} is not a data setting; allowed: {allowed}")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{field}={value}"]))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"data.{field}={value!r} is not allowed: {str(e).splitlines()[0]}") from None
+    return cfg
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print(USAGE, end="")
+        return 0
+    try:
+        cfg = parse_overrides(args)
+        t0 = time.perf_counter()
+        prepared = prepare_data(cfg)
+        dt = time.perf_counter() - t0
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(prepared.dir)
+    print(json.dumps(prepared.meta, indent=2))
+    print(f"ready in {dt:.2f}s ({cfg.tokenizer}, {prepared.meta['train_tokens']:,} train / "
+          f"{prepared.meta['val_tokens']:,} val tokens)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""``scaling-study``: a complete scaling study from one command, checked against a held-out larger run.
+
+    scaling-study [--quick] [--out DIR] [--launcher local|basic|slurm] [--jobs J] [OVERRIDE ...]
+
+The study itself is ``scaling.study``; this module parses the command line and prints.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+from scaling.errors import ConfigError, report_user_error
+from scaling.study.options import LAUNCHERS, Options, StudyError
+from scaling.study.report import _g, _pct
+from scaling.study.study import run_study
+from scaling.units import duration
+
+USAGE = """\
+usage: scaling-study [--quick] [--out DIR] [--launcher local|basic|slurm] [--jobs J]
+                     [--holdout-factor K] [--bootstrap B] [OVERRIDE ...]
+
+Run an IsoFLOP sweep on the embedded corpus through Hydra multirun, fit Approach 2 and Approach 3 with
+bootstrap intervals, train one held-out run at K x (default 4) the largest budget at the predicted
+compute-optimal size, and write a Markdown report with plots into DIR (default study/full, or study/quick
+with --quick). Runs already finished in DIR/runs are reused, so a second invocation only refits.
+
+  --quick            the short variant (sweep study_quick: smaller budgets and sizes, a few minutes)
+  --out DIR          output folder: report.md, plots, fit.json, study.json, runs/, logs/
+  --launcher L       local (submitit, default), basic (Hydra's, one run at a time, in one process), slurm
+  --jobs J           runs at a time on this machine (local: default the number of cores; one thread each)
+  --holdout-factor K compute of the held-out run over the sweep's largest budget (default 4, at least 1)
+  --bootstrap B      bootstrap resamples of each fit (default 1000, --quick 200)
+  OVERRIDE           Hydra overrides for every run, e.g. optim.lr=3e-3 logger=none
+"""
+
+
+def parse_args(argv: list[str]) -> Options:
+    opts = Options()
+    i = 0
+
+    def value(flag: str) -> str:
+        if i + 1 >= len(argv):
+            raise ConfigError(f"{flag} needs a value")
+        return argv[i + 1]
+
+    while i < len(argv):
+        a = argv[i]
+        flag, eq, inline = a.partition("=")
+        if a in ("-h", "--help"):
+            opts.help = True
+        elif a == "--quick":
+            opts.variant = "quick"
+        elif flag in ("--out", "--launcher", "--jobs", "--holdout-factor", "--bootstrap"):
+            text = inline if eq else value(flag)
+            i += 0 if eq else 1
+            if flag == "--out":
+                opts.out = Path(text).expanduser()
+            elif flag == "--launcher":
+                if text not in LAUNCHERS:
+                    raise ConfigError(f"--launcher={text!r} is unknown: choose {', '.join(LAUNCHERS)}")
+                opts.launcher = text
+            elif flag == "--holdout-factor":
+                opts.holdout_factor = _number(flag, text, minimum=1.0)
+            else:
+                n = _number(flag, text, minimum=1 if flag == "--jobs" else 0)
+                if n != int(n):
+                    raise ConfigError(f"{flag}={text!r} is invalid: it must be a whole number")
+                setattr(opts, flag[2:], int(n))
+        elif a.startswith("-"):
+            raise ConfigError(f"option {a!r} is unknown: choose --quick, --out DIR, --launcher "
+                              f"{'|'.join(LAUNCHERS)}, --jobs J, --holdout-factor K, --bootstrap B")
+        else:
+            key = a.partition("=")[0].lstrip("+~")
+            if key in ("runs_dir", "group", "sweep") or key.startswith("hydra/launcher"):
+                raise ConfigError(f"override {a!r} is set by scaling-study: use --out or --launcher instead")
+            opts.overrides.append(a)
+        i += 1
+    return opts
+
+
+def _number(flag: str, text: str, minimum: float) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        x = float("nan")
+    if not (math.isfinite(x) and x >= minimum):
+        raise ConfigError(f"{flag}={text!r} is invalid: it must be a number >= {minimum:g}")
+    return x
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+
+    try:
+        opts = parse_args(argv)
+        if opts.help:
+            print(USAGE)
+            return 0
+        study = run_study(opts)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug
+        if not report_user_error(exc):
+            raise
+        return 2
+    h = study["holdout"]
+    ex = study["exponents"]
+    for approach, title in (("isoflop", "Approach 2"), ("parametric", "Approach 3")):
+        if approach in ex:
+            print(f"[study] {title}: a={_g(ex[approach]['a']['estimate'])}, b={_g(ex[approach]['b']['estimate'])}")
+        else:
+            print(f"[study] {title}: not fitted (see the report's warnings)")
+    print(f"[study] held-out: predicted {_g(h['predicted'])}, measured {_g(h.get('measured'))}, "
+          f"error {_pct(h.get('rel_error'))}; {h.get('position', '')}")
+    print(f"[study] trained {study['runs']['trained_now']} run(s), reused {study['runs']['reused']}; "
+          f"wall time {duration(study['wall_time'])}")
+    print(f"report: {Path(study['out']) / 'report.md'}")
+    print(study["out"])
+    return 0

@@ -1,0 +1,54 @@
+"""``scaling-train``: one training run (or a Hydra multirun of them) as a Hydra app over ``conf/``.
+
+The entry point only wires: Hydra composes the config, ``task`` records a sweep's skipped run or hands
+the config to ``scaling.run.training.run_training``. A single run from the shell reports a user error
+as one line and exit status 2; a sweep's run records it as ``failed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from scaling.config import CONF_DIR
+from scaling.run.training import USER_ERRORS, run_training
+from scaling.sweep.registry import configure_runtime
+from scaling.sweep.resolvers import skipped_result
+
+
+@contextlib.contextmanager
+def user_errors_exit() -> Iterator[None]:
+    """Print a user error as one line and exit 2, without a traceback."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def task(cfg: DictConfig) -> dict[str, Any]:
+    """Hydra task function: one run in Hydra's output directory (the run's own directory)."""
+    configure_runtime()  # a submitit job process unpickles this function and never runs main()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    skipped = skipped_result(cfg, run_dir)
+    if skipped is not None:
+        return skipped
+    if HydraConfig.get().mode.name == "MULTIRUN":
+        return run_training(cfg, run_dir)
+    with user_errors_exit():
+        return run_training(cfg, run_dir, record_user_errors=False)
+
+
+def main() -> None:
+    configure_runtime()
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(task)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""One training run: config -> data -> model -> loop with its hooks -> run record.
+
+``run_training`` trains one run into its run directory, resuming from the latest checkpoint when one
+exists and returning the record of a run that already finished. The parts know nothing of the command
+line (``scaling.cli.train`` is the Hydra entry point).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from scaling.data.prefetch import BatchPrefetcher
+from scaling.data.prepare import PreparedData, check_context, prepare_data
+from scaling.errors import ConfigError, DataError
+from scaling.model.gpt import GPT
+from scaling.model.shape import check_model_config
+from scaling.run import branch, preemption, wandb_mirror
+from scaling.run.checkpoint import load_latest_checkpoint
+from scaling.run.distributed import DistContext, setup_distributed, teardown_distributed
+from scaling.run.evaluate import Evaluator
+from scaling.run.hardware import peak_flops, resolve_device
+from scaling.run.hooks import (CheckpointHook, Checkpointer, ConsoleHook, EvalHook, MetricsHook, RecordHook)
+from scaling.run.loop import train_loop
+from scaling.run.record import RunRecord
+from scaling.run.schedule import check_schedule, lr_multiplier
+from scaling.run.sizes import RunSizes, shape_of
+from scaling.run.state import TrainState
+from scaling.run.step import OptimizerStep, autocast_for, make_optimizer, wrap_model
+
+log = logging.getLogger("scaling.train")
+
+USER_ERRORS = (ConfigError, DataError)
+
+
+def check_train_config(cfg: Any) -> None:
+    """One-line errors for train settings that cannot work, before any work."""
+    t = cfg.train
+    for field in ("eval_every", "log_every", "checkpoint_every", "eval_tokens", "final_eval_tokens"):
+        if t[field] < 0:
+            raise ConfigError(f"train.{field}={t[field]} must be >= 0")
+    if t.log_every == 0:
+        raise ConfigError("train.log_every=0 must be >= 1")
+    if t.precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"train.precision={t.precision!r} is not known: choose auto, fp32 or bf16")
+    check_schedule(cfg.optim)
+    branch.check_branch_config(cfg)
+
+
+def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True) -> dict[str, Any]:
+    """Train one run into ``run_dir`` and return its result record (see DESIGN.md).
+
+    Any failure is recorded as ``failed`` with its error before it is raised again; a bad config or bad
+    data too, unless ``record_user_errors`` is false (a single run from the shell, which just reports it).
+    """
+    run_dir, start_time = Path(run_dir), time.time()
+    record = RunRecord(run_dir)
+    finished = record.read_result()
+    if finished is not None and finished["status"] in ("completed", "diverged"):
+        log.info("run %s already %s; nothing to train", finished["run_id"], finished["status"])
+        return finished
+    check_train_config(cfg)
+    device, ctx = _start_process(cfg)
+    state: Optional[TrainState] = None
+    mirror = None
+    try:
+        prepared = _prepare(cfg, ctx)
+        vocab_size = cfg.model.vocab_size or prepared.vocab_size
+        check_model_config(cfg.model, vocab_size)
+        sizes = RunSizes(cfg, vocab_size, ctx.world_size)
+        check_context(prepared, sizes.context)
+        state = _initial_state(cfg, run_dir, sizes, vocab_size, device)
+        info = {"params": sizes.params, "flops_per_token": sizes.flops_per_token, "shape": shape_of(cfg, vocab_size),
+                "steps": sizes.steps, "tokens": sizes.tokens, "flops": sizes.flops}
+        if ctx.is_main:
+            record.write_config(cfg)
+            record.open_metrics(resume_step=state.step)
+            mirror = wandb_mirror.start(cfg, run_dir, run_dir.name, state.wandb_id or None, info)
+            state.wandb_id = getattr(mirror, "wandb_id", None) or ""
+        outcome = _train(cfg, sizes, prepared, state, device, ctx, record, mirror, run_dir, start_time)
+        result = {"run_id": run_dir.name, "group": cfg.group, **outcome, "model": info["shape"],
+                  "params": sizes.params, "tokens": sizes.tokens, "flops": sizes.flops,
+                  "flops_per_token": sizes.flops_per_token, "steps": sizes.steps, "batch_size": sizes.batch_size,
+                  "context": sizes.context, "world_size": ctx.world_size, "device": str(device),
+                  **branch.branch_fields(cfg, sizes, outcome.get("wall_time"))}
+        if ctx.is_main:
+            record.write_result(result)
+        return result
+    except Exception as exc:
+        if ctx.is_main and (record_user_errors or not isinstance(exc, USER_ERRORS)):
+            record.write_failure(run_dir.name, cfg.group, exc, state.step if state else 0, time.time() - start_time)
+        raise
+    finally:
+        record.close()
+        if mirror is not None:
+            mirror.finish(record.read_result() or {})
+        teardown_distributed(ctx)
+
+
+def _start_process(cfg: Any) -> tuple[torch.device, DistContext]:
+    device = resolve_device(cfg.train.device)
+    ctx = setup_distributed(device.type)
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    return device, ctx
+
+
+def _prepare(cfg: Any, ctx: DistContext) -> PreparedData:
+    """The prepared data; the writing rank prepares first, the others then open the cache."""
+    prepared = prepare_data(cfg.data) if ctx.is_main else None
+    ctx.barrier()
+    return prepared if prepared is not None else prepare_data(cfg.data)
+
+
+def _initial_state(cfg: Any, run_dir: Path, sizes: RunSizes, vocab_size: int, device: torch.device) -> TrainState:
+    """A fresh model and optimizer, restored from the run's latest checkpoint or a branch's trunk."""
+    torch.manual_seed(cfg.train.seed)
+    model = GPT(cfg.model, vocab_size).to(device)
+    state = TrainState(model, make_optimizer(model, cfg, device), device)
+    checkpoint = load_latest_checkpoint(run_dir, map_location=device)
+    if checkpoint is None and branch.is_branch(cfg):
+        checkpoint = branch.load_trunk_checkpoint(cfg, sizes, map_location=device)
+    if checkpoint is not None:
+        state.load_state_dict(checkpoint)
+        log.info("resuming %s from step %d", run_dir.name, state.step)
+    return state
+
+
+def _train(cfg: Any, sizes: RunSizes, prepared: PreparedData, state: TrainState, device: torch.device,
+           ctx: DistContext, record: RunRecord, mirror: Any, run_dir: Path, start_time: float) -> dict[str, Any]:
+    """Build the step, the batches and the hooks, iterate, and return the outcome fields of the record."""
+    t = cfg.train
+    autocast = autocast_for(t.precision, device)
+    wall_before = state.wall_time
+    wall_time = lambda: wall_before + time.time() - start_time  # noqa: E731
+    evaluator = Evaluator(state.model, prepared.val, sizes.context, sizes.micro_batch_size, device, autocast, ctx,
+                          t.eval_tokens, t.final_eval_tokens)
+    keep_steps = frozenset(int(math.ceil(k / sizes.tokens_per_step)) for k in t.keep_at_tokens)
+    checkpointer = Checkpointer(run_dir, state, t.keep_checkpoints, keep_steps, ctx, wall_time)
+    guard = preemption.install()
+    metrics = MetricsHook(sizes, t.log_every, ctx, peak_flops(device))
+    console = ConsoleHook(t.progress, sizes.steps, state.step, t.log_every, sizes.tokens_per_step, ctx)
+    hooks = [metrics, EvalHook(evaluator, t.eval_every), RecordHook(record, mirror, ctx), console,
+             CheckpointHook(checkpointer, t.checkpoint_every, guard, before_handoff=record.close)]
+    step = OptimizerStep(state.model, wrap_model(state.model, cfg, device, ctx), state.optimizer,
+                         cfg.optim.grad_clip, autocast, ctx)
+    batches = BatchPrefetcher(prepared.train, sizes.context, sizes.batch_size, t.seed, state.step, sizes.steps,
+                              device, rank=ctx.rank, world_size=ctx.world_size, micro_batch_size=sizes.micro_batch_size)
+    try:
+        last = train_loop(state, sizes.steps, lambda s: cfg.optim.lr * lr_multiplier(s, sizes.steps, cfg.optim),
+                          iter(batches), step, hooks)
+    finally:
+        guard.uninstall()
+        batches.close()
+        console.close()
+    if last is not None and last.status == "diverged":
+        outcome = {"status": "diverged", "step": state.step, "error": last.error, "train_loss": None, "val_loss": None}
+    else:
+        checkpointer.save()
+        row = metrics.last_row if "val/loss" in metrics.last_row else {**record.last_logged(),
+                                                                       "val/loss": evaluator.final()}
+        outcome = {"status": "completed", "step": state.step, "val_loss": row["val/loss"],
+                   "train_loss": row.get("train/loss"), "eval_tokens": evaluator.final_tokens}
+    elapsed = wall_time()
+    return {**outcome, "wall_time": elapsed, "tokens_per_second": sizes.tokens / max(elapsed, 1e-9)}

@@ -1,0 +1,73 @@
+"""Expand a sweep exactly as ``scaling-train --multirun`` would, and compose any run's config.
+
+The job list comes from Hydra itself: the sweep's master config is composed in multirun mode, its
+sweeper is instantiated from ``hydra.sweeper`` and its own override parser and cartesian product give
+each job's overrides; each job's config is then composed with the Compose API from the same
+``conf/`` (and ``sweeps/``) as the training entry point. Nothing is launched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from scaling.config import CONF_DIR
+from scaling.errors import ConfigError
+from scaling.sweep.registry import configure_runtime
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def compose_run_config(overrides: list[str]) -> DictConfig:
+    """The run config ``scaling-train`` composes from ``overrides`` (for scripts and benchmarks)."""
+    from hydra import compose, initialize_config_dir
+
+    configure_runtime()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def job_overrides(master: DictConfig, config_loader: Any) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper derives them from a multirun master config."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.plugins import Plugins
+
+    target = OmegaConf.select(master, "hydra.sweeper._target_")
+    if target != BASIC_SWEEPER:
+        raise ConfigError(f"hydra.sweeper._target_={target!r}: scaling-plan expands only Hydra's basic sweeper")
+    sweeper = Plugins.instance()._instantiate(master.hydra.sweeper)  # as Hydra's multirun does (not set up)
+    arguments = sweeper._parse_config() + list(OmegaConf.to_container(master.hydra.overrides.task, resolve=False))
+    overrides = OverridesParser.create(config_loader=config_loader).parse_overrides(arguments)
+    batches = sweeper.split_arguments(overrides, None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def sweep_names(config_loader: Any) -> list[str]:
+    return sorted(config_loader.get_group_options("sweep"))
+
+
+def _check_sweep_name(overrides: list[str], config_loader: Any) -> None:
+    names = sweep_names(config_loader)
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.lstrip("+~") == "sweep" and value not in names:
+            raise ConfigError(f"unknown sweep {value!r}: choose one of {', '.join(names)}")
+
+
+def expand(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
+    """(job overrides, composed job config) of every job of the multirun ``overrides`` describe."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    configure_runtime()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="scaling-plan"):
+        gh = GlobalHydra.instance()
+        loader = gh.config_loader()
+        _check_sweep_name(overrides, loader)
+        master = gh.hydra.compose_config("config", overrides, run_mode=RunMode.MULTIRUN,
+                                         with_log_configuration=False)
+        hydra_overrides = list(OmegaConf.to_container(master.hydra.overrides.hydra, resolve=False))
+        jobs = job_overrides(master, loader)
+        return [(job, compose("config", overrides=hydra_overrides + job, return_hydra_config=False)) for job in jobs]
