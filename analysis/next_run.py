@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.checks import as_positive, check_level, choice, same_length
+from analysis.checks import as_positive, check_bootstrap, check_level, choice, same_length
 from analysis.errors import AnalysisInputError
 from analysis.next_run_criteria import (
     CRITERIA, Posterior, Target, expected_variance, fit_mixture, fit_posterior, interval, jacobian,
-    mixture_expected_variance, mixture_moments, rank_one_update, resolve_target, scores, z_value,
+    _theta, mixture_expected_variance, mixture_moments, rank_one_update, resolve_target, scores, z_value,
 )
 from analysis.result import FitResult
 
@@ -47,6 +47,7 @@ def propose_next(
     reference: Any = None,
     start: Any = None,
     seed: int = 0,
+    bootstrap: int = 0,
     mixture: bool = False,
 ) -> pd.DataFrame:
     """Rank the candidate runs for ``target`` under ``criterion``; the best first.
@@ -62,6 +63,7 @@ def propose_next(
       each conditioned on the earlier picks (no loss is needed for the Fisher update).
     start: theta (a, b, e, alpha, beta) or an earlier table of this function: refit warm from there
       instead of the full start grid.
+    bootstrap: 0, the Laplace posterior; > 0, the covariance of that many bootstrap refits (seed ``seed``).
     mixture: the posterior is a mixture over the fit's separate local optima (``fit_mixture``) and the
       variance criterion integrates over the new run's outcome; only with criterion variance and n None.
 
@@ -86,7 +88,7 @@ def propose_next(
         post, (est, var) = comps[0][1], mixture_moments(comps, tgt)
         order, var_after, gain, score = _rank_mixture(comps, tgt, Nc[idx], Dc[idx], cost[idx], var)
     else:
-        post = fit_posterior(N, D, L, start=_start_theta(start))
+        post = fit_posterior(N, D, L, start=_start_theta(start), bootstrap=check_bootstrap(bootstrap), seed=seed)
         ref = None if reference is None else jacobian(post.theta, *_reference(reference))[1]
         rank = _rank_single if n is None else _rank_greedy
         order, var_after, gain, score = rank(post, tgt, Nc[idx], Dc[idx], cost[idx], criterion, ref,
@@ -199,8 +201,7 @@ def _start_theta(start: Any) -> np.ndarray | None:
     if isinstance(start, pd.DataFrame):
         start = start.attrs.get("theta")
     if isinstance(start, FitResult):
-        e = start.estimates
-        start = [math.log(e["A"]), math.log(e["B"]), math.log(e["E"]), e["alpha"], e["beta"]]
+        start = _theta(start.estimates)
     theta = np.asarray(start, dtype=float).ravel() if start is not None else np.zeros(0)
     if theta.size != 5 or not np.isfinite(theta).all():
         raise AnalysisInputError(f"start: {start!r} is not allowed; give theta (a, b, e, alpha, beta), a parametric FitResult or a table of propose_next")
@@ -228,7 +229,7 @@ def _count(n: Any) -> int:
 def replay(
     N: Any, D: Any, L: Any, initial: Any, target: Any, criterion: str = "variance", *,
     cost: Any = None, stop_width: float | None = None, level: float = 0.95, seed: int = 0,
-    max_steps: int | None = None,
+    max_steps: int | None = None, bootstrap: int = 0,
 ) -> pd.DataFrame:
     """Run the sequential design on points whose losses are known: the benchmark of ``propose_next``.
 
@@ -236,6 +237,7 @@ def replay(
     scores the pool under the current posterior, adds the best point with its real loss and refits warm
     from the previous optimum; it stops once the target's Laplace interval width is <= ``stop_width``
     (None: never), after ``max_steps`` or when the pool is empty. The v-optimal reference is the pool.
+    bootstrap > 0: the posterior (scores and interval) is the covariance of that many bootstrap refits.
 
     Rows: step (0 = the initial fit), point (index into the arrays, -1 at step 0), N, D, cost, spent
     (cumulative pool FLOPs), estimate, low, high, width. attrs: pool_cost, spent, share (spent /
@@ -252,7 +254,8 @@ def replay(
     pool0 = np.flatnonzero(~used)
     ref_N, ref_D = N[pool0], D[pool0]
     rng = np.random.default_rng(seed)
-    post = fit_posterior(N[used], D[used], L[used])
+    bootstrap = check_bootstrap(bootstrap)
+    post = fit_posterior(N[used], D[used], L[used], bootstrap=bootstrap, seed=seed)
     rows = [_replay_row(0, -1, math.nan, math.nan, math.nan, 0.0, *interval(post, tgt, level))]
     limit = pool0.size if max_steps is None else min(int(max_steps), pool0.size)
     for step in range(1, limit + 1):
@@ -264,7 +267,7 @@ def replay(
         _, score = scores(criterion, post, tgt.gradient(post.theta), J, cost[pool], ref, rng)
         k = int(pool[np.argmax(score)])
         used[k] = True
-        post = fit_posterior(N[used], D[used], L[used], start=post.theta)
+        post = fit_posterior(N[used], D[used], L[used], start=post.theta, bootstrap=bootstrap, seed=seed + step)
         rows.append(_replay_row(step, k, N[k], D[k], cost[k], rows[-1]["spent"] + cost[k], *interval(post, tgt, level)))
     table = pd.DataFrame(rows)
     spent, pool_cost = float(table["spent"].iloc[-1]), float(cost[pool0].sum())

@@ -28,7 +28,7 @@ from scipy.stats import norm
 from analysis.allocation import _allocate, _law
 from analysis.errors import AnalysisInputError
 from analysis.optimize import PARAMS, Objective, newton_batched
-from analysis.parametric import _derived, _polish, fit_parametric
+from analysis.parametric import _bootstrap, _derived, _polish, fit_parametric
 
 CRITERIA = ("variance", "d-optimal", "v-optimal", "random", "cheapest")
 PARAM_TARGETS = ("E", "A", "B", "alpha", "beta", "a", "b", "G")
@@ -127,16 +127,21 @@ def jacobian(theta: np.ndarray, N: np.ndarray, D: np.ndarray) -> tuple[np.ndarra
     return (m + np.log(s))[:, 0], J
 
 
-def fit_posterior(N: np.ndarray, D: np.ndarray, L: np.ndarray, start: np.ndarray | None = None, delta: float = 1e-3) -> Posterior:
-    """Fit the law (the full start grid, or a warm start from ``start``) and its Laplace posterior."""
+def fit_posterior(N: np.ndarray, D: np.ndarray, L: np.ndarray, start: np.ndarray | None = None, delta: float = 1e-3,
+                  bootstrap: int = 0, seed: int = 0) -> Posterior:
+    """Fit the law (the full start grid, or a warm start from ``start``) and its posterior.
+
+    bootstrap 0: the Laplace covariance s^2 (J^T J)^-1. bootstrap > 0: the covariance of the optima refitted
+    to that many multinomial resamples (``fit_parametric``'s bootstrap), still updated by the Fisher rule.
+    """
     if N.size <= len(PARAMS):
         raise AnalysisInputError(f"runs: {N.size} points is too few; the posterior of 5 parameters needs at least 6")
+    obj = Objective(np.log(N), np.log(D), np.log(L), kind="huber", delta=delta)
     if start is None:
         res = fit_parametric(N, D, L, delta=delta)
-        theta = np.array([math.log(res["A"]), math.log(res["B"]), math.log(res["E"]), res["alpha"], res["beta"]])
+        theta = _theta(res.estimates)
         converged = bool(res.diagnostics["converged"])
     else:
-        obj = Objective(np.log(N), np.log(D), np.log(L), kind="huber", delta=delta)
         run = newton_batched(obj, np.asarray(start, float)[None], np.ones(N.size))
         theta, converged = run.theta[0], bool(run.converged[0])
         if not converged:
@@ -144,9 +149,23 @@ def fit_posterior(N: np.ndarray, D: np.ndarray, L: np.ndarray, start: np.ndarray
     pred, J = jacobian(theta, N, D)
     r = pred - np.log(L)
     noise = max(float(r @ r) / (N.size - len(PARAMS)), 1e-12)
-    cov = noise * _pinv_scaled(J.T @ J)
+    cov = noise * _pinv_scaled(J.T @ J) if not bootstrap else _bootstrap_cov(obj, theta, int(bootstrap), seed)
     obj_value = float(np.where(np.abs(r) <= delta, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta)).sum())
     return Posterior(theta, cov, noise, int(N.size), obj_value, converged)
+
+
+def _theta(est: dict[str, Any]) -> np.ndarray:
+    """theta (a, b, e, alpha, beta) rows from estimates or draws of E, A, B, alpha, beta."""
+    return np.stack([np.log(est["A"]), np.log(est["B"]), np.log(est["E"]), est["alpha"], est["beta"]], axis=-1).astype(float)
+
+
+def _bootstrap_cov(obj: Objective, theta: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    draws, _ = _bootstrap(obj, theta, n_boot, seed, None)
+    rows = _theta(draws)
+    rows = rows[np.isfinite(rows).all(1)]
+    if len(rows) < 10:
+        raise AnalysisInputError(f"bootstrap: only {len(rows)} of {n_boot} refits converged; use the Laplace posterior (bootstrap=0)")
+    return np.cov(rows.T)
 
 
 def _pinv_scaled(M: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ the bootstrap percentile interval of the stopping set relative to the full-data 
 
     python bench/bench_next_run.py                 # both data sets, 10 seeds for random
     python bench/bench_next_run.py --seeds 3 --bootstrap 0
+    python bench/bench_next_run.py --posterior-bootstrap 400   # also the bootstrap-posterior replays
 """
 
 from __future__ import annotations
@@ -150,6 +151,27 @@ def bench(name: str, data: tuple, args) -> None:
         print("| " + " | ".join(str(v) for v in r) + " |")
 
 
+def bench_bootstrap(name: str, data: tuple, args) -> None:
+    """The same protocol with the bootstrap posterior (covariance of the refits) for scores and intervals."""
+    N, D, L, C, budget = data
+    init, tgt, k = budget < 3, resolve_target("a"), args.posterior_bootstrap
+    a_full, lo, hi = interval(fit_posterior(N, D, L, bootstrap=k), tgt)
+    stop = args.ratio * (hi - lo)
+    print(f"\n### {name}, bootstrap posterior ({k} resamples per refit)\nfull data: a = {a_full:.4f}, 95% interval "
+          f"({lo:.4f}, {hi:.4f}), width {hi - lo:.4f}; stop at width <= {stop:.4f}\n")
+    print("| criterion | runs added | pool FLOPs to stop | a at stop (95%) | full-data a inside | s / replay |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for crit in CRITERIA:
+        seeds = range(min(args.seeds, 3)) if crit == "random" else [0]
+        t0 = time.perf_counter()
+        runs = [replay(N, D, L, init, "a", crit, cost=C, stop_width=stop, seed=s, bootstrap=k) for s in seeds]
+        last = [r.iloc[-1] for r in runs]
+        print(f"| {crit}{f' (mean of {len(runs)})' if len(runs) > 1 else ''} | {np.mean([r.attrs['steps'] for r in runs]):.1f} "
+              f"| {spread(np.array([r.attrs['share'] if r.attrs['reached'] else np.nan for r in runs]))} "
+              f"| {np.mean([x['estimate'] for x in last]):.3f} ({np.mean([x['low'] for x in last]):.3f}, {np.mean([x['high'] for x in last]):.3f}) "
+              f"| {sum(x['low'] <= a_full <= x['high'] for x in last)}/{len(runs)} | {(time.perf_counter() - t0) / len(runs):.1f} |")
+
+
 def machine() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -164,6 +186,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=10, help="seeds of the random baseline")
     p.add_argument("--ratio", type=float, default=1.25, help="stop once the width is <= ratio x the full-data width")
     p.add_argument("--bootstrap", type=int, default=400, help="resamples of the bootstrap check (0: skip)")
+    p.add_argument("--posterior-bootstrap", type=int, default=0,
+                   help="also replay with the bootstrap posterior, this many resamples per refit (0: skip)")
     p.add_argument("--porian-config", default=PORIAN_CONFIG, help="/".join(PORIAN_KEYS))
     p.add_argument("--data", type=Path, default=SHARED)
     args = p.parse_args()
@@ -174,6 +198,9 @@ def main() -> None:
     print(f"machine: {machine()}; date {dt.date.today()}")
     bench("Epoch Chinchilla", load_chinchilla(args.data), args)
     bench(f"Porian {args.porian_config}", load_porian(args.data, args.porian_config), args)
+    if args.posterior_bootstrap:
+        bench_bootstrap("Epoch Chinchilla", load_chinchilla(args.data), args)
+        bench_bootstrap(f"Porian {args.porian_config}", load_porian(args.data, args.porian_config), args)
     print(f"\nwall {time.perf_counter() - t0:.1f} s")
 
 

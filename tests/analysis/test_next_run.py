@@ -87,6 +87,14 @@ def test_targets_match_the_fitted_law(runs):
     assert warm.attrs["estimate"] == pytest.approx(res["a"], rel=1e-7)
 
 
+def test_bootstrap_posterior_matches_the_bootstrap_spread(runs):
+    table = propose_next(runs, runs.iloc[:5][["N", "D"]], "a", bootstrap=300, seed=2)
+    lo, hi = table.attrs["interval"]
+    se = fit_parametric(runs.N, runs.D, runs.loss, bootstrap=300, seed=2).stderr["a"]
+    assert (hi - lo) / (2 * 1.959964) == pytest.approx(se, rel=0.1)
+    assert (table.width <= hi - lo + 1e-12).all()
+
+
 def test_greedy_batch_stays_in_budget_and_narrows(runs):
     pool = runs[runs.budget >= 5][["N", "D"]]
     cost = 6 * pool.N * pool.D
@@ -155,6 +163,7 @@ def test_mixture_values_runs_that_tell_the_optima_apart():
         ({"criterion": "bayes"}, "criterion"),
         ({"law": "kaplan"}, "law"),
         ({"n": 0}, "n"),
+        ({"bootstrap": -1}, "bootstrap"),
         ({"mixture": True, "criterion": "d-optimal"}, "mixture"),
         ({"runs": pd.DataFrame({"N": [1e8], "D": [1e9]})}, "runs"),
         ({"candidates": pd.DataFrame({"N": [1e8], "D": [-1.0]})}, "candidates.D"),
