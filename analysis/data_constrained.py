@@ -1,0 +1,387 @@
+"""Data-constrained scaling (Muennighoff et al. 2023): the effective-data law and its fit.
+
+    L = E + A / N'^alpha + B / D'^beta,   D' = U + U R_D* (1 - exp(-R_D / R_D*)),  R_D = max(D/U - 1, 0)
+                                          N' = U_N + U_N R_N* (1 - exp(-R_N / R_N*)), R_N = max(N/U_N - 1, 0)
+
+U_N = min(N_opt(C_U), N): the base law's compute-optimal size at the compute C_U whose optimal data is U.
+Fitted as log L = LSE(a - alpha log N', b - beta log D', e) under a Huber loss (delta 1e-3) on log loss,
+summed over runs.
+
+    res = fit_data_constrained(N, D, U, L, base=MUENNIGHOFF_C4_BASE)      # two-stage: R_D*, R_N* only
+    res = fit_data_constrained(N, D, U, L)                                  # joint: all seven parameters
+    res["R_D_star"], res.diagnostics["profile_interval"]["R_D_star"], res.predict(N, D, U)
+
+Methods: ``paper`` (two-stage only) is the notebook's procedure: starts on the 4 x 4 grid linspace(0, 20, 4)
+of (R_D*, R_N*), torch's L-BFGS (``data_constrained_search.torch_lbfgs``), best start kept. ``valley``
+(default) searches the whole valley of the objective: L-BFGS-B in log R* from starts log-spaced over
+decades, and a profile over R_D*; the lowest objective found is reported. Intervals: a profile-likelihood
+interval (``diagnostics["profile_interval"]``; the Huber loss at delta 1e-3 is nearly an L1 loss, so the
+profile is calibrated as a Laplace likelihood with its scale profiled out: 2 n log(F / F_min) <= chi2_1)
+and, with ``bootstrap``, percentile intervals from refits of resampled runs (``interval``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2
+
+from analysis import data_constrained_search as search
+from analysis.checks import as_positive, check_bootstrap, check_level, choice, enough_points, same_length
+from analysis.errors import AnalysisInputError
+from analysis.result import FitResult, summarize_samples
+
+LAW = "L = E + A/N'^alpha + B/D'^beta, D' = U(1 + R_D*(1 - exp(-R_D/R_D*))), N' = U_N(1 + R_N*(1 - exp(-R_N/R_N*)))"
+BASE_NAMES = ("A", "B", "E", "alpha", "beta")
+THETA = ("a", "b", "e", "alpha", "beta", "R_D_star", "R_N_star")
+# The base law of the paper, fitted to Chinchilla's C4 runs (datablations notebook, alpha = beta tied).
+MUENNIGHOFF_C4_BASE = {"A": math.exp(6.255414), "B": math.exp(7.3049974), "E": math.exp(0.6254804),
+                       "alpha": 0.3526596, "beta": 0.3526596}
+PAPER_GRID = np.linspace(0.0, 20.0, 4)
+METHODS = ("valley", "paper")
+EPOCHS = (4, 16, 40)
+_LOG_STARTS = 10.0 ** np.linspace(-0.5, 4.0, 10)  # valley starts of R_D* and R_N*, over four decades
+_PROFILE = 10.0 ** np.linspace(-1.0, 6.0, 113)  # profile grid of R_D* and R_N*, 16 points a decade
+_STAR_RANGE = (math.log(_PROFILE[0]), math.log(_PROFILE[-1]))  # R* of the valley search stay in its range
+_LOG_RANGE = {3: (math.log(1e-3), math.log(5.0)), 4: (math.log(1e-3), math.log(5.0)), 5: _STAR_RANGE, 6: _STAR_RANGE}
+
+
+def effective_tokens(U: Any, epochs: Any, R_D_star: Any) -> np.ndarray:
+    """D' of training ``epochs`` passes over ``U`` unique tokens: min(D, U) + U R_D* (1 - exp(-R_D/R_D*))."""
+    U, epochs, rd = np.asarray(U, float), np.asarray(epochs, float), np.asarray(R_D_star, float)
+    return U * np.minimum(epochs, 1.0) + U * rd * -np.expm1(-np.maximum(epochs - 1.0, 0.0) / rd)
+
+
+def epoch_value(epochs: Any, R_D_star: Any) -> np.ndarray:
+    """What ``epochs`` passes over U unique tokens are worth relative to as many fresh tokens: D' / D."""
+    epochs = np.asarray(epochs, float)
+    return effective_tokens(1.0, epochs, R_D_star) / epochs
+
+
+def extra_epoch_value(epochs: Any, R_D_star: Any) -> np.ndarray:
+    """What one more pass after ``epochs`` passes adds to D', as a fraction of a pass of fresh data."""
+    epochs = np.asarray(epochs, float)
+    return effective_tokens(1.0, epochs + 1.0, R_D_star) - effective_tokens(1.0, epochs, R_D_star)
+
+
+def unique_params(U: Any, base: Any) -> np.ndarray:
+    """U_N: the base law's compute-optimal N at the compute whose optimal D is U (before the min with N)."""
+    a, b, e, alpha, beta = _base_theta(base)
+    logG = (math.log(alpha) + a - math.log(beta) - b) / (alpha + beta)
+    return np.exp((beta / alpha) * np.log(np.asarray(U, float)) + (1 + beta / alpha) * logG)
+
+
+def fit_data_constrained(N: Any, D: Any, U: Any, L: Any, *, base: Any = None, method: str = "valley",
+                         delta: float = 1e-3, bootstrap: int = 0, seed: int = 0, level: float = 0.95,
+                         profile: bool = True, epochs: tuple[float, ...] = EPOCHS) -> FitResult:
+    """Fit the effective-data law to parameters N, tokens D, unique tokens U and losses L (nats).
+
+    base: the fixed base law ({A, B, E, alpha, beta} or a ``fit_parametric`` result) for the two-stage fit,
+    or None to fit all seven parameters jointly. method: ``valley`` or ``paper`` (see module doc).
+    bootstrap: resamples of the runs, refitted for percentile intervals; profile: compute the profile
+    intervals of R_D* and R_N*; epochs: epoch counts whose value relative to fresh data is reported.
+    """
+    t0 = time.perf_counter()
+    data = _Data(*_validate(N, D, U, L), delta=_positive("delta", delta))
+    method, level, bootstrap = choice("method", method, METHODS), check_level(level), check_bootstrap(bootstrap)
+    epochs = tuple(float(k) for k in as_positive("epochs", epochs))
+    base5 = None if base is None else _base_theta(base)
+    if method == "paper" and base5 is None:
+        raise AnalysisInputError("method: 'paper' needs base (the paper fixes the base law first); "
+                                 "pass base=MUENNIGHOFF_C4_BASE or use method 'valley'")
+    ones = np.ones(data.n)
+    if method == "paper":
+        theta, info = _paper_fit(data, _Space(base5, log_stars=False), ones)
+    else:
+        theta, info = _valley_fit(data, _Space(base5, log_stars=True), ones)
+    f_min = float(data.value(theta[None], ones)[0])
+    space = _Space(base5, log_stars=True)
+    prof = _profiles(data, space, theta, f_min, level, info.pop("profile", {})) if profile else None
+    draws, n_bad = _bootstrap(data, space, theta, prof, bootstrap, seed) if bootstrap else (None, 0)
+    return _result(data, theta, f_min, info, prof, draws, n_bad, method, base5 is None, level, epochs, t0)
+
+
+def _log_pred(theta: np.ndarray, N: np.ndarray, D: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """log of the predicted loss, (S, n), for parameter rows theta (S, 7) = (a, b, e, alpha, beta, R_D*, R_N*)."""
+    a, b, e, alpha, beta, rd, rn = (theta[:, j : j + 1] for j in range(7))
+    with np.errstate(all="ignore"):
+        logG = (np.log(alpha) + a - np.log(beta) - b) / (alpha + beta)
+        UN = np.minimum(N, np.exp((beta / alpha) * np.log(U) + (1 + beta / alpha) * logG))
+        Np, Dp = effective_tokens(UN, N / UN, rn), effective_tokens(U, D / U, rd)
+        z = np.stack([a - alpha * np.log(Np), b - beta * np.log(Dp), np.broadcast_to(e, Np.shape)])
+        return np.logaddexp.reduce(z, axis=0)
+
+
+def _base_log_pred(theta: np.ndarray, N: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """log of the base law E + A/N^alpha + B/D^beta, every token and parameter counted as fresh."""
+    a, b, e, alpha, beta = theta[:5]
+    return np.logaddexp.reduce(np.stack([a - alpha * np.log(N), b - beta * np.log(D), np.full(N.shape, e)]), axis=0)
+
+
+class _Data:
+    """Runs of one fit; ``value`` is the summed Huber objective of parameter rows theta (S, 7)."""
+
+    def __init__(self, N, D, U, L, delta):
+        self.N, self.D, self.U, self.L, self.delta, self.n = N, D, U, L, delta, N.size
+        self.logL = np.log(L)
+
+    def log_pred(self, theta: np.ndarray) -> np.ndarray:
+        return _log_pred(theta, self.N, self.D, self.U)
+
+    def value(self, theta: np.ndarray, W: np.ndarray) -> np.ndarray:
+        r = np.abs(self.log_pred(theta) - self.logL)
+        d = self.delta
+        with np.errstate(invalid="ignore"):
+            f = (np.where(r <= d, 0.5 * r * r, d * (r - 0.5 * d)) * W).sum(-1)
+        return np.where(np.isfinite(f), f, np.inf)
+
+
+class _Space:
+    """Search coordinates x of theta: the free entries; with ``log_stars`` R*, alpha and beta in log,
+    clipped to ``_LOG_RANGE`` (flat beyond: the search stops at the edge); some entries held fixed."""
+
+    def __init__(self, base5, log_stars: bool, fixed: dict[int, float] | None = None):
+        self.template = np.r_[base5 if base5 is not None else np.zeros(5), 1.0, 1.0]
+        self.fixed = dict(fixed or {})
+        for i, v in self.fixed.items():
+            self.template[i] = v
+        self.free = [i for i in range(7) if (base5 is None or i >= 5) and i not in self.fixed]
+        self.logged = np.array([log_stars and i >= 3 for i in self.free])
+        self.lo, self.hi = (np.array([_LOG_RANGE[i][k] if i in _LOG_RANGE else -np.inf for i in self.free]) for k in (0, 1))
+        self.base5, self.log_stars = base5, log_stars
+
+    def theta(self, X: np.ndarray) -> np.ndarray:
+        X = np.atleast_2d(X)
+        out = np.tile(self.template, (X.shape[0], 1))
+        out[:, self.free] = np.where(self.logged, np.exp(np.clip(X, self.lo, self.hi)), X)
+        return out
+
+    def x(self, theta: np.ndarray) -> np.ndarray:
+        v = np.asarray(theta, float)[self.free]
+        return np.where(self.logged, np.clip(np.log(np.maximum(v, 1e-300)), self.lo, self.hi), v)
+
+    def holding(self, index: int, value: float) -> "_Space":
+        return _Space(self.base5, self.log_stars, {**self.fixed, index: value})
+
+    def fg(self, data: _Data, W: np.ndarray) -> search.FG:
+        """Objective and central-difference gradient in x, all 2k + 1 evaluations as one batch."""
+
+        def fg(x):
+            h = 1e-5 * np.maximum(1.0, np.abs(x))
+            X = np.vstack([x, x + np.diag(h), x - np.diag(h)])
+            f = data.value(self.theta(X), W)
+            k = x.size
+            with np.errstate(invalid="ignore"):
+                return float(f[0]), (f[1 : k + 1] - f[k + 1 :]) / (2 * h)
+
+        return fg
+
+
+def _paper_fit(data: _Data, space: _Space, W: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The notebook's two-stage fit: torch's L-BFGS from every (R_D*, R_N*) of the 4 x 4 grid, best kept."""
+    fg = space.fg(data, W)
+    runs = [search.torch_lbfgs(fg, np.array([rd, rn])) for rd in PAPER_GRID for rn in PAPER_GRID]
+    f = np.array([r[1] if np.isfinite(r[1]) else np.inf for r in runs])
+    best = int(np.argmin(f))
+    return space.theta(runs[best][0])[0], {"n_starts": len(runs), "n_starts_failed": int((~np.isfinite(f)).sum()),
+                                           "converged": bool(np.isfinite(f[best]))}
+
+
+def _valley_fit(data: _Data, space: _Space, W: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Multi-start L-BFGS over decades of R_D*, R_N* (from a fitted base law when joint), then the
+    profile over R_D* along the whole valley; the lowest point found, polished. ``info["profile"]``
+    keeps that profile for the intervals."""
+    stars = np.array([(rd, rn) for rd in _LOG_STARTS for rn in _LOG_STARTS])
+    joint = space.base5 is None
+    stars = stars[::4] if joint else stars  # 25 starts of the seven-parameter fit, 100 of the two
+    base = _start_base(data) if joint else space.base5
+    starts = np.array([space.x(np.r_[base, st]) for st in stars])
+    X, f, ok = search.multistart(space.fg(data, W), starts)
+    best = int(np.argmin(f))
+    table = _profile_table(data, space, 5, space.theta(X[best])[0])
+    j = int(table["objective"].idxmin())
+    x_best = X[best] if f[best] <= table["objective"][j] else space.x(table.loc[j, list(THETA)].to_numpy(float))
+    x_best, _, converged = search.local_min(space.fg(data, W), x_best)
+    return space.theta(x_best)[0], {"n_starts": len(starts), "converged": bool(converged or ok[best]),
+                                    "profile": {"R_D_star": table}}
+
+
+def _profile_table(data: _Data, space: _Space, idx: int, theta: np.ndarray) -> pd.DataFrame:
+    """Profile objective over theta[idx] on ``_PROFILE``, every other free parameter re-minimised."""
+    W = np.ones(data.n)
+    x0 = np.delete(space.x(theta), space.free.index(idx))
+    f, xs = search.profile(lambda v: space.holding(idx, v).fg(data, W), _PROFILE, x0, theta[idx])
+    rows = np.vstack([space.holding(idx, v).theta(x)[0] for v, x in zip(_PROFILE, xs)])
+    return pd.DataFrame({"value": _PROFILE, "objective": f, **{k: rows[:, j] for j, k in enumerate(THETA)}})
+
+
+def _start_base(data: _Data) -> np.ndarray:
+    """A base law (a, b, e, alpha, beta) to start the joint fit: Approach 3 on the single-epoch runs."""
+    from analysis.parametric import fit_parametric
+
+    fresh = data.D <= data.U
+    sel = fresh if fresh.sum() >= 10 and np.ptp(np.log(data.N[fresh] * data.D[fresh])) > 0 else np.ones(data.n, bool)
+    grid = {"alpha": [0.2, 0.5], "beta": [0.2, 0.5], "e": [0.0, 0.5, 1.0], "a": [5.0, 10.0], "b": [5.0, 10.0]}
+    r = fit_parametric(data.N[sel], data.D[sel], data.L[sel], delta=data.delta, grid=grid)
+    return np.array([math.log(r["A"]), math.log(r["B"]), math.log(r["E"]), r["alpha"], r["beta"]])
+
+
+def _profiles(data: _Data, space: _Space, theta: np.ndarray, f_min: float, level: float, done: dict) -> dict:
+    """Profiles over R_D* and R_N* (those in ``done`` reused), their threshold and intervals."""
+    out = {name: done.get(name) for name in ("R_D_star", "R_N_star")}
+    for idx, name in ((5, "R_D_star"), (6, "R_N_star")):
+        if out[name] is None:
+            out[name] = _profile_table(data, space, idx, theta)
+    lowest = min(f_min, *(float(t["objective"].min()) for t in out.values()))
+    threshold = lowest * math.exp(chi2.ppf(level, 1) / (2 * data.n))
+    intervals = {k: search.profile_interval(_PROFILE, t["objective"].to_numpy(), threshold) for k, t in out.items()}
+    return {"tables": out, "threshold": threshold, "lowest": lowest, "interval": intervals}
+
+
+def _bootstrap(data: _Data, space: _Space, theta: np.ndarray, prof: dict | None, n_boot: int, seed: int):
+    """Refit ``n_boot`` multinomial resamples of the runs from the fit and from two more points along the
+    valley (the profile's ends of the R_D* interval); the best refit of each resample. Rows (B, 7)."""
+    rng = np.random.default_rng(seed)
+    W = rng.multinomial(data.n, np.full(data.n, 1.0 / data.n), size=n_boot).astype(float)
+    starts = [space.x(theta)]
+    if prof is not None:
+        table = prof["tables"]["R_D_star"]
+        for end in prof["interval"]["R_D_star"]:
+            i = int(np.argmin(np.abs(np.log(_PROFILE) - math.log(min(max(end, _PROFILE[0]), _PROFILE[-1])))))
+            starts.append(space.x(table.loc[i, list(THETA)].to_numpy(float)))
+    draws = np.full((n_boot, 7), np.nan)
+    for k in range(n_boot):
+        fits = [search.local_min(space.fg(data, W[k]), s) for s in starts]
+        x, f, _ = min(fits, key=lambda r: r[1] if np.isfinite(r[1]) else np.inf)
+        if np.isfinite(f):
+            draws[k] = space.theta(x)[0]
+    return draws, int(np.isnan(draws[:, 0]).sum())
+
+
+def _named(theta: np.ndarray, joint: bool, epochs: tuple[float, ...]) -> dict[str, np.ndarray]:
+    """Estimates of parameter rows (S, 7): R_D*, R_N*, the base law when fitted, the epoch values."""
+    out = {"R_D_star": theta[:, 5], "R_N_star": theta[:, 6]}
+    if joint:
+        out.update(A=np.exp(theta[:, 0]), B=np.exp(theta[:, 1]), E=np.exp(theta[:, 2]), alpha=theta[:, 3], beta=theta[:, 4])
+    for k in epochs:
+        out[f"epoch_value_{k:g}"] = epoch_value(k, theta[:, 5])
+    return out
+
+
+def _result(data, theta, f_min, info, prof, draws, n_bad, method, joint, level, epochs, t0) -> FitResult:
+    estimates = {k: float(v[0]) for k, v in _named(theta[None], joint, epochs).items()}
+    samples = _named(draws, joint, epochs) if draws is not None else {}
+    stderr, interval = summarize_samples(samples, level) if samples else ({}, {})
+    pred = np.exp(data.log_pred(theta[None])[0])
+    base_only = np.exp(_base_log_pred(theta, data.N, data.D))
+    resid = np.abs(data.log_pred(theta[None])[0] - data.logL)
+    diagnostics: dict[str, Any] = {
+        "objective": float(f_min), "converged": bool(info.pop("converged")), "bound_hit": _bound_hit(theta, method),
+        "n_points": data.n, "method": method, "fit": "joint" if joint else "two-stage", **info,
+        "loss": f"huber(delta={data.delta:g}) on log loss, summed",
+        "r2": _r2(data.L, pred), "r2_without_repetition": _r2(data.L, base_only),
+        "fraction_beyond_delta": float((resid > data.delta).mean()),
+        "base": {k: float(v) for k, v in zip(BASE_NAMES, (*np.exp(theta[:3]), theta[3], theta[4]))},
+    }
+    warnings, tables = [], {}
+    if prof is not None:
+        iv = dict(prof["interval"])
+        for k in epochs:  # epoch values rise with R_D*: its interval maps through
+            lo, hi = iv["R_D_star"]
+            iv[f"epoch_value_{k:g}"] = (float(epoch_value(k, lo)) if lo > 0 else 1.0 / k, float(epoch_value(k, hi)) if math.isfinite(hi) else 1.0)
+        diagnostics.update(profile_interval=iv, profile_threshold=prof["threshold"], profile_lowest=prof["lowest"])
+        tables = {f"profile_{k}": t for k, t in prof["tables"].items()}
+        if prof["lowest"] < f_min * (1 - 1e-9):
+            warnings.append(f"the profile reaches objective {prof['lowest']:.7g}, below this fit's {f_min:.7g}: "
+                            "this is not the minimum of its objective")
+        warnings += [f"the profile interval of {k} is open above (objective within the threshold up to "
+                     f"{_PROFILE[-1]:.0e})" for k in ("R_D_star", "R_N_star") if not math.isfinite(iv[k][1])]
+    if draws is not None:
+        diagnostics.update(bootstrap=len(draws), bootstrap_unconverged=n_bad)
+        if n_bad:
+            warnings.append(f"{n_bad} of {len(draws)} bootstrap refits failed and were left out")
+    if not diagnostics["converged"]:
+        warnings.append("the optimiser did not converge from the best start; estimates may be off")
+    diagnostics["seconds"] = round(time.perf_counter() - t0, 3)
+
+    def predict(N_new: Any, D_new: Any, U_new: Any) -> np.ndarray:
+        """Predicted loss at (N, D, U) (broadcast together)."""
+        N_new, D_new, U_new = np.broadcast_arrays(*(np.asarray(v, float) for v in (N_new, D_new, U_new)))
+        return np.exp(_log_pred(theta[None], N_new.ravel(), D_new.ravel(), U_new.ravel())[0]).reshape(N_new.shape)
+
+    return FitResult(approach="data-constrained", law=LAW, estimates=estimates, stderr=stderr, interval=interval,
+                     level=level, diagnostics=diagnostics, warnings=warnings, samples=samples, tables=tables,
+                     predict_fn=predict)
+
+
+def _bound_hit(theta: np.ndarray, method: str) -> list[str]:
+    """Names of the parameters the valley search left at an edge of its range (``_LOG_RANGE``)."""
+    if method != "valley":
+        return []
+    return [THETA[i] for i, (lo, hi) in _LOG_RANGE.items() if not lo + 1e-9 < math.log(theta[i]) < hi - 1e-9]
+
+
+def _r2(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+def constrained_allocation(res: FitResult, U: Any, C: Any) -> pd.DataFrame:
+    """Compute-optimal N, D = C / 6N and epochs D / U for U unique tokens at budgets C (broadcast together).
+
+    Minimises the fitted law over N (a grid over 1e-3 to 1e4 epochs, then refined). Columns U, C, N_opt,
+    D_opt, epochs, loss_opt, and value (D'/D at the optimum).
+    """
+    if res.approach != "data-constrained":
+        raise AnalysisInputError(f"res: a {res.approach!r} fit is not allowed; pass a fit_data_constrained result")
+    U, C = np.broadcast_arrays(as_positive("U", U), as_positive("C", C))
+    rows = []
+    for u, c in zip(U, C):
+        logN = search.argmin_1d(lambda x: np.log(res.predict(np.exp(x), c / (6 * np.exp(x)), u)),
+                                math.log(c / (6 * u * 1e4)), math.log(c / (6 * u * 1e-3)))
+        n = math.exp(logN)
+        d = c / (6 * n)
+        rows.append({"U": u, "C": c, "N_opt": n, "D_opt": d, "epochs": d / u,
+                     "loss_opt": float(res.predict(n, d, u)), "value": float(epoch_value(d / u, res["R_D_star"]))})
+    return pd.DataFrame(rows)
+
+# ---------------------------------------------------------------- inputs
+
+
+def _validate(N, D, U, L) -> tuple[np.ndarray, ...]:
+    N, D, U, L = (as_positive(k, v) for k, v in (("N", N), ("D", D), ("U", U), ("L", L)))
+    enough_points(same_length(N=N, D=D, U=U, L=L), 3, "the data-constrained fit")
+    bad = U > D * (1 + 1e-9)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise AnalysisInputError(f"U: {int(bad.sum())} value(s) exceed D, the tokens trained (first at row {i}: "
+                                 f"U = {U[i]:.4g} > D = {D[i]:.4g}); unique tokens must be <= tokens trained")
+    if not (D > U * (1 + 1e-9)).any():
+        raise AnalysisInputError("U: no run repeats data (D / U = 1 everywhere); R_D* needs runs of more than one epoch")
+    return N, D, U, L
+
+
+def _base_theta(base: Any) -> np.ndarray:
+    """(a, b, e, alpha, beta) of a base law given as a mapping or a FitResult with A, B, E, alpha, beta."""
+    est = base.estimates if isinstance(base, FitResult) else base
+    if not hasattr(est, "get"):
+        raise AnalysisInputError(f"base: {type(base).__name__} is not allowed; pass a mapping with "
+                                 f"{', '.join(BASE_NAMES)}, a fit_parametric result, or None")
+    missing = [k for k in BASE_NAMES if k not in est]
+    if missing:
+        raise AnalysisInputError(f"base: missing {', '.join(missing)}; the base law needs {', '.join(BASE_NAMES)}")
+    vals = {k: float(est[k]) for k in BASE_NAMES}
+    for k, v in vals.items():
+        if not (math.isfinite(v) and v > 0):
+            raise AnalysisInputError(f"base: {k} = {v!r} is not allowed; every base-law value must be finite and > 0")
+    return np.array([math.log(vals["A"]), math.log(vals["B"]), math.log(vals["E"]), vals["alpha"], vals["beta"]])
+
+
+def _positive(name: str, value: Any) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise AnalysisInputError(f"{name}: {value!r} is not allowed; use a finite number > 0")
+    return v
