@@ -15,10 +15,14 @@ from analysis.report import allocation_table, write_report
 from analysis.result import FitResult
 
 from analysis.allocation import optimal_allocation, predict_loss
+from analysis.data_constrained import (MUENNIGHOFF_C4_BASE, constrained_allocation, effective_tokens, epoch_table,
+                                       epoch_value, extra_epoch_value, fit_data_constrained, predict_data_constrained)
 from analysis.holdout import holdout_validation
 from analysis.next_run import propose_next, replay as replay_design
 from analysis.parametric import HOFFMANN_GRID, fit_parametric
 
-__all__ = ["AnalysisInputError", "FitResult", "HOFFMANN_GRID", "allocation_table", "fit_envelope", "fit_isoflop",
+__all__ = ["AnalysisInputError", "FitResult", "HOFFMANN_GRID", "MUENNIGHOFF_C4_BASE", "allocation_table",
+           "constrained_allocation", "effective_tokens", "epoch_table", "epoch_value", "extra_epoch_value",
+           "fit_data_constrained", "fit_envelope", "fit_isoflop", "predict_data_constrained",
            "fit_kaplan", "fit_kaplan_table", "fit_parametric", "holdout_validation", "load_curves", "load_runs",
            "optimal_allocation", "predict_loss", "propose_next", "replay_design", "write_report"]

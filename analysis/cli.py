@@ -24,6 +24,7 @@ from analysis import columns as col
 from analysis.errors import AnalysisInputError
 
 APPROACHES = ("kaplan", "envelope", "isoflop", "parametric")
+ON_REQUEST = ("data-constrained",)  # approaches that need more than (N, D, loss): never part of "all"
 # A 3^5 = 243-start grid for quick looks; "default" is Hoffmann's 4,500 starts.
 COARSE_GRID = {"alpha": [0.0, 0.5, 1.0], "beta": [0.0, 0.5, 1.0], "e": [-1.0, 0.0, 1.0],
                "a": [0.0, 10.0, 20.0], "b": [0.0, 10.0, 20.0]}
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flops", default="6nd", help="C convention: 6nd (default), kaplan, chinchilla or another key of the records")
     g.add_argument("--loss", default="val_loss", choices=col.LOSSES, help="final loss used (default val_loss)")
     g = p.add_argument_group("fitting")
-    g.add_argument("--approach", default="all", choices=APPROACHES + ("all",), help="which fit(s) (default all)")
+    g.add_argument("--approach", default="all", choices=APPROACHES + ON_REQUEST + ("all",),
+                   help="which fit(s) (default all; data-constrained only on request)")
     g.add_argument("--objective", default="huber", choices=("huber", "lsq"),
                    help="huber on log loss (default) or least squares on raw loss")
     g.add_argument("--delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
@@ -59,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--window", type=float, default=4.0,
                    help="IsoFLOP: fit parabolas to sizes within this factor of each budget's best (default 4; 0 = all)")
     g.add_argument("--robust", action="store_true", help="IsoFLOP: soft-L1 parabola fits")
+    g.add_argument("--unique-tokens-col", metavar="COL",
+                   help="data-constrained: column of U, the unique tokens of each run (default unique_tokens)")
+    g.add_argument("--base-law", default="joint", choices=("joint", "c4"),
+                   help="data-constrained: fit the base law with R_D*, R_N* (joint, default) or fix Muennighoff "
+                        "et al.'s C4 law (c4, the paper's two-stage fit)")
+    g.add_argument("--dc-method", default="valley", choices=("valley", "paper"),
+                   help="data-constrained: search the whole valley (default) or the paper's grid and L-BFGS")
     g.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for intervals (default 0)")
     g.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     g.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
@@ -241,6 +250,8 @@ def _fit(name: str, args: argparse.Namespace, runs: pd.DataFrame, curves: pd.Dat
 
         return fit_isoflop(runs["N"], runs["loss"], runs["C"], D=runs["D"], window=args.window or None,
                            robust=args.robust, **common)
+    if name == "data-constrained":
+        return _fit_data_constrained(args, runs, common)
     try:
         from analysis.parametric import fit_parametric
     except ImportError as err:
@@ -248,6 +259,18 @@ def _fit(name: str, args: argparse.Namespace, runs: pd.DataFrame, curves: pd.Dat
     grid = COARSE_GRID if args.grid == "coarse" else None
     return fit_parametric(runs["N"], runs["D"], runs["loss"], objective=args.objective, delta=args.delta, grid=grid,
                           method=args.method, **common)
+
+
+def _fit_data_constrained(args: argparse.Namespace, runs: pd.DataFrame, common: dict[str, Any]):
+    from analysis.data_constrained import MUENNIGHOFF_C4_BASE, fit_data_constrained
+
+    name = args.unique_tokens_col or "unique_tokens"
+    if name not in runs.columns:
+        raise AnalysisInputError(f"--unique-tokens-col: {name!r} is not a column (columns: {', '.join(map(str, runs.columns))}); "
+                                 "the data-constrained fit needs the unique tokens U of every run")
+    base = MUENNIGHOFF_C4_BASE if args.base_law == "c4" else None
+    return fit_data_constrained(runs["N"], runs["D"], pd.to_numeric(runs[name], errors="coerce"), runs["loss"],
+                                base=base, method=args.dc_method, delta=args.delta, **common)
 
 
 def _captured(sink: list[str], fn, *args: Any, **kwargs: Any):

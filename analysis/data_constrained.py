@@ -53,7 +53,10 @@ _LOG_RANGE = {3: (math.log(1e-3), math.log(5.0)), 4: (math.log(1e-3), math.log(5
 def effective_tokens(U: Any, epochs: Any, R_D_star: Any) -> np.ndarray:
     """D' of training ``epochs`` passes over ``U`` unique tokens: min(D, U) + U R_D* (1 - exp(-R_D/R_D*))."""
     U, epochs, rd = np.asarray(U, float), np.asarray(epochs, float), np.asarray(R_D_star, float)
-    return U * np.minimum(epochs, 1.0) + U * rd * -np.expm1(-np.maximum(epochs - 1.0, 0.0) / rd)
+    R = np.maximum(epochs - 1.0, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # R_D* = inf: no decay; R_D* = 0: repeats worth nothing
+        repeats = np.where(np.isinf(rd), R, np.where(R == 0, 0.0, rd * -np.expm1(-R / rd)))
+    return U * np.minimum(epochs, 1.0) + U * repeats
 
 
 def epoch_value(epochs: Any, R_D_star: Any) -> np.ndarray:
@@ -73,6 +76,18 @@ def unique_params(U: Any, base: Any) -> np.ndarray:
     a, b, e, alpha, beta = _base_theta(base)
     logG = (math.log(alpha) + a - math.log(beta) - b) / (alpha + beta)
     return np.exp((beta / alpha) * np.log(np.asarray(U, float)) + (1 + beta / alpha) * logG)
+
+
+def predict_data_constrained(N: Any, D: Any, U: Any, *, R_D_star: float, R_N_star: float,
+                             base: Any = MUENNIGHOFF_C4_BASE) -> np.ndarray:
+    """The law's loss at (N, D, U) (broadcast together) for given R_D*, R_N* and base law, e.g. the
+    paper's published R_D* = 15.387756, R_N* = 5.309743 on ``MUENNIGHOFF_C4_BASE``."""
+    return _predict(np.r_[_base_theta(base), float(R_D_star), float(R_N_star)], N, D, U)
+
+
+def _predict(theta: np.ndarray, N: Any, D: Any, U: Any) -> np.ndarray:
+    N, D, U = np.broadcast_arrays(*(np.asarray(v, float) for v in (N, D, U)))
+    return np.exp(_log_pred(theta[None], N.ravel(), D.ravel(), U.ravel())[0]).reshape(N.shape)
 
 
 def fit_data_constrained(N: Any, D: Any, U: Any, L: Any, *, base: Any = None, method: str = "valley",
@@ -182,13 +197,18 @@ class _Space:
 
 
 def _paper_fit(data: _Data, space: _Space, W: np.ndarray) -> tuple[np.ndarray, dict]:
-    """The notebook's two-stage fit: torch's L-BFGS from every (R_D*, R_N*) of the 4 x 4 grid, best kept."""
+    """The notebook's two-stage fit: torch's L-BFGS from every (R_D*, R_N*) of the 4 x 4 grid, best kept.
+    ``info["starts"]``: where every start ended (R* = NaN where its objective was not finite)."""
     fg = space.fg(data, W)
-    runs = [search.torch_lbfgs(fg, np.array([rd, rn])) for rd in PAPER_GRID for rn in PAPER_GRID]
-    f = np.array([r[1] if np.isfinite(r[1]) else np.inf for r in runs])
+    grid = np.array([(rd, rn) for rd in PAPER_GRID for rn in PAPER_GRID])
+    ends = [search.torch_lbfgs(fg, g) for g in grid]
+    f = np.array([e[1] if np.isfinite(e[1]) else np.inf for e in ends])
+    x = np.array([e[0] if np.isfinite(e[1]) else (np.nan, np.nan) for e in ends])
     best = int(np.argmin(f))
-    return space.theta(runs[best][0])[0], {"n_starts": len(runs), "n_starts_failed": int((~np.isfinite(f)).sum()),
-                                           "converged": bool(np.isfinite(f[best]))}
+    starts = pd.DataFrame({"start_R_D_star": grid[:, 0], "start_R_N_star": grid[:, 1], "R_D_star": x[:, 0],
+                           "R_N_star": x[:, 1], "objective": np.where(np.isfinite(f), f, np.nan)})
+    return space.theta(x[best])[0], {"n_starts": len(grid), "n_starts_failed": int((~np.isfinite(f)).sum()),
+                                     "converged": bool(np.isfinite(f[best])), "starts": starts}
 
 
 def _valley_fit(data: _Data, space: _Space, W: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -243,22 +263,16 @@ def _profiles(data: _Data, space: _Space, theta: np.ndarray, f_min: float, level
 
 
 def _bootstrap(data: _Data, space: _Space, theta: np.ndarray, prof: dict | None, n_boot: int, seed: int):
-    """Refit ``n_boot`` multinomial resamples of the runs from the fit and from two more points along the
-    valley (the profile's ends of the R_D* interval); the best refit of each resample. Rows (B, 7)."""
-    rng = np.random.default_rng(seed)
-    W = rng.multinomial(data.n, np.full(data.n, 1.0 / data.n), size=n_boot).astype(float)
+    """Refits of ``n_boot`` resamples from the fit and from the profile's ends of the R_D* interval
+    (points along the valley); rows (B, 7), NaN where every refit failed."""
     starts = [space.x(theta)]
     if prof is not None:
         table = prof["tables"]["R_D_star"]
         for end in prof["interval"]["R_D_star"]:
             i = int(np.argmin(np.abs(np.log(_PROFILE) - math.log(min(max(end, _PROFILE[0]), _PROFILE[-1])))))
             starts.append(space.x(table.loc[i, list(THETA)].to_numpy(float)))
-    draws = np.full((n_boot, 7), np.nan)
-    for k in range(n_boot):
-        fits = [search.local_min(space.fg(data, W[k]), s) for s in starts]
-        x, f, _ = min(fits, key=lambda r: r[1] if np.isfinite(r[1]) else np.inf)
-        if np.isfinite(f):
-            draws[k] = space.theta(x)[0]
+    X = search.refit_resamples(lambda W: space.fg(data, W), np.array(starts), data.n, n_boot, seed)
+    draws = np.where(np.isfinite(X[:, :1]), space.theta(np.nan_to_num(X)), np.nan)
     return draws, int(np.isnan(draws[:, 0]).sum())
 
 
@@ -287,14 +301,16 @@ def _result(data, theta, f_min, info, prof, draws, n_bad, method, joint, level, 
         "fraction_beyond_delta": float((resid > data.delta).mean()),
         "base": {k: float(v) for k, v in zip(BASE_NAMES, (*np.exp(theta[:3]), theta[3], theta[4]))},
     }
-    warnings, tables = [], {}
+    warnings = []
+    tables = {"points": pd.DataFrame({"N": data.N, "D": data.D, "U": data.U, "loss": data.L, "predicted": pred})}
     if prof is not None:
         iv = dict(prof["interval"])
         for k in epochs:  # epoch values rise with R_D*: its interval maps through
-            lo, hi = iv["R_D_star"]
-            iv[f"epoch_value_{k:g}"] = (float(epoch_value(k, lo)) if lo > 0 else 1.0 / k, float(epoch_value(k, hi)) if math.isfinite(hi) else 1.0)
+            iv[f"epoch_value_{k:g}"] = tuple(float(epoch_value(k, end)) for end in iv["R_D_star"])
         diagnostics.update(profile_interval=iv, profile_threshold=prof["threshold"], profile_lowest=prof["lowest"])
-        tables = {f"profile_{k}": t for k, t in prof["tables"].items()}
+        tables.update({f"profile_{k}": t for k, t in prof["tables"].items()})
+    if "starts" in info:
+        tables["starts"] = info.pop("starts")
         if prof["lowest"] < f_min * (1 - 1e-9):
             warnings.append(f"the profile reaches objective {prof['lowest']:.7g}, below this fit's {f_min:.7g}: "
                             "this is not the minimum of its objective")
@@ -310,12 +326,31 @@ def _result(data, theta, f_min, info, prof, draws, n_bad, method, joint, level, 
 
     def predict(N_new: Any, D_new: Any, U_new: Any) -> np.ndarray:
         """Predicted loss at (N, D, U) (broadcast together)."""
-        N_new, D_new, U_new = np.broadcast_arrays(*(np.asarray(v, float) for v in (N_new, D_new, U_new)))
-        return np.exp(_log_pred(theta[None], N_new.ravel(), D_new.ravel(), U_new.ravel())[0]).reshape(N_new.shape)
+        return _predict(theta, N_new, D_new, U_new)
 
     return FitResult(approach="data-constrained", law=LAW, estimates=estimates, stderr=stderr, interval=interval,
                      level=level, diagnostics=diagnostics, warnings=warnings, samples=samples, tables=tables,
                      predict_fn=predict)
+
+
+def epoch_table(res: FitResult, epochs: Any = None) -> pd.DataFrame:
+    """Per epoch count: ``value`` (D'/D, what the epochs are worth relative to fresh data) with its profile
+    and bootstrap intervals where the fit has them, and ``extra_epoch`` (what one more pass adds, in passes
+    of fresh data). epochs: default the fit's (``epoch_value_<k>`` estimates)."""
+    if epochs is None:
+        epochs = [float(k.rsplit("_", 1)[1]) for k in res.estimates if k.startswith("epoch_value_")] or EPOCHS
+    epochs = as_positive("epochs", epochs)
+    rd = res["R_D_star"]
+    out = pd.DataFrame({"epochs": epochs, "value": epoch_value(epochs, rd), "extra_epoch": extra_epoch_value(epochs, rd)})
+    if "profile_interval" in res.diagnostics:
+        for end, v in zip(("profile_low", "profile_high"), res.diagnostics["profile_interval"]["R_D_star"]):
+            out[end] = epoch_value(epochs, v)
+    draws = res.samples.get("R_D_star")
+    if draws is not None and np.isfinite(draws).sum() > 1:
+        values = epoch_value(epochs[None, :], draws[np.isfinite(draws)][:, None])
+        tail = 100 * (1 - res.level) / 2
+        out["bootstrap_low"], out["bootstrap_high"] = np.percentile(values, [tail, 100 - tail], axis=0)
+    return out
 
 
 def _bound_hit(theta: np.ndarray, method: str) -> list[str]:

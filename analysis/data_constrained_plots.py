@@ -1,8 +1,9 @@
 """Plots of a data-constrained fit: loss against epochs per model size with the fitted law, and the
 iso-loss contours in (U, epochs) at a fixed model size.
 
-Both take a ``fit_data_constrained`` result and the runs it was fitted to (a DataFrame with ``N``, ``D``,
-``loss`` and the unique-tokens column ``unique``), write PNG and SVG by default and return the paths.
+Both take a ``fit_data_constrained`` result and, optionally, runs (a DataFrame with ``N``, ``D``, ``loss``
+and the unique-tokens column ``unique``; default: the points of the fit, ``res.tables["points"]``), write
+PNG and SVG by default and return the paths.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from analysis.result import FitResult
 APPROACH = "data-constrained"
 
 
-def plot_loss_vs_epochs(res: FitResult, runs: pd.DataFrame, path: str | Path, *, unique: str = "U",
+def plot_loss_vs_epochs(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None = None, unique: str = "U",
                         formats: Iterable[str] = FORMATS) -> list[Path]:
     """Final loss against epochs D / U, runs coloured by N, and the fitted law through every (N, U) group
     of two or more runs (dashed: the base law with every repeated token counted as fresh)."""
     style.need(res, APPROACH, "plot_loss_vs_epochs")
+    runs = res.tables["points"] if runs is None else runs
     style.require_columns(runs, ("N", "D", "loss", unique), "runs")
     runs = runs.assign(epochs=runs["D"] / runs[unique])
     fig, ax = style.figure()
@@ -58,6 +60,7 @@ def plot_iso_loss(res: FitResult, path: str | Path, *, N: float | None = None, r
     from analysis.data_constrained import epoch_value
 
     style.need(res, APPROACH, "plot_iso_loss")
+    runs = res.tables.get("points") if runs is None else runs
     if runs is not None:
         style.require_columns(runs, ("N", "D", unique), "runs")
     N = float(N if N is not None else (runs["N"].max() if runs is not None else 1e9))

@@ -107,6 +107,12 @@ def _plots(out: Path, results: dict[str, FitResult], runs: pd.DataFrame | None, 
         if "parametric" in results:
             jobs.append(("contours", lambda: plots.plot_contours(results["parametric"], out / "contours", runs=runs)))
             jobs.append(("residuals", lambda: plots.plot_residuals(runs, results["parametric"], out / "residuals")))
+    if "data-constrained" in results:
+        from analysis import data_constrained_plots as dcp
+
+        dc = results["data-constrained"]
+        jobs.append(("loss_vs_epochs", lambda: dcp.plot_loss_vs_epochs(dc, out / "loss_vs_epochs")))
+        jobs.append(("iso_loss_epochs", lambda: dcp.plot_iso_loss(dc, out / "iso_loss_epochs")))
     written = []
     for name, job in jobs:
         try:
@@ -146,6 +152,12 @@ def _markdown(results: dict[str, FitResult], runs: pd.DataFrame | None, notes: l
         lines.append("")
     if len(alloc):
         lines += ["## Compute-optimal allocation", "", _table(alloc), ""]
+    if "data-constrained" in results:
+        from analysis.data_constrained import epoch_table
+
+        lines += ["## Value of repeated data", "", "D'/D: what training that many epochs on U unique tokens is "
+                  "worth relative to as many fresh tokens; extra_epoch: what one more pass adds.", "",
+                  _table(epoch_table(results["data-constrained"])), ""]
     if notes:
         lines += ["## Warnings", ""] + [f"- {n}" for n in notes] + [""]
     if images:
