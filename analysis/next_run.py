@@ -5,10 +5,11 @@
     table = propose_next(runs, pool, target="a")                 # pool: N, D (, cost) per candidate
     table = propose_next(runs, pool, {"N_opt": 1e21}, budget=3e19, n=4)   # a greedy batch of 4
 
-The posterior is the Laplace approximation of the parametric law's Huber fit (``analysis.next_run_criteria``);
-a candidate's score is the expected reduction of the target's variance (or of log det Sigma, or of the mean
-predictive variance) after adding it, by the linearised Fisher update, divided by its cost in FLOPs.
-``replay`` runs the sequential design on points whose losses are already known (the benchmark).
+The posterior is the Laplace approximation of the parametric law's Huber fit (``analysis.next_run_criteria``;
+or the covariance of bootstrap refits, or a mixture over separate optima); a candidate's score is the
+expected reduction of the target's variance (or of log det Sigma, or of the mean predictive variance) after
+adding it, by the linearised Fisher update, divided by its cost in FLOPs. ``replay`` runs the sequential
+design on points whose losses are already known (the benchmark). Guide: docs/next_run.md.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from analysis.checks import as_positive, check_bootstrap, check_level, choice, s
 from analysis.errors import AnalysisInputError
 from analysis.next_run_criteria import (
     CRITERIA, Posterior, Target, expected_variance, fit_mixture, fit_posterior, interval, jacobian,
-    _theta, mixture_expected_variance, mixture_moments, rank_one_update, resolve_target, scores, z_value,
+    mixture_expected_variance, mixture_moments, rank_one_update, resolve_target, scores, theta_from, z_value,
 )
 from analysis.result import FitResult
 
 LAWS = ("parametric",)
-INFO_CRITERIA = ("variance", "d-optimal", "v-optimal")
 
 
 def propose_next(
@@ -201,7 +201,7 @@ def _start_theta(start: Any) -> np.ndarray | None:
     if isinstance(start, pd.DataFrame):
         start = start.attrs.get("theta")
     if isinstance(start, FitResult):
-        start = _theta(start.estimates)
+        start = theta_from(start.estimates)
     theta = np.asarray(start, dtype=float).ravel() if start is not None else np.zeros(0)
     if theta.size != 5 or not np.isfinite(theta).all():
         raise AnalysisInputError(f"start: {start!r} is not allowed; give theta (a, b, e, alpha, beta), a parametric FitResult or a table of propose_next")
@@ -235,7 +235,7 @@ def replay(
 
     Start from the points where the boolean mask ``initial`` is true; the rest are the pool. Each step
     scores the pool under the current posterior, adds the best point with its real loss and refits warm
-    from the previous optimum; it stops once the target's Laplace interval width is <= ``stop_width``
+    from the previous optimum; it stops once the target's interval (estimate +- z sd) is <= ``stop_width`` wide
     (None: never), after ``max_steps`` or when the pool is empty. The v-optimal reference is the pool.
     bootstrap > 0: the posterior (scores and interval) is the covariance of that many bootstrap refits.
 

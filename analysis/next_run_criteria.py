@@ -139,7 +139,7 @@ def fit_posterior(N: np.ndarray, D: np.ndarray, L: np.ndarray, start: np.ndarray
     obj = Objective(np.log(N), np.log(D), np.log(L), kind="huber", delta=delta)
     if start is None:
         res = fit_parametric(N, D, L, delta=delta)
-        theta = _theta(res.estimates)
+        theta = theta_from(res.estimates)
         converged = bool(res.diagnostics["converged"])
     else:
         run = newton_batched(obj, np.asarray(start, float)[None], np.ones(N.size))
@@ -154,14 +154,14 @@ def fit_posterior(N: np.ndarray, D: np.ndarray, L: np.ndarray, start: np.ndarray
     return Posterior(theta, cov, noise, int(N.size), obj_value, converged)
 
 
-def _theta(est: dict[str, Any]) -> np.ndarray:
+def theta_from(est: dict[str, Any]) -> np.ndarray:
     """theta (a, b, e, alpha, beta) rows from estimates or draws of E, A, B, alpha, beta."""
     return np.stack([np.log(est["A"]), np.log(est["B"]), np.log(est["E"]), est["alpha"], est["beta"]], axis=-1).astype(float)
 
 
 def _bootstrap_cov(obj: Objective, theta: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     draws, _ = _bootstrap(obj, theta, n_boot, seed, None)
-    rows = _theta(draws)
+    rows = theta_from(draws)
     rows = rows[np.isfinite(rows).all(1)]
     if len(rows) < 10:
         raise AnalysisInputError(f"bootstrap: only {len(rows)} of {n_boot} refits converged; use the Laplace posterior (bootstrap=0)")
