@@ -22,11 +22,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.checks import as_positive, check_bootstrap, check_level, choice, same_length
+from analysis.checks import (
+    as_positive,
+    check_bootstrap,
+    check_level,
+    choice,
+    same_length,
+)
 from analysis.errors import AnalysisInputError
 from analysis.next_run_criteria import (
-    CRITERIA, Posterior, Target, expected_variance, fit_mixture, fit_posterior, interval, jacobian,
-    mixture_expected_variance, mixture_moments, rank_one_update, resolve_target, scores, theta_from, z_value,
+    CRITERIA,
+    Posterior,
+    Target,
+    expected_variance,
+    fit_mixture,
+    fit_posterior,
+    interval,
+    jacobian,
+    mixture_expected_variance,
+    mixture_moments,
+    rank_one_update,
+    resolve_target,
+    scores,
+    theta_from,
+    z_value,
 )
 from analysis.result import FitResult
 
@@ -83,7 +102,9 @@ def propose_next(
     idx = np.flatnonzero(keep)
     if mixture:
         if criterion != "variance" or n is not None:
-            raise AnalysisInputError(f"mixture: True is not allowed with criterion {criterion!r} and n={n!r}; use criterion 'variance' and n=None")
+            raise AnalysisInputError(
+                f"mixture: True is not allowed with criterion {criterion!r} and n={n!r}; use criterion 'variance' and n=None"
+            )
         comps = fit_mixture(N, D, L)
         post, (est, var) = comps[0][1], mixture_moments(comps, tgt)
         order, var_after, gain, score = _rank_mixture(comps, tgt, Nc[idx], Dc[idx], cost[idx], var)
@@ -204,7 +225,9 @@ def _start_theta(start: Any) -> np.ndarray | None:
         start = theta_from(start.estimates)
     theta = np.asarray(start, dtype=float).ravel() if start is not None else np.zeros(0)
     if theta.size != 5 or not np.isfinite(theta).all():
-        raise AnalysisInputError(f"start: {start!r} is not allowed; give theta (a, b, e, alpha, beta), a parametric FitResult or a table of propose_next")
+        raise AnalysisInputError(
+            f"start: {start!r} is not allowed; give theta (a, b, e, alpha, beta), a parametric FitResult or a table of propose_next"
+        )
     return theta
 
 
@@ -250,7 +273,9 @@ def replay(
     cost = 6 * N * D if cost is None else as_positive("cost", cost)
     used = np.array(initial, dtype=bool).ravel()  # a copy: it is filled in below
     if used.size != N.size or not used.any() or used.all():
-        raise AnalysisInputError(f"initial: a mask of {used.size} with {int(used.sum())} true is not allowed; give one flag per point, some true and some false")
+        raise AnalysisInputError(
+            f"initial: a mask of {used.size} with {int(used.sum())} true is not allowed; give one flag per point, some true and some false"
+        )
     pool0 = np.flatnonzero(~used)
     ref_N, ref_D = N[pool0], D[pool0]
     rng = np.random.default_rng(seed)

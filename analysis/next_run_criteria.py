@@ -19,8 +19,9 @@ each divided by the candidate's cost (gain per FLOP). ``random`` and ``cheapest`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy.stats import norm
@@ -164,7 +165,9 @@ def _bootstrap_cov(obj: Objective, theta: np.ndarray, n_boot: int, seed: int) ->
     rows = theta_from(draws)
     rows = rows[np.isfinite(rows).all(1)]
     if len(rows) < 10:
-        raise AnalysisInputError(f"bootstrap: only {len(rows)} of {n_boot} refits converged; use the Laplace posterior (bootstrap=0)")
+        raise AnalysisInputError(
+            f"bootstrap: only {len(rows)} of {n_boot} refits converged; use the Laplace posterior (bootstrap=0)"
+        )
     return np.cov(rows.T)
 
 
@@ -299,7 +302,8 @@ def mixture_moments(comps: list[tuple[float, Posterior]], target: Target) -> tup
     return mean, float(w @ (v + (m - mean) ** 2))
 
 
-def mixture_expected_variance(comps: list[tuple[float, Posterior]], target: Target, Nc: np.ndarray, Dc: np.ndarray) -> np.ndarray:
+def mixture_expected_variance(comps: list[tuple[float, Posterior]], target: Target,
+                              Nc: np.ndarray, Dc: np.ndarray) -> np.ndarray:
     """Expected mixture variance of the target after observing each candidate (preposterior).
 
     For an outcome y (log loss) every component updates linearly (mean shift, rank-one covariance) and

@@ -32,7 +32,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.next_run import replay
-from analysis.next_run_criteria import CRITERIA, fit_mixture, fit_posterior, interval, resolve_target
+from analysis.next_run_criteria import (
+    CRITERIA,
+    fit_mixture,
+    fit_posterior,
+    interval,
+    resolve_target,
+)
 from analysis.parametric import fit_parametric
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -103,14 +109,18 @@ def replay_row(N, D, L, C, init, crit, stop, seeds, n_boot, boot_full, a_full) -
         "criterion": crit + (f" (mean of {len(runs)})" if len(runs) > 1 else ""),
         "runs added": f"{np.mean([x['step'] for x in at_stop]):.1f}",
         "pool FLOPs to stop": spread(np.array(shares)),
-        "a at stop (95% Laplace)": f"{np.mean([x['estimate'] for x in at_stop]):.3f} "
-                                   f"({np.mean([x['low'] for x in at_stop]):.3f}, {np.mean([x['high'] for x in at_stop]):.3f})",
+        "a at stop (95% Laplace)": interval_text(at_stop),
         "full-data a inside": f"{sum(x['low'] <= a_full <= x['high'] for x in at_stop)}/{len(runs)}",
         "pool FLOPs to stop with full-data a inside": spread(np.array(accurate)),
         "cold refit max abs da": f"{max(cold_gap):.1e}",
         "bootstrap width / full": f"{np.nanmean(boot_ratio):.2f}",
         "s / replay (whole pool)": f"{wall:.2f}",
     }
+
+
+def interval_text(rows: list) -> str:
+    """Mean estimate (mean low, mean high) over replay rows."""
+    return "{:.3f} ({:.3f}, {:.3f})".format(*(np.mean([x[k] for x in rows]) for k in ("estimate", "low", "high")))
 
 
 def spread(shares: np.ndarray) -> str:
@@ -134,7 +144,8 @@ def bench(name: str, data: tuple, args) -> None:
     stop = args.ratio * (hi - lo)
     pool = C[~init].sum()
     print(f"\n### {name}: {N.size} points, {int(budget.max()) + 1} budgets; start {int(init.sum())} points "
-          f"(3 smallest budgets, {100 * C[init].sum() / C.sum():.2f}% of all FLOPs); pool {int((~init).sum())} points, {pool:.3g} FLOPs")
+          f"(3 smallest budgets, {100 * C[init].sum() / C.sum():.2f}% of all FLOPs); "
+          f"pool {int((~init).sum())} points, {pool:.3g} FLOPs")
     print(f"full data: a = {a_full:.4f}, 95% Laplace ({lo:.4f}, {hi:.4f}), width {hi - lo:.4f}; bootstrap width "
           f"{boot_full:.4f}; start: a = {a0:.4f} ({lo0:.4f}, {hi0:.4f}); stop at width <= {stop:.4f} ({args.ratio}x)")
     comps = fit_mixture(N[init], D[init], L[init])
@@ -166,10 +177,15 @@ def bench_bootstrap(name: str, data: tuple, args) -> None:
         t0 = time.perf_counter()
         runs = [replay(N, D, L, init, "a", crit, cost=C, stop_width=stop, seed=s, bootstrap=k) for s in seeds]
         last = [r.iloc[-1] for r in runs]
-        print(f"| {crit}{f' (mean of {len(runs)})' if len(runs) > 1 else ''} | {np.mean([r.attrs['steps'] for r in runs]):.1f} "
-              f"| {spread(np.array([r.attrs['share'] if r.attrs['reached'] else np.nan for r in runs]))} "
-              f"| {np.mean([x['estimate'] for x in last]):.3f} ({np.mean([x['low'] for x in last]):.3f}, {np.mean([x['high'] for x in last]):.3f}) "
-              f"| {sum(x['low'] <= a_full <= x['high'] for x in last)}/{len(runs)} | {(time.perf_counter() - t0) / len(runs):.1f} |")
+        cells = [
+            crit + (f" (mean of {len(runs)})" if len(runs) > 1 else ""),
+            f"{np.mean([r.attrs['steps'] for r in runs]):.1f}",
+            spread(np.array([r.attrs["share"] if r.attrs["reached"] else np.nan for r in runs])),
+            interval_text(last),
+            f"{sum(x['low'] <= a_full <= x['high'] for x in last)}/{len(runs)}",
+            f"{(time.perf_counter() - t0) / len(runs):.1f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
 
 
 def machine() -> str:

@@ -7,10 +7,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import AnalysisInputError, fit_parametric, optimal_allocation, predict_loss, propose_next
+from analysis import (
+    AnalysisInputError,
+    fit_parametric,
+    optimal_allocation,
+    predict_loss,
+    propose_next,
+)
 from analysis.next_run import replay
 from analysis.next_run_criteria import (
-    Posterior, fit_posterior, mixture_expected_variance, mixture_moments, rank_one_update, resolve_target,
+    Posterior,
+    fit_posterior,
+    mixture_expected_variance,
+    mixture_moments,
+    rank_one_update,
+    resolve_target,
 )
 
 TRUE = {"E": 1.7, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.30}
