@@ -128,7 +128,7 @@ def _log_pred(theta: np.ndarray, N: np.ndarray, D: np.ndarray, U: np.ndarray) ->
         UN = np.minimum(N, np.exp((beta / alpha) * np.log(U) + (1 + beta / alpha) * logG))
         Np, Dp = effective_tokens(UN, N / UN, rn), effective_tokens(U, D / U, rd)
         z = np.stack([a - alpha * np.log(Np), b - beta * np.log(Dp), np.broadcast_to(e, Np.shape)])
-        return np.logaddexp.reduce(z, axis=0)
+        return np.where((rd > 0) & (rn > 0), np.logaddexp.reduce(z, axis=0), np.nan)  # R* <= 0: no law
 
 
 def _base_log_pred(theta: np.ndarray, N: np.ndarray, D: np.ndarray) -> np.ndarray:
@@ -251,14 +251,27 @@ def _start_base(data: _Data) -> np.ndarray:
 
 
 def _profiles(data: _Data, space: _Space, theta: np.ndarray, f_min: float, level: float, done: dict) -> dict:
-    """Profiles over R_D* and R_N* (those in ``done`` reused), their threshold and intervals."""
+    """Profiles over R_D* and R_N* (those in ``done`` reused), their threshold and intervals. The fit is a
+    point of both profiles; each crossing of the threshold is refined by root-finding on the profile."""
+    W = np.ones(data.n)
     out = {name: done.get(name) for name in ("R_D_star", "R_N_star")}
     for idx, name in ((5, "R_D_star"), (6, "R_N_star")):
         if out[name] is None:
             out[name] = _profile_table(data, space, idx, theta)
     lowest = min(f_min, *(float(t["objective"].min()) for t in out.values()))
     threshold = lowest * math.exp(chi2.ppf(level, 1) / (2 * data.n))
-    intervals = {k: search.profile_interval(_PROFILE, t["objective"].to_numpy(), threshold) for k, t in out.items()}
+    intervals = {}
+    for idx, name in ((5, "R_D_star"), (6, "R_N_star")):
+        t = out[name]
+        rows = np.vstack([t[list(THETA)].to_numpy(float), theta])
+        order = np.argsort(rows[:, idx], kind="stable")
+        rows, f = rows[order], np.r_[t["objective"].to_numpy(), f_min][order]
+
+        def at(v, j, idx=idx, rows=rows):
+            held = space.holding(idx, v)
+            return search.local_min(held.fg(data, W), held.x(rows[j]), maxiter=500, tol=1e-12)[1]
+
+        intervals[name] = search.profile_interval(rows[:, idx], f, threshold, at)
     return {"tables": out, "threshold": threshold, "lowest": lowest, "interval": intervals}
 
 
@@ -287,6 +300,7 @@ def _named(theta: np.ndarray, joint: bool, epochs: tuple[float, ...]) -> dict[st
 
 
 def _result(data, theta, f_min, info, prof, draws, n_bad, method, joint, level, epochs, t0) -> FitResult:
+    starts = info.pop("starts", None)
     estimates = {k: float(v[0]) for k, v in _named(theta[None], joint, epochs).items()}
     samples = _named(draws, joint, epochs) if draws is not None else {}
     stderr, interval = summarize_samples(samples, level) if samples else ({}, {})
@@ -303,14 +317,14 @@ def _result(data, theta, f_min, info, prof, draws, n_bad, method, joint, level, 
     }
     warnings = []
     tables = {"points": pd.DataFrame({"N": data.N, "D": data.D, "U": data.U, "loss": data.L, "predicted": pred})}
+    if starts is not None:
+        tables["starts"] = starts
     if prof is not None:
         iv = dict(prof["interval"])
         for k in epochs:  # epoch values rise with R_D*: its interval maps through
             iv[f"epoch_value_{k:g}"] = tuple(float(epoch_value(k, end)) for end in iv["R_D_star"])
         diagnostics.update(profile_interval=iv, profile_threshold=prof["threshold"], profile_lowest=prof["lowest"])
         tables.update({f"profile_{k}": t for k, t in prof["tables"].items()})
-    if "starts" in info:
-        tables["starts"] = info.pop("starts")
         if prof["lowest"] < f_min * (1 - 1e-9):
             warnings.append(f"the profile reaches objective {prof['lowest']:.7g}, below this fit's {f_min:.7g}: "
                             "this is not the minimum of its objective")

@@ -193,9 +193,14 @@ def profile(fg_at: Callable[[float], FG], values: np.ndarray, x0: np.ndarray, at
     return f, xs
 
 
-def profile_interval(values: np.ndarray, f: np.ndarray, threshold: float) -> tuple[float, float]:
+def profile_interval(values: np.ndarray, f: np.ndarray, threshold: float,
+                     refine: Callable[[float, int], float] | None = None) -> tuple[float, float]:
     """Where the profile ``f`` over ``values`` (ascending, positive) crosses ``threshold`` either side of
-    its minimum, interpolated in log value; an end still below it is +-inf (open on that side)."""
+    its minimum: between the grid points either side of the crossing, by Brent's method on
+    ``refine(v, j)`` (the profile at v, warm-started from point j inside) when given, else interpolated in
+    log v. An end still below the threshold at the grid's edge is 0 or inf (open on that side)."""
+    from scipy.optimize import brentq
+
     i = int(np.nanargmin(f))
     lv = np.log(values)
 
@@ -204,12 +209,34 @@ def profile_interval(values: np.ndarray, f: np.ndarray, threshold: float) -> tup
         for j in idx:
             if f[j] > threshold:
                 w = (threshold - f[prev]) / (f[j] - f[prev])
-                return float(np.exp(lv[prev] + w * (lv[j] - lv[prev])))
+                guess = float(np.exp(lv[prev] + w * (lv[j] - lv[prev])))
+                if refine is None:
+                    return guess
+                try:
+                    return float(np.exp(brentq(lambda x: refine(np.exp(x), prev) - threshold, lv[prev], lv[j],
+                                               xtol=1e-6)))
+                except ValueError:  # no sign change after re-minimising: keep the interpolation
+                    return guess
             prev = j
         return np.nan
 
     lo, hi = cross(range(i - 1, -1, -1)), cross(range(i + 1, len(values)))
     return (0.0 if np.isnan(lo) else lo), (np.inf if np.isnan(hi) else hi)
+
+
+def refit_resamples(fg_of: Callable[[np.ndarray], FG], starts: np.ndarray, n: int, n_boot: int,
+                    seed: int) -> np.ndarray:
+    """Bootstrap refits: for each of ``n_boot`` multinomial resamples of n points (weights W, objective
+    ``fg_of(W)``), ``local_min`` from every row of ``starts``, the best kept. Rows (B, k), NaN where all failed."""
+    rng = np.random.default_rng(seed)
+    W = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    out = np.full((n_boot, starts.shape[1]), np.nan)
+    for k in range(n_boot):
+        fits = [local_min(fg_of(W[k]), s) for s in starts]
+        x, f, _ = min(fits, key=lambda r: r[1] if np.isfinite(r[1]) else np.inf)
+        if np.isfinite(f):
+            out[k] = x
+    return out
 
 
 def argmin_1d(fun: Callable[[np.ndarray], np.ndarray], lo: float, hi: float, n: int = 801) -> float:
