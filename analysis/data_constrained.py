@@ -32,6 +32,7 @@ from scipy.stats import chi2
 
 from analysis import data_constrained_search as search
 from analysis.checks import as_positive, check_bootstrap, check_level, choice, enough_points, same_length
+from analysis.data_constrained_search import _LOG_RANGE, _base_log_pred, _Data, _log_pred, _Space, effective_tokens
 from analysis.errors import AnalysisInputError
 from analysis.result import FitResult, summarize_samples
 
@@ -45,18 +46,7 @@ PAPER_GRID = np.linspace(0.0, 20.0, 4)
 METHODS = ("valley", "paper")
 EPOCHS = (4, 16, 40)
 _LOG_STARTS = 10.0 ** np.linspace(-0.5, 4.0, 10)  # valley starts of R_D* and R_N*, over four decades
-_PROFILE = 10.0 ** np.linspace(-1.0, 6.0, 113)  # profile grid of R_D* and R_N*, 16 points a decade
-_STAR_RANGE = (math.log(_PROFILE[0]), math.log(_PROFILE[-1]))  # R* of the valley search stay in its range
-_LOG_RANGE = {3: (math.log(1e-3), math.log(5.0)), 4: (math.log(1e-3), math.log(5.0)), 5: _STAR_RANGE, 6: _STAR_RANGE}
-
-
-def effective_tokens(U: Any, epochs: Any, R_D_star: Any) -> np.ndarray:
-    """D' of training ``epochs`` passes over ``U`` unique tokens: min(D, U) + U R_D* (1 - exp(-R_D/R_D*))."""
-    U, epochs, rd = np.asarray(U, float), np.asarray(epochs, float), np.asarray(R_D_star, float)
-    R = np.maximum(epochs - 1.0, 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):  # R_D* = inf: no decay; R_D* = 0: repeats worth nothing
-        repeats = np.where(np.isinf(rd), R, np.where(R == 0, 0.0, rd * -np.expm1(-R / rd)))
-    return U * np.minimum(epochs, 1.0) + U * repeats
+_PROFILE = search.PROFILE
 
 
 def epoch_value(epochs: Any, R_D_star: Any) -> np.ndarray:
@@ -73,9 +63,8 @@ def extra_epoch_value(epochs: Any, R_D_star: Any) -> np.ndarray:
 
 def unique_params(U: Any, base: Any) -> np.ndarray:
     """U_N: the base law's compute-optimal N at the compute whose optimal D is U (before the min with N)."""
-    a, b, e, alpha, beta = _base_theta(base)
-    logG = (math.log(alpha) + a - math.log(beta) - b) / (alpha + beta)
-    return np.exp((beta / alpha) * np.log(np.asarray(U, float)) + (1 + beta / alpha) * logG)
+    a, b, _, alpha, beta = _base_theta(base)
+    return search.unique_params(np.asarray(U, float), a, b, alpha, beta)
 
 
 def predict_data_constrained(N: Any, D: Any, U: Any, *, R_D_star: float, R_N_star: float,
@@ -118,82 +107,6 @@ def fit_data_constrained(N: Any, D: Any, U: Any, L: Any, *, base: Any = None, me
     prof = _profiles(data, space, theta, f_min, level, info.pop("profile", {})) if profile else None
     draws, n_bad = _bootstrap(data, space, theta, prof, bootstrap, seed) if bootstrap else (None, 0)
     return _result(data, theta, f_min, info, prof, draws, n_bad, method, base5 is None, level, epochs, t0)
-
-
-def _log_pred(theta: np.ndarray, N: np.ndarray, D: np.ndarray, U: np.ndarray) -> np.ndarray:
-    """log of the predicted loss, (S, n), for parameter rows theta (S, 7) = (a, b, e, alpha, beta, R_D*, R_N*)."""
-    a, b, e, alpha, beta, rd, rn = (theta[:, j : j + 1] for j in range(7))
-    with np.errstate(all="ignore"):
-        logG = (np.log(alpha) + a - np.log(beta) - b) / (alpha + beta)
-        UN = np.minimum(N, np.exp((beta / alpha) * np.log(U) + (1 + beta / alpha) * logG))
-        Np, Dp = effective_tokens(UN, N / UN, rn), effective_tokens(U, D / U, rd)
-        z = np.stack([a - alpha * np.log(Np), b - beta * np.log(Dp), np.broadcast_to(e, Np.shape)])
-        return np.where((rd > 0) & (rn > 0), np.logaddexp.reduce(z, axis=0), np.nan)  # R* <= 0: no law
-
-
-def _base_log_pred(theta: np.ndarray, N: np.ndarray, D: np.ndarray) -> np.ndarray:
-    """log of the base law E + A/N^alpha + B/D^beta, every token and parameter counted as fresh."""
-    a, b, e, alpha, beta = theta[:5]
-    return np.logaddexp.reduce(np.stack([a - alpha * np.log(N), b - beta * np.log(D), np.full(N.shape, e)]), axis=0)
-
-
-class _Data:
-    """Runs of one fit; ``value`` is the summed Huber objective of parameter rows theta (S, 7)."""
-
-    def __init__(self, N, D, U, L, delta):
-        self.N, self.D, self.U, self.L, self.delta, self.n = N, D, U, L, delta, N.size
-        self.logL = np.log(L)
-
-    def log_pred(self, theta: np.ndarray) -> np.ndarray:
-        return _log_pred(theta, self.N, self.D, self.U)
-
-    def value(self, theta: np.ndarray, W: np.ndarray) -> np.ndarray:
-        r = np.abs(self.log_pred(theta) - self.logL)
-        d = self.delta
-        with np.errstate(invalid="ignore"):
-            f = (np.where(r <= d, 0.5 * r * r, d * (r - 0.5 * d)) * W).sum(-1)
-        return np.where(np.isfinite(f), f, np.inf)
-
-
-class _Space:
-    """Search coordinates x of theta: the free entries; with ``log_stars`` R*, alpha and beta in log,
-    clipped to ``_LOG_RANGE`` (flat beyond: the search stops at the edge); some entries held fixed."""
-
-    def __init__(self, base5, log_stars: bool, fixed: dict[int, float] | None = None):
-        self.template = np.r_[base5 if base5 is not None else np.zeros(5), 1.0, 1.0]
-        self.fixed = dict(fixed or {})
-        for i, v in self.fixed.items():
-            self.template[i] = v
-        self.free = [i for i in range(7) if (base5 is None or i >= 5) and i not in self.fixed]
-        self.logged = np.array([log_stars and i >= 3 for i in self.free])
-        self.lo, self.hi = (np.array([_LOG_RANGE[i][k] if i in _LOG_RANGE else -np.inf for i in self.free]) for k in (0, 1))
-        self.base5, self.log_stars = base5, log_stars
-
-    def theta(self, X: np.ndarray) -> np.ndarray:
-        X = np.atleast_2d(X)
-        out = np.tile(self.template, (X.shape[0], 1))
-        out[:, self.free] = np.where(self.logged, np.exp(np.clip(X, self.lo, self.hi)), X)
-        return out
-
-    def x(self, theta: np.ndarray) -> np.ndarray:
-        v = np.asarray(theta, float)[self.free]
-        return np.where(self.logged, np.clip(np.log(np.maximum(v, 1e-300)), self.lo, self.hi), v)
-
-    def holding(self, index: int, value: float) -> "_Space":
-        return _Space(self.base5, self.log_stars, {**self.fixed, index: value})
-
-    def fg(self, data: _Data, W: np.ndarray) -> search.FG:
-        """Objective and central-difference gradient in x, all 2k + 1 evaluations as one batch."""
-
-        def fg(x):
-            h = 1e-5 * np.maximum(1.0, np.abs(x))
-            X = np.vstack([x, x + np.diag(h), x - np.diag(h)])
-            f = data.value(self.theta(X), W)
-            k = x.size
-            with np.errstate(invalid="ignore"):
-                return float(f[0]), (f[1 : k + 1] - f[k + 1 :]) / (2 * h)
-
-        return fg
 
 
 def _paper_fit(data: _Data, space: _Space, W: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -389,7 +302,7 @@ def constrained_allocation(res: FitResult, U: Any, C: Any) -> pd.DataFrame:
     U, C = np.broadcast_arrays(as_positive("U", U), as_positive("C", C))
     rows = []
     for u, c in zip(U, C):
-        logN = search.argmin_1d(lambda x: np.log(res.predict(np.exp(x), c / (6 * np.exp(x)), u)),
+        logN = search.argmin_1d(lambda x, c=c, u=u: np.log(res.predict(np.exp(x), c / (6 * np.exp(x)), u)),
                                 math.log(c / (6 * u * 1e4)), math.log(c / (6 * u * 1e-3)))
         n = math.exp(logN)
         d = c / (6 * n)

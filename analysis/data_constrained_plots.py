@@ -8,8 +8,8 @@ PNG and SVG by default and return the paths.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd

@@ -1,24 +1,127 @@
-"""Optimisers of the data-constrained fit: the paper's L-BFGS, multi-start local search, profiles.
+"""The objective of the data-constrained fit and the optimisers that search it.
+
+``effective_tokens`` (the law's D' and N'), ``_log_pred`` (the law in log-sum-exp form), ``_Data`` (the
+summed Huber objective of parameter rows) and ``_Space`` (search coordinates: R*, alpha, beta in log,
+clipped to ``_LOG_RANGE``) are what ``analysis.data_constrained`` fits with.
 
 ``torch_lbfgs`` is a float64 numpy port of ``torch.optim.LBFGS`` with the strong-Wolfe line search, run
 as Muennighoff et al.'s notebook runs it (lr 0.1, history 10, 20 iterations per step, 50 steps): the
 paper's fit is defined by where that optimiser stops, so reproducing it needs the same optimiser (scipy's
-L-BFGS-B from the same starts leaves the published basin and finds lower points).
+L-BFGS-B from the same starts leaves the published basin from more starts and finds lower points).
 
 ``local_min`` is the same L-BFGS at lr 1 on an objective divided by its starting value (tolerances
-relative; scipy's L-BFGS-B spends most of its time in threaded LAPACK calls on these 2-vectors);
-``profile`` minimises every other parameter at each value of one parameter, warm-starting along the grid.
-Every function takes ``fg(x) -> (f, gradient)`` on a 1-D vector.
+relative; scipy's L-BFGS-B spends most of its time in threaded LAPACK calls on these short vectors);
+``profile`` minimises every other parameter at each value of one parameter, warm-starting along the grid;
+``profile_interval`` finds where a profile crosses a threshold; ``refit_resamples`` is the bootstrap.
+Optimisers take ``fg(x) -> (f, gradient)`` on a 1-D vector.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
 FG = Callable[[np.ndarray], tuple[float, np.ndarray]]
+PROFILE = 10.0 ** np.linspace(-1.0, 6.0, 113)  # profile grid of R_D* and R_N*, 16 points a decade
+_STAR_RANGE = (math.log(PROFILE[0]), math.log(PROFILE[-1]))  # R* of the valley search stay in its range
+_LOG_RANGE = {3: (math.log(1e-3), math.log(5.0)), 4: (math.log(1e-3), math.log(5.0)), 5: _STAR_RANGE, 6: _STAR_RANGE}
+
+
+def effective_tokens(U: Any, epochs: Any, R_D_star: Any) -> np.ndarray:
+    """D' of training ``epochs`` passes over ``U`` unique tokens: min(D, U) + U R_D* (1 - exp(-R_D/R_D*))."""
+    U, epochs, rd = np.asarray(U, float), np.asarray(epochs, float), np.asarray(R_D_star, float)
+    R = np.maximum(epochs - 1.0, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # R_D* = inf: no decay; R_D* = 0: repeats worth nothing
+        repeats = np.where(np.isinf(rd), R, np.where(R == 0, 0.0, rd * -np.expm1(-R / rd)))
+    return U * np.minimum(epochs, 1.0) + U * repeats
+
+
+def unique_params(U: Any, a: Any, b: Any, alpha: Any, beta: Any) -> np.ndarray:
+    """U_N: the compute-optimal N of the base law (a = log A, b = log B) at the compute whose optimal D is U,
+    G (U G)^(beta/alpha) with G = (alpha A / (beta B))^(1/(alpha+beta))."""
+    logG = (np.log(alpha) + a - np.log(beta) - b) / (alpha + beta)
+    return np.exp((beta / alpha) * np.log(U) + (1 + beta / alpha) * logG)
+
+
+def _log_pred(theta: np.ndarray, N: np.ndarray, D: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """log of the predicted loss, (S, n), for parameter rows theta (S, 7) = (a, b, e, alpha, beta, R_D*, R_N*)."""
+    a, b, e, alpha, beta, rd, rn = (theta[:, j : j + 1] for j in range(7))
+    with np.errstate(all="ignore"):
+        UN = np.minimum(N, unique_params(U, a, b, alpha, beta))
+        Np, Dp = effective_tokens(UN, N / UN, rn), effective_tokens(U, D / U, rd)
+        z = np.stack([a - alpha * np.log(Np), b - beta * np.log(Dp), np.broadcast_to(e, Np.shape)])
+        return np.where((rd > 0) & (rn > 0), np.logaddexp.reduce(z, axis=0), np.nan)  # R* <= 0: no law
+
+
+def _base_log_pred(theta: np.ndarray, N: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """log of the base law E + A/N^alpha + B/D^beta, every token and parameter counted as fresh."""
+    a, b, e, alpha, beta = theta[:5]
+    return np.logaddexp.reduce(np.stack([a - alpha * np.log(N), b - beta * np.log(D), np.full(N.shape, e)]), axis=0)
+
+
+class _Data:
+    """Runs of one fit; ``value`` is the summed Huber objective of parameter rows theta (S, 7)."""
+
+    def __init__(self, N, D, U, L, delta):
+        self.N, self.D, self.U, self.L, self.delta, self.n = N, D, U, L, delta, N.size
+        self.logL = np.log(L)
+
+    def log_pred(self, theta: np.ndarray) -> np.ndarray:
+        return _log_pred(theta, self.N, self.D, self.U)
+
+    def value(self, theta: np.ndarray, W: np.ndarray) -> np.ndarray:
+        r = np.abs(self.log_pred(theta) - self.logL)
+        d = self.delta
+        with np.errstate(invalid="ignore"):
+            f = (np.where(r <= d, 0.5 * r * r, d * (r - 0.5 * d)) * W).sum(-1)
+        return np.where(np.isfinite(f), f, np.inf)
+
+
+class _Space:
+    """Search coordinates x of theta: the free entries; with ``log_stars`` R*, alpha and beta in log,
+    clipped to ``_LOG_RANGE`` (flat beyond: the search stops at the edge); some entries held fixed."""
+
+    def __init__(self, base5, log_stars: bool, fixed: dict[int, float] | None = None):
+        self.template = np.r_[base5 if base5 is not None else np.zeros(5), 1.0, 1.0]
+        self.fixed = dict(fixed or {})
+        for i, v in self.fixed.items():
+            self.template[i] = v
+        self.free = [i for i in range(7) if (base5 is None or i >= 5) and i not in self.fixed]
+        self.logged = np.array([log_stars and i >= 3 for i in self.free])
+        self.lo, self.hi = (np.array([_LOG_RANGE[i][k] if i in _LOG_RANGE else -np.inf for i in self.free]) for k in (0, 1))
+        self.base5, self.log_stars = base5, log_stars
+
+    def theta(self, X: np.ndarray) -> np.ndarray:
+        X = np.atleast_2d(X)
+        out = np.tile(self.template, (X.shape[0], 1))
+        out[:, self.free] = np.where(self.logged, np.exp(np.clip(X, self.lo, self.hi)), X)
+        return out
+
+    def x(self, theta: np.ndarray) -> np.ndarray:
+        v = np.asarray(theta, float)[self.free]
+        return np.where(self.logged, np.clip(np.log(np.maximum(v, 1e-300)), self.lo, self.hi), v)
+
+    def holding(self, index: int, value: float) -> _Space:
+        return _Space(self.base5, self.log_stars, {**self.fixed, index: value})
+
+    def fg(self, data: _Data, W: np.ndarray) -> FG:
+        """Objective and central-difference gradient in x, all 2k + 1 evaluations as one batch."""
+
+        def fg(x):
+            h = 1e-5 * np.maximum(1.0, np.abs(x))
+            X = np.vstack([x, x + np.diag(h), x - np.diag(h)])
+            f = data.value(self.theta(X), W)
+            k = x.size
+            with np.errstate(invalid="ignore"):
+                return float(f[0]), (f[1 : k + 1] - f[k + 1 :]) / (2 * h)
+
+        return fg
+
+
 
 
 def torch_lbfgs(fg: FG, x0: np.ndarray, *, lr: float = 0.1, history: int = 10, max_iter: int = 20,
@@ -213,7 +316,7 @@ def profile_interval(values: np.ndarray, f: np.ndarray, threshold: float,
                 if refine is None:
                     return guess
                 try:
-                    return float(np.exp(brentq(lambda x: refine(np.exp(x), prev) - threshold, lv[prev], lv[j],
+                    return float(np.exp(brentq(lambda x, k=prev: refine(np.exp(x), k) - threshold, lv[prev], lv[j],
                                                xtol=1e-6)))
                 except ValueError:  # no sign change after re-minimising: keep the interpolation
                     return guess
