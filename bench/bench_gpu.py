@@ -17,6 +17,10 @@ the FLOP/s of a large bf16 matmul on the same device.
     python bench/bench_gpu.py                                # 18M, 30M, 124M, 355M; eager, compile, compile-blocks
     python bench/bench_gpu.py --shapes 124M --modes compile  # one cell
     python bench/bench_gpu.py --cpu-smoke                    # tiny shapes on the CPU, fp32: checks the script
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) python bench/bench_gpu.py --json rows.json   # cold, then warm compiles
+
+Compile times: ``compile_cold_s`` is the first step's extra time (cold only with an empty Inductor cache),
+``compile_warm_s`` the same after ``torch._dynamo.reset()`` with the cache filled (``--no-warm`` skips it).
 """
 
 from __future__ import annotations
@@ -98,14 +102,9 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype, n: int, reps: int =
     return 2.0 * n**3 * reps / (time.perf_counter() - t0)
 
 
-def bench_one(cfg: ModelConfig, vocab: int, mode: str, batch: int, steps: int, warmup: int,
-              device: torch.device, bf16: bool) -> dict:
-    """Time ``steps`` training steps after ``warmup`` ones; the first step's extra time is the compile time."""
+def build_step(cfg: ModelConfig, vocab: int, mode: str, batch: int, device: torch.device, bf16: bool):
+    """A fresh model, optimizer and fixed batch (seed 0), and the closure of one training step."""
     torch.manual_seed(0)
-    if device.type == "cuda":
-        torch._dynamo.reset()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
     model = GPT(cfg, vocab).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device.type == "cuda")
     step_model = model
@@ -126,18 +125,44 @@ def bench_one(cfg: ModelConfig, vocab: int, mode: str, batch: int, steps: int, w
         opt.zero_grad(set_to_none=True)
         return loss
 
+    return step
+
+
+def time_steps(step, n: int, device: torch.device) -> tuple[list[float], torch.Tensor]:
+    """Wall time of each of ``n`` steps (synchronised), and the last loss."""
     times = []
-    for _ in range(warmup + steps):
+    for _ in range(n):
         t0 = time.perf_counter()
         loss = step()
         sync(device)
         times.append(time.perf_counter() - t0)
-    first, timed = times[0], times[warmup:]
-    step_s = statistics.median(timed)
+    return times, loss
+
+
+def bench_one(cfg: ModelConfig, vocab: int, mode: str, batch: int, steps: int, warmup: int,
+              device: torch.device, bf16: bool, warm: bool = True) -> dict:
+    """Time ``steps`` training steps after ``warmup`` ones; the first step's extra time is the compile time.
+
+    ``compile_cold_s``: the first compile in this process (cold only when Inductor's cache is empty: point
+    ``TORCHINDUCTOR_CACHE_DIR`` at a fresh folder); ``compile_warm_s`` (with ``warm``): the same model built and
+    compiled again after ``torch._dynamo.reset()``, as a second run on the same machine sees it.
+    """
+    if device.type == "cuda":
+        torch._dynamo.reset()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    times, loss = time_steps(build_step(cfg, vocab, mode, batch, device, bf16), warmup + steps, device)
+    step_s = statistics.median(times[warmup:])
+    compiled = mode != "eager"
     row = {"step_s": step_s, "tokens_per_s": batch * cfg.context / step_s, "loss": loss.item(),
-           "compile_s": max(0.0, first - step_s) if mode != "eager" else 0.0}
+           "compile_s": max(0.0, times[0] - step_s) if compiled else 0.0}
+    row["compile_cold_s"] = row["compile_s"]
     if device.type == "cuda":
         row["max_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if compiled and warm:
+        torch._dynamo.reset()
+        again, _ = time_steps(build_step(cfg, vocab, mode, batch, device, bf16), 2, device)
+        row["compile_warm_s"] = max(0.0, again[0] - step_s)
     return row
 
 
@@ -151,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--matmul-n", type=int, default=None, help="size of the ceiling matmul (default 8192; smoke 512)")
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on the CPU in fp32, to check the script")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--no-warm", action="store_true", help="skip the second (warm-cache) compile of each compiled mode")
     args = ap.parse_args(argv)
 
     smoke = args.cpu_smoke
@@ -191,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak (dense bf16, data sheet): {f'{peak / 1e12:.0f} TFLOP/s' if peak else 'unknown'}; "
           f"measured {matmul_n}^3 {'bf16' if bf16 else 'fp32'} matmul: {ceiling / 1e12:.2f} TFLOP/s")
     print()
-    print("| shape | N total | N non-emb | mode | tok/s | step ms | compile s | MFU palm/peak | "
+    print("| shape | N total | N non-emb | mode | tok/s | step ms | compile s cold/warm | MFU palm/peak | "
           "MFU chin/peak | MFU palm/matmul | MFU chin/matmul | mem GiB |")
     print("| " + " | ".join(["---"] * 12) + " |")
 
@@ -202,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         fpt = conventions(cfg, vocab)
         for mode in modes:
             try:
-                r = bench_one(cfg, vocab, mode, batch, steps, warmup, device, bf16)
+                r = bench_one(cfg, vocab, mode, batch, steps, warmup, device, bf16, warm=not args.no_warm)
             except torch.cuda.OutOfMemoryError:
                 r = {"error": "out of memory"}
             row = {"shape": name, "width": cfg.width, "depth": cfg.depth, "context": cfg.context, "vocab": vocab,
@@ -231,7 +257,8 @@ def _table_row(row: dict) -> str:
     if "error" in row:
         return head + f" {row['error']} |" + " |" * 8
     mem = f"{row['max_mem_gib']:.1f}" if "max_mem_gib" in row else "-"
-    return (head + f" {row['tokens_per_s']:,.0f} | {1e3 * row['step_s']:.1f} | {row['compile_s']:.1f} | "
+    warm = f"/{row['compile_warm_s']:.1f}" if "compile_warm_s" in row else ""
+    return (head + f" {row['tokens_per_s']:,.0f} | {1e3 * row['step_s']:.1f} | {row['compile_s']:.1f}{warm} | "
             f"{pct('mfu_palm_peak')} | {pct('mfu_chinchilla_peak')} | {pct('mfu_palm_matmul')} | "
             f"{pct('mfu_chinchilla_matmul')} | {mem} |")
 
