@@ -72,6 +72,7 @@ def test_bad_step_range_is_a_one_line_error():
         BatchPrefetcher(TOKENS, CONTEXT, BATCH, SEED, 5, 2)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_batches_are_pinned_copies_of_the_same_data():
     prefetch = BatchPrefetcher(TOKENS, CONTEXT, BATCH, SEED, 0, 5, device="cuda")

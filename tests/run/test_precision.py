@@ -33,8 +33,8 @@ def fp32_cpu(tmp_path_factory):
     return final_losses(tmp_path_factory.mktemp("fp32"), "train.device=cpu", "train.precision=fp32")
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])])
 def test_bf16_autocast_reaches_the_fp32_loss(tmp_path, fp32_cpu, device):
     val32, train32 = fp32_cpu
     val16, train16 = final_losses(tmp_path, f"train.device={device}", "train.precision=bf16")
