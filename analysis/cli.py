@@ -25,9 +25,6 @@ from analysis.errors import AnalysisInputError
 
 APPROACHES = ("kaplan", "envelope", "isoflop", "parametric")
 ON_REQUEST = ("data-constrained",)  # approaches that need more than (N, D, loss): never part of "all"
-# A 3^5 = 243-start grid for quick looks; "default" is Hoffmann's 4,500 starts.
-COARSE_GRID = {"alpha": [0.0, 0.5, 1.0], "beta": [0.0, 0.5, 1.0], "e": [-1.0, 0.0, 1.0],
-               "a": [0.0, 10.0, 20.0], "b": [0.0, 10.0, 20.0]}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -256,8 +253,7 @@ def _fit(name: str, args: argparse.Namespace, runs: pd.DataFrame, curves: pd.Dat
         from analysis.parametric import fit_parametric
     except ImportError as err:
         raise AnalysisInputError(f"approach: the parametric fitter is not installed ({err})") from None
-    grid = COARSE_GRID if args.grid == "coarse" else None
-    return fit_parametric(runs["N"], runs["D"], runs["loss"], objective=args.objective, delta=args.delta, grid=grid,
+    return fit_parametric(runs["N"], runs["D"], runs["loss"], objective=args.objective, delta=args.delta, grid=args.grid,
                           method=args.method, **common)
 
 

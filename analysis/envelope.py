@@ -42,6 +42,30 @@ def fit_envelope(
     level, bootstrap = check_level(level), check_bootstrap(bootstrap)
     if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 3:
         raise AnalysisInputError(f"n_points: {n_points!r}; must be a whole number >= 3")
+    runs = _runs(curves, run_col, drop_edges)
+    grid, loss, logd = _on_grid(runs, n_points)
+    sizes = np.array([g[col.N].iloc[0] for g in runs], dtype=float)
+    ids = [g[run_col].iloc[0] for g in runs]
+    table = _envelope(loss, logd, sizes, np.arange(len(runs)), grid, drop_edges)
+    table["run_id"] = [ids[i] if i >= 0 else None for i in table.pop("run")]
+    used = table["used"].to_numpy()
+    if used.sum() < 3:
+        raise AnalysisInputError(f"curves: only {int(used.sum())} envelope point(s) away from the smallest and "
+                                 "largest sizes; sample sizes around the optimum or set drop_edges=False")
+    est = _lines(table.loc[used, "C"].to_numpy(), table.loc[used, "N"].to_numpy(), table.loc[used, "D"].to_numpy())
+    samples = _bootstrap(loss, logd, sizes, grid, drop_edges, bootstrap, seed, list(est)) if bootstrap else {}
+    stderr, interval = summarize_samples(samples, level) if samples else ({}, {})
+    return FitResult(
+        approach="envelope", law="N_opt = coef_N C^a, D_opt = coef_D C^b (lowest loss over runs at each C)",
+        estimates=est, stderr=stderr, interval=interval, level=level,
+        diagnostics={"converged": True, "bound_hit": [], "n_runs": len(runs), "n_points": n_points,
+                     "n_used": int(used.sum()), "n_sizes_winning": int(table.loc[used, "N"].nunique())},
+        warnings=_warnings(table, used), samples=samples, tables={"envelope": table},
+        predict_fn=allocation_predictor(est))
+
+
+def _runs(curves: pd.DataFrame, run_col: str, drop_edges: bool) -> list[pd.DataFrame]:
+    """Each run's logged losses sorted by C (runs with fewer than two are left out), checked."""
     if not isinstance(curves, pd.DataFrame):
         raise AnalysisInputError(f"curves: expected a DataFrame (from load_curves), got {type(curves).__name__}")
     missing = [c for c in (run_col, col.N, col.D, col.C, col.LOSS) if c not in curves.columns]
@@ -56,55 +80,46 @@ def fit_envelope(
     if len(runs) < 2 + 2 * drop_edges:
         raise AnalysisInputError(f"curves: {len(runs)} run(s) with two or more logged losses; the envelope needs "
                                  f"at least {2 + 2 * drop_edges} runs of different sizes")
+    return runs
 
-    lc_all = np.log(df[col.C].to_numpy())
+
+def _on_grid(runs: list[pd.DataFrame], n_points: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The log-C grid and each run's loss and log D on it (runs x grid; NaN outside a run's range)."""
+    lc_all = np.log(np.concatenate([g[col.C].to_numpy() for g in runs]))
     grid = np.linspace(lc_all.min(), lc_all.max(), n_points)  # log C
-    loss = np.full((len(runs), n_points), np.nan)  # (runs, grid): each run's loss, NaN outside its range
+    loss = np.full((len(runs), n_points), np.nan)
     logd = np.full((len(runs), n_points), np.nan)
     for r, g in enumerate(runs):
         lc = np.log(g[col.C].to_numpy())
         inside = (grid >= lc[0]) & (grid <= lc[-1])
         loss[r, inside] = np.interp(grid[inside], lc, g[col.LOSS].to_numpy())
         logd[r, inside] = np.interp(grid[inside], lc, np.log(g[col.D].to_numpy()))
-    sizes = np.array([g[col.N].iloc[0] for g in runs], dtype=float)
-    ids = [g[run_col].iloc[0] for g in runs]
+    return grid, loss, logd
 
-    table = _envelope(loss, logd, sizes, np.arange(len(runs)), grid, drop_edges)
-    table["run_id"] = [ids[i] if i >= 0 else None for i in table.pop("run")]
-    used = table["used"].to_numpy()
-    if used.sum() < 3:
-        raise AnalysisInputError(f"curves: only {int(used.sum())} envelope point(s) away from the smallest and "
-                                 "largest sizes; sample sizes around the optimum or set drop_edges=False")
-    est = _lines(table.loc[used, "C"].to_numpy(), table.loc[used, "N"].to_numpy(), table.loc[used, "D"].to_numpy())
 
-    samples: dict[str, np.ndarray] = {}
-    if bootstrap:
-        rng = np.random.default_rng(seed)
-        draws = np.full((bootstrap, 4), np.nan)
-        for i in range(bootstrap):
-            pick = np.unique(rng.integers(0, len(runs), len(runs)))  # duplicate runs do not change a minimum
-            t = _envelope(loss, logd, sizes, pick, grid, drop_edges)
-            if t["used"].sum() >= 3:
-                u = t["used"].to_numpy()
-                draws[i] = list(_lines(t.loc[u, "C"].to_numpy(), t.loc[u, "N"].to_numpy(), t.loc[u, "D"].to_numpy()).values())
-        samples = {name: draws[:, j] for j, name in enumerate(est)}
-    stderr, interval = summarize_samples(samples, level) if samples else ({}, {})
+def _bootstrap(loss: np.ndarray, logd: np.ndarray, sizes: np.ndarray, grid: np.ndarray, drop_edges: bool,
+               bootstrap: int, seed: int, names: list[str]) -> dict[str, np.ndarray]:
+    """Draws of the lines' estimates, each from the envelope of a resample of the runs."""
+    rng = np.random.default_rng(seed)
+    draws = np.full((bootstrap, len(names)), np.nan)
+    for i in range(bootstrap):
+        pick = np.unique(rng.integers(0, len(sizes), len(sizes)))  # duplicate runs do not change a minimum
+        t = _envelope(loss, logd, sizes, pick, grid, drop_edges)
+        if t["used"].sum() >= 3:
+            u = t["used"].to_numpy()
+            draws[i] = list(_lines(t.loc[u, "C"].to_numpy(), t.loc[u, "N"].to_numpy(), t.loc[u, "D"].to_numpy()).values())
+    return {name: draws[:, j] for j, name in enumerate(names)}
 
-    result_warnings = []
+
+def _warnings(table: pd.DataFrame, used: np.ndarray) -> list[str]:
+    out = []
     n_edge = int(table["edge"].sum())
     if n_edge:
-        result_warnings.append(f"left out {n_edge} of {len(table)} envelope points won by the smallest or largest size")
+        out.append(f"left out {n_edge} of {len(table)} envelope points won by the smallest or largest size")
     if table.loc[used, "N"].nunique() < 3:
-        result_warnings.append(f"the envelope is won by only {table.loc[used, 'N'].nunique()} distinct size(s); "
-                               "a and b are poorly determined")
-    predict = allocation_predictor(est)
-
-    return FitResult(
-        approach="envelope", law="N_opt = coef_N C^a, D_opt = coef_D C^b (lowest loss over runs at each C)",
-        estimates=est, stderr=stderr, interval=interval, level=level,
-        diagnostics={"converged": True, "bound_hit": [], "n_runs": len(runs), "n_points": n_points,
-                     "n_used": int(used.sum()), "n_sizes_winning": int(table.loc[used, "N"].nunique())},
-        warnings=result_warnings, samples=samples, tables={"envelope": table}, predict_fn=predict)
+        out.append(f"the envelope is won by only {table.loc[used, 'N'].nunique()} distinct size(s); "
+                   "a and b are poorly determined")
+    return out
 
 
 def _envelope(loss: np.ndarray, logd: np.ndarray, sizes: np.ndarray, pick: np.ndarray, grid: np.ndarray,

@@ -63,9 +63,33 @@ def fit_isoflop(
     lx, ld = np.log(n_), (np.log(d_) if d_ is not None else None)
     members = [np.flatnonzero(label == k) for k in range(len(budgets))]
 
-    rows, in_window = [], np.zeros(n, dtype=bool)
+    table, in_window = _vertices(lx, l_, ld, budgets, members, window, robust)
+    est = _lines(table.loc[table["used"], ["C", "N_opt", "D_opt"]].to_numpy())
+    samples: dict[str, np.ndarray] = {}
+    if bootstrap:
+        used = np.flatnonzero(table["used"].to_numpy())
+        samples = _bootstrap_lines(lx, l_, ld, budgets, [members[k] for k in used], used, window, robust,
+                                   bootstrap, seed, list(est))
+    stderr, interval = summarize_samples(samples, level) if samples else ({}, {})
+    points = pd.DataFrame({"N": n_, "loss": l_, "C": c_, "budget": budgets[label], "in_window": in_window})
+    if d_ is not None:
+        points["D"] = d_
+    return FitResult(
+        approach="isoflop", law="N_opt = coef_N C^a, D_opt = coef_D C^b (vertices of parabolas in log N)",
+        estimates=est, stderr=stderr, interval=interval, level=level,
+        diagnostics={"converged": True, "bound_hit": [], "n_points": n, "n_budgets": len(table),
+                     "n_budgets_used": int(table["used"].sum()), "window": window, "robust": robust,
+                     "D_from": "data" if d_ is not None else "C/(6N)"},
+        warnings=_left_out_warning(table), samples=samples, tables={"budgets": table, "points": points},
+        predict_fn=allocation_predictor(est))
+
+
+def _vertices(lx: np.ndarray, loss: np.ndarray, ld: np.ndarray | None, budgets: np.ndarray,
+              members: list[np.ndarray], window: float | None, robust: bool) -> tuple[pd.DataFrame, np.ndarray]:
+    """Each budget's parabola vertex (a row per budget, ``used`` where it is interior) and the points used."""
+    rows, in_window = [], np.zeros(lx.size, dtype=bool)
     for k, idx in enumerate(members):
-        v = _vertex(lx[idx], l_[idx], None if ld is None else ld[idx], budgets[k], window, robust)
+        v = _vertex(lx[idx], loss[idx], None if ld is None else ld[idx], budgets[k], window, robust)
         in_window[idx[v.pop("selected")]] = True
         rows.append({"C": budgets[k], **v})
     table = pd.DataFrame(rows)
@@ -73,43 +97,34 @@ def fit_isoflop(
     if table["used"].sum() < 2:
         raise AnalysisInputError(f"C: only {int(table['used'].sum())} of {len(table)} budgets have an interior "
                                  "minimum; an IsoFLOP fit needs two (sample sizes on both sides of the optimum)")
-    est = _lines(table.loc[table["used"], ["C", "N_opt", "D_opt"]].to_numpy())
+    return table, in_window
 
-    samples: dict[str, np.ndarray] = {}
-    if bootstrap:
-        rng = np.random.default_rng(seed)
-        draws = np.full((bootstrap, 4), np.nan)
-        used = np.flatnonzero(table["used"].to_numpy())
-        for i in range(bootstrap):
-            pts = []
-            for k in used:
-                idx = rng.choice(members[k], size=members[k].size, replace=True)
-                v = _vertex(lx[idx], l_[idx], None if ld is None else ld[idx], budgets[k], window, robust)
-                if v["status"] == "ok":
-                    pts.append((budgets[k], v["N_opt"], v["D_opt"]))
-            if len(pts) >= 2:
-                draws[i] = list(_lines(np.array(pts)).values())
-        samples = {name: draws[:, j] for j, name in enumerate(est)}
-    stderr, interval = summarize_samples(samples, level) if samples else ({}, {})
 
+def _bootstrap_lines(lx: np.ndarray, loss: np.ndarray, ld: np.ndarray | None, budgets: np.ndarray,
+                     members: list[np.ndarray], used: np.ndarray, window: float | None, robust: bool,
+                     bootstrap: int, seed: int, names: list[str]) -> dict[str, np.ndarray]:
+    """Draws of the lines' estimates, each from resampling the points within every used budget."""
+    rng = np.random.default_rng(seed)
+    draws = np.full((bootstrap, len(names)), np.nan)
+    for i in range(bootstrap):
+        pts = []
+        for k, idx0 in zip(used, members):
+            idx = rng.choice(idx0, size=idx0.size, replace=True)
+            v = _vertex(lx[idx], loss[idx], None if ld is None else ld[idx], budgets[k], window, robust)
+            if v["status"] == "ok":
+                pts.append((budgets[k], v["N_opt"], v["D_opt"]))
+        if len(pts) >= 2:
+            draws[i] = list(_lines(np.array(pts)).values())
+    return {name: draws[:, j] for j, name in enumerate(names)}
+
+
+def _left_out_warning(table: pd.DataFrame) -> list[str]:
     left_out = table[~table["used"]]
-    result_warnings = []
-    if len(left_out):
-        why = "; ".join(f"{len(g)} with {status} (C = {', '.join(f'{c:.3g}' for c in g['C'][:4])}"
-                        f"{', ...' if len(g) > 4 else ''})" for status, g in left_out.groupby("status"))
-        result_warnings.append(f"left out {len(left_out)} of {len(table)} budgets: {why}")
-    points = pd.DataFrame({"N": n_, "loss": l_, "C": c_, "budget": budgets[label], "in_window": in_window})
-    if d_ is not None:
-        points["D"] = d_
-    predict = allocation_predictor(est)
-
-    return FitResult(
-        approach="isoflop", law="N_opt = coef_N C^a, D_opt = coef_D C^b (vertices of parabolas in log N)",
-        estimates=est, stderr=stderr, interval=interval, level=level,
-        diagnostics={"converged": True, "bound_hit": [], "n_points": n, "n_budgets": len(table),
-                     "n_budgets_used": int(table["used"].sum()), "window": window, "robust": robust,
-                     "D_from": "data" if d_ is not None else "C/(6N)"},
-        warnings=result_warnings, samples=samples, tables={"budgets": table, "points": points}, predict_fn=predict)
+    if not len(left_out):
+        return []
+    why = "; ".join(f"{len(g)} with {status} (C = {', '.join(f'{c:.3g}' for c in g['C'][:4])}"
+                    f"{', ...' if len(g) > 4 else ''})" for status, g in left_out.groupby("status"))
+    return [f"left out {len(left_out)} of {len(table)} budgets: {why}"]
 
 
 def _group_budgets(C: np.ndarray, rtol: float) -> tuple[np.ndarray, np.ndarray]:

@@ -68,31 +68,43 @@ def fit_kaplan(
     if not fit["converged"]:
         result_warnings.append(f"L({name}) fit: the optimiser did not converge")
 
-    samples: dict[str, np.ndarray] = {}
-    if bootstrap:
-        rng = np.random.default_rng(seed)
-        draws = {k: np.full(bootstrap, np.nan) for k in est}
-        for i in range(bootstrap):
-            idx = rng.integers(0, n, n)
-            if np.unique(x[idx]).size < 2 + int(irreducible):
-                continue
-            e = _estimates(_fit(x[idx] / scale, y[idx], irreducible, objective, delta), scale, form, name)
-            for k in est:
-                draws[k][i] = e[k]
-        samples = draws
+    samples = _bootstrap(x, y, scale, irreducible, objective, delta, form, name, bootstrap, seed, list(est)) \
+        if bootstrap else {}
     stderr, interval = summarize_samples(samples, level) if samples else ({}, {})
 
-    E, A, alpha = est.get("E", 0.0), fit["A"] * scale ** fit["alpha"], est["alpha"]
+    law = _law_text(form, irreducible, name)
+    return FitResult(approach="kaplan", law=law, estimates=est, stderr=stderr, interval=interval, level=level,
+                     diagnostics=diagnostics, warnings=result_warnings, samples=samples,
+                     predict_fn=_predictor(est.get("E", 0.0), fit["A"] * scale ** fit["alpha"], est["alpha"]))
 
+
+def _bootstrap(x: np.ndarray, y: np.ndarray, scale: float, irreducible: bool, objective: str, delta: float,
+               form: str, name: str, bootstrap: int, seed: int, names: list[str]) -> dict[str, np.ndarray]:
+    """Draws of the estimates, each refitted to a resample of the points."""
+    rng = np.random.default_rng(seed)
+    draws = {k: np.full(bootstrap, np.nan) for k in names}
+    for i in range(bootstrap):
+        idx = rng.integers(0, x.size, x.size)
+        if np.unique(x[idx]).size < 2 + int(irreducible):
+            continue
+        e = _estimates(_fit(x[idx] / scale, y[idx], irreducible, objective, delta), scale, form, name)
+        for k in names:
+            draws[k][i] = e[k]
+    return draws
+
+
+def _law_text(form: str, irreducible: bool, name: str) -> str:
+    if form == "power":
+        return f"L = E + A {name}^-alpha" if irreducible else f"L = A {name}^-alpha"
+    return f"L = ({name}_c / {name})^alpha" + (" + E" if irreducible else "")
+
+
+def _predictor(E: float, A: float, alpha: float):
     def predict(X_new: Any) -> np.ndarray:
+        """L = E + A X^-alpha."""
         return E + A * np.asarray(X_new, dtype=float) ** -alpha
 
-    if form == "power":
-        law = f"L = E + A {name}^-alpha" if irreducible else f"L = A {name}^-alpha"
-    else:
-        law = f"L = ({name}_c / {name})^alpha" + (" + E" if irreducible else "")
-    return FitResult(approach="kaplan", law=law, estimates=est, stderr=stderr, interval=interval, level=level,
-                     diagnostics=diagnostics, warnings=result_warnings, samples=samples, predict_fn=predict)
+    return predict
 
 
 def _estimates(fit: dict[str, Any], scale: float, form: str, name: str) -> dict[str, float]:

@@ -46,6 +46,10 @@ HOFFMANN_GRID: dict[str, list[float]] = {
     "a": [0.0, 5.0, 10.0, 15.0, 20.0, 25.0],
     "b": [0.0, 5.0, 10.0, 15.0, 20.0, 25.0],
 }
+# A 3^5 = 243-start grid for quick looks.
+COARSE_GRID: dict[str, list[float]] = {"alpha": [0.0, 0.5, 1.0], "beta": [0.0, 0.5, 1.0], "e": [-1.0, 0.0, 1.0],
+                                       "a": [0.0, 10.0, 20.0], "b": [0.0, 10.0, 20.0]}
+NAMED_GRIDS = {"default": HOFFMANN_GRID, "coarse": COARSE_GRID}  # what ``grid=`` and ``scaling-fit --grid`` accept
 
 OBJECTIVES = ("huber", "lsq")
 METHODS = ("lbfgs", "varpro")
@@ -60,7 +64,7 @@ def fit_parametric(
     *,
     objective: str = "huber",
     delta: float = 1e-3,
-    grid: dict[str, list[float]] | None = None,
+    grid: dict[str, list[float]] | str | None = None,
     method: str = "lbfgs",
     bootstrap: int = 0,
     seed: int = 0,
@@ -71,11 +75,41 @@ def fit_parametric(
 
     objective: ``huber`` (on log loss, summed, ``delta``) or ``lsq`` (least squares on raw loss).
     grid: start values per parameter (``a``, ``b``, ``e``, ``alpha``, ``beta``); missing names take
-    Hoffmann's values. bootstrap: number of resamples (0: none); seed: their random seed; level: interval
+    Hoffmann's values; or a named grid, ``"default"`` (Hoffmann's 4,500 starts) or ``"coarse"`` (243). bootstrap: number of resamples (0: none); seed: their random seed; level: interval
     coverage; n_jobs: threads sharing the bootstrap refits (default 1).
     """
     t0 = time.perf_counter()
     N, D, L = _validate(N, D, L)
+    objective, method, delta, level = _options(objective, method, delta, level, bootstrap)
+    grid = _grid(grid)
+    obj = Objective(np.log(N), np.log(D), np.log(L) if objective == "huber" else L, kind=objective, delta=delta)
+    theta, converged, fmin, diag_method = _minimise(obj, grid, method, np.ones(N.size))
+    estimates = {k: float(v[0]) for k, v in _derived(theta[None]).items()}
+    bound_hit = _bound_hit(theta, grid, method)
+    diagnostics: dict[str, Any] = {
+        "objective": fmin, "converged": bool(converged), "bound_hit": bound_hit, "n_points": int(N.size),
+        **diag_method, "method": method,
+        "loss": objective if objective == "lsq" else f"huber(delta={delta:g}) on log loss, summed",
+    }
+    warnings = [] if converged else ["the optimiser did not converge from the best start; estimates may be off"]
+    for name in bound_hit:
+        lo, hi = min(grid[name]), max(grid[name])
+        warnings.append(f"{name} = {theta[PARAMS.index(name)]:.4g} lies on or outside the start grid's range [{lo:g}, {hi:g}]")
+    samples: dict[str, np.ndarray] = {}
+    if bootstrap:
+        samples, n_bad = _bootstrap(obj, theta, int(bootstrap), seed, n_jobs)
+        diagnostics.update(bootstrap=int(bootstrap), bootstrap_unconverged=n_bad)
+        if n_bad:
+            warnings.append(f"{n_bad} of {bootstrap} bootstrap refits did not converge and were left out")
+    stderr, interval = summarize_samples(samples, level) if samples else ({}, {})
+    diagnostics["seconds"] = round(time.perf_counter() - t0, 3)
+    return FitResult(approach="parametric", law=LAW, estimates=estimates, stderr=stderr, interval=interval,
+                     level=level, diagnostics=diagnostics, warnings=warnings, samples=samples,
+                     predict_fn=_predictor(estimates))
+
+
+def _options(objective: str, method: str, delta: float, level: float, bootstrap: Any) -> tuple[str, str, float, float]:
+    """The fit's options, checked: one-line errors naming the option."""
     objective, method = _choice("objective", objective, OBJECTIVES), _choice("method", method, METHODS)
     delta = _positive("delta", delta)
     level = float(level)
@@ -87,59 +121,33 @@ def fit_parametric(
         raise AnalysisInputError(
             f"method: 'varpro' with objective '{objective}' is not allowed; variable projection needs objective 'lsq'"
         )
-    grid = _grid(grid)
-    obj = Objective(np.log(N), np.log(D), np.log(L) if objective == "huber" else L, kind=objective, delta=delta)
-    ones = np.ones(N.size)
+    return objective, method, delta, level
 
-    if method == "lbfgs":
-        starts = np.array(list(itertools.product(*(grid[p] for p in PARAMS))), dtype=float)  # (S, 5)
-        run = newton_batched(obj, starts, ones, keep=_pruner(len(starts)))
-        best = int(np.nanargmin(np.where(np.isfinite(run.f), run.f, np.nan)))
-        theta, converged = _polish(obj, run.theta[best], ones)
-        converged = converged or bool(run.converged[best])
-        fmin = float(obj.value(theta[None], ones)[0])
-        at_best = run.converged & (run.f <= fmin * (1 + 1e-6) + 1e-300)
-        diag_method = {
-            "n_starts": int(len(starts)),
-            "n_starts_refined": int((run.iterations > _PRUNE[-1][0]).sum()),
-            "n_converged_starts": int(run.converged.sum()),
-            "n_starts_at_best": int(at_best.sum()),
-            "iterations": int(run.iterations[best]),
-        }
-    else:
-        theta, converged, n_outer = _varpro(obj, grid, ones)
-        fmin = float(obj.value(theta[None], ones)[0])
-        diag_method = {"n_starts": n_outer, "n_converged_starts": int(converged)}
 
-    estimates = _derived(theta[None])
-    estimates = {k: float(v[0]) for k, v in estimates.items()}
-    bound_hit = _bound_hit(theta, grid, method)
-    diagnostics: dict[str, Any] = {
-        "objective": fmin,
-        "converged": bool(converged),
-        "bound_hit": bound_hit,
-        "n_points": int(N.size),
-        **diag_method,
-        "method": method,
-        "loss": objective if objective == "lsq" else f"huber(delta={delta:g}) on log loss, summed",
+def _minimise(obj: Objective, grid: dict[str, list[float]], method: str, W: np.ndarray
+              ) -> tuple[np.ndarray, bool, float, dict[str, int]]:
+    """The best of the grid's starts (L-BFGS-like batched Newton, then a polish) or variable projection:
+    (theta, converged, objective, diagnostics of the search)."""
+    if method == "varpro":
+        theta, converged, n_outer = _varpro(obj, grid, W)
+        return theta, converged, float(obj.value(theta[None], W)[0]), {"n_starts": n_outer,
+                                                                          "n_converged_starts": int(converged)}
+    starts = np.array(list(itertools.product(*(grid[p] for p in PARAMS))), dtype=float)  # (S, 5)
+    run = newton_batched(obj, starts, W, keep=_pruner(len(starts)))
+    best = int(np.nanargmin(np.where(np.isfinite(run.f), run.f, np.nan)))
+    theta, converged = _polish(obj, run.theta[best], W)
+    fmin = float(obj.value(theta[None], W)[0])
+    at_best = run.converged & (run.f <= fmin * (1 + 1e-6) + 1e-300)
+    return theta, converged or bool(run.converged[best]), fmin, {
+        "n_starts": int(len(starts)),
+        "n_starts_refined": int((run.iterations > _PRUNE[-1][0]).sum()),
+        "n_converged_starts": int(run.converged.sum()),
+        "n_starts_at_best": int(at_best.sum()),
+        "iterations": int(run.iterations[best]),
     }
-    warnings = []
-    if not converged:
-        warnings.append("the optimiser did not converge from the best start; estimates may be off")
-    for name in bound_hit:
-        lo, hi = min(grid[name]), max(grid[name])
-        warnings.append(f"{name} = {theta[PARAMS.index(name)]:.4g} lies on or outside the start grid's range [{lo:g}, {hi:g}]")
 
-    samples: dict[str, np.ndarray] = {}
-    if bootstrap:
-        samples, n_bad = _bootstrap(obj, theta, int(bootstrap), seed, n_jobs)
-        diagnostics["bootstrap"] = int(bootstrap)
-        diagnostics["bootstrap_unconverged"] = n_bad
-        if n_bad:
-            warnings.append(f"{n_bad} of {bootstrap} bootstrap refits did not converge and were left out")
-    stderr, interval = summarize_samples(samples, level) if samples else ({}, {})
-    diagnostics["seconds"] = round(time.perf_counter() - t0, 3)
 
+def _predictor(estimates: dict[str, float]):
     E, A, B, alpha, beta = (estimates[k] for k in ("E", "A", "B", "alpha", "beta"))
 
     def predict(N_new: Any, D_new: Any) -> np.ndarray:
@@ -147,18 +155,7 @@ def fit_parametric(
         N_new, D_new = np.asarray(N_new, dtype=float), np.asarray(D_new, dtype=float)
         return E + A * N_new**-alpha + B * D_new**-beta
 
-    return FitResult(
-        approach="parametric",
-        law=LAW,
-        estimates=estimates,
-        stderr=stderr,
-        interval=interval,
-        level=level,
-        diagnostics=diagnostics,
-        warnings=warnings,
-        samples=samples,
-        predict_fn=predict,
-    )
+    return predict
 
 
 # ---------------------------------------------------------------- inputs
@@ -199,7 +196,12 @@ def _validate(N: Any, D: Any, L: Any) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return arrays["N"], arrays["D"], arrays["L"]
 
 
-def _grid(grid: dict[str, Any] | None) -> dict[str, list[float]]:
+def _grid(grid: dict[str, Any] | str | None) -> dict[str, list[float]]:
+    """Start values per parameter: a named grid (``default``, ``coarse``), or Hoffmann's with some replaced."""
+    if isinstance(grid, str):
+        if grid not in NAMED_GRIDS:
+            raise AnalysisInputError(f"grid: {grid!r} is not a named grid; use {', '.join(NAMED_GRIDS)} or a mapping")
+        grid = NAMED_GRIDS[grid]
     out = {k: list(v) for k, v in HOFFMANN_GRID.items()}
     for name, values in (grid or {}).items():
         if name not in out:

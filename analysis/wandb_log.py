@@ -44,17 +44,7 @@ def log_fit(
     dir: where W&B writes its files (``<dir>/wandb/``); default the working directory.
     Returns the W&B run id; None when disabled or when W&B failed (a warning says why: the fit is not lost).
     """
-    if mode not in MODES:
-        raise AnalysisInputError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
-    if not isinstance(points, pd.DataFrame):
-        raise AnalysisInputError(f"points: expected a pandas DataFrame, got {type(points).__name__}")
-    for key, res in results.items():
-        if not isinstance(res, FitResult):
-            raise AnalysisInputError(f"results[{key!r}]: expected a FitResult, got {type(res).__name__}")
-    plots = [Path(p) for p in plot_paths]
-    missing = [str(p) for p in plots if not p.is_file()]
-    if missing:
-        raise AnalysisInputError(f"plot_paths: {', '.join(missing)} not found")
+    plots = _checked(results, points, plot_paths, mode)
     mode = _resolve_mode(mode)
     if mode == "disabled":
         return None
@@ -94,6 +84,23 @@ def log_fit(
         except Exception:
             pass
         return None
+
+
+def _checked(results: Mapping[str, FitResult], points: pd.DataFrame, plot_paths: Sequence[str | Path],
+             mode: str) -> list[Path]:
+    """The arguments of ``log_fit`` checked (one-line errors); the plot paths."""
+    if mode not in MODES:
+        raise AnalysisInputError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
+    if not isinstance(points, pd.DataFrame):
+        raise AnalysisInputError(f"points: expected a pandas DataFrame, got {type(points).__name__}")
+    for key, res in results.items():
+        if not isinstance(res, FitResult):
+            raise AnalysisInputError(f"results[{key!r}]: expected a FitResult, got {type(res).__name__}")
+    plots = [Path(p) for p in plot_paths]
+    missing = [str(p) for p in plots if not p.is_file()]
+    if missing:
+        raise AnalysisInputError(f"plot_paths: {', '.join(missing)} not found")
+    return plots
 
 
 def estimates_table(results: Mapping[str, FitResult]) -> pd.DataFrame:

@@ -125,9 +125,9 @@ def test_bad_tables_are_clear_errors(tmp_path):
         load_runs(path, params_col="n", tokens_col="d")
 
 
-def test_wandb_source_without_the_loader_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "analysis.wandb_source", None)  # as where the module is not installed
-    with pytest.raises(AnalysisInputError, match="W&B loading is not installed"):
+def test_wandb_source_without_the_wandb_package_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as where wandb is not installed (no server is reached)
+    with pytest.raises(AnalysisInputError, match="W&B API unavailable"):
         load_runs("wandb:me/project")
 
 

@@ -158,3 +158,15 @@ def test_law_without_a_finite_optimum_is_not_reported_as_clean():
     res = fit_parametric(N, D, L, grid=SMALL_GRID)
     assert not res.success
     assert res.warnings and "warning:" in res.summary()
+
+
+def test_named_grids_are_accepted_as_the_cli_accepts_them():
+    rng = np.random.default_rng(0)
+    N = np.repeat([1e6, 4e6, 1.6e7, 6.4e7], 4)
+    D = np.tile([2e7, 8e7, 3.2e8, 1.3e9], 4)
+    L = 1.7 + 400 * N ** -0.34 + 1000 * D ** -0.28 + rng.normal(0, 1e-3, N.size)
+    coarse = fit_parametric(N, D, L, grid="coarse")
+    assert coarse.diagnostics["n_starts"] == 243
+    assert coarse["alpha"] == pytest.approx(fit_parametric(N, D, L)["alpha"], rel=0.05)
+    with pytest.raises(AnalysisInputError, match="grid: 'fine' is not a named grid"):
+        fit_parametric(N, D, L, grid="fine")
