@@ -115,6 +115,7 @@ def test_a_known_law_is_recovered():
     assert res.success
 
 
+@pytest.mark.slow  # about 8 s alone, 25 s on a loaded machine
 def test_the_joint_fit_frees_the_base_law_and_fits_better(runs, valley):
     res = fit_data_constrained(runs.N, runs.D, runs.U, runs.loss, profile=False)
     assert res.diagnostics["fit"] == "joint"
@@ -134,9 +135,20 @@ def test_compute_optimal_allocation_for_scarce_data(valley):
 
 
 def test_plots_are_written(valley, tmp_path):
-    paths = plot_loss_vs_epochs(valley, tmp_path / "epochs") + plot_iso_loss(valley, tmp_path / "iso", N=1.465e8)
-    assert sorted(p.name for p in paths) == ["epochs.png", "epochs.svg", "iso.png", "iso.svg"]
+    paths = plot_loss_vs_epochs(valley, tmp_path / "epochs", formats=["png"])
+    paths += plot_iso_loss(valley, tmp_path / "iso", N=1.465e8, formats=["png"])
+    assert sorted(p.name for p in paths) == ["epochs.png", "iso.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_the_report_has_the_section_and_the_plots(valley, tmp_path):
+    from analysis.report import write_report
+
+    written = write_report(tmp_path, {"data-constrained": valley})
+    assert {"loss_vs_epochs.png", "iso_loss_epochs.png", "fit.json", "report.md"} <= set(written)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Value of repeated data" in text and "| 40 |" in text
+    assert json.loads((tmp_path / "fit.json").read_text())["data-constrained"]["estimates"]["R_D_star"] > 0
 
 
 def test_cli_fits_and_prints_json(shared_data, capsys):
