@@ -13,8 +13,8 @@ summed over runs.
 
 Methods: ``paper`` (two-stage only) is the notebook's procedure: starts on the 4 x 4 grid linspace(0, 20, 4)
 of (R_D*, R_N*), torch's L-BFGS (``data_constrained_search.torch_lbfgs``), best start kept. ``valley``
-(default) searches the whole valley of the objective: L-BFGS-B in log R* from starts log-spaced over
-decades, and a profile over R_D*; the lowest objective found is reported. Intervals: a profile-likelihood
+(default) searches the whole valley of the objective: L-BFGS in log R* from starts log-spaced over
+decades, and a profile over R_D*; the lowest objective found is reported. See docs/data_constrained.md. Intervals: a profile-likelihood
 interval (``diagnostics["profile_interval"]``; the Huber loss at delta 1e-3 is nearly an L1 loss, so the
 profile is calibrated as a Laplace likelihood with its scale profiled out: 2 n log(F / F_min) <= chi2_1)
 and, with ``bootstrap``, percentile intervals from refits of resampled runs (``interval``).
@@ -97,6 +97,8 @@ def fit_data_constrained(N: Any, D: Any, U: Any, L: Any, *, base: Any = None, me
     if method == "paper" and base5 is None:
         raise AnalysisInputError("method: 'paper' needs base (the paper fixes the base law first); "
                                  "pass base=MUENNIGHOFF_C4_BASE or use method 'valley'")
+    if base5 is None:
+        enough_points(data.n, 8, "the joint fit of seven parameters")
     ones = np.ones(data.n)
     if method == "paper":
         theta, info = _paper_fit(data, _Space(base5, log_stars=False), ones)

@@ -186,7 +186,7 @@ def test_bad_input_is_a_one_line_error(change, field):
 
 def test_bad_options_are_one_line_errors():
     args = ([1e8] * 3, [1e9, 2e9, 4e9], [1e9] * 3, [3.0, 2.9, 2.85])
-    for kw, field in (({"method": "paper"}, "method:"), ({"base": {"A": 1.0}}, "base:"),
+    for kw, field in (({"method": "paper"}, "method:"), ({}, "points:"), ({"base": {"A": 1.0}}, "base:"),
                       ({"base": {**MUENNIGHOFF_C4_BASE, "beta": -1.0}}, "base:"),
                       ({"base": MUENNIGHOFF_C4_BASE, "method": "grid"}, "method:"),
                       ({"base": MUENNIGHOFF_C4_BASE, "level": 1.5}, "level:")):
