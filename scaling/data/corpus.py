@@ -128,11 +128,12 @@ def split_corpus(corpus: Corpus, val_fraction: float) -> tuple[list[str], list[s
 
 def _walk(root: Path, skip: tuple[str, ...] = ()) -> list[Path]:
     """Files under root, recursively, sorted by relative path; hidden files, folders and caches left out."""
-    out = []
+    out, prefix = [], len(str(root).rstrip(os.sep)) + 1
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__" and d not in skip]
-        out += [Path(dirpath, f) for f in filenames if not f.startswith(".")]
-    return sorted(out, key=lambda p: p.relative_to(root).as_posix())
+        out += [os.path.join(dirpath, f) for f in filenames if not f.startswith(".")]
+    out.sort(key=lambda p: p[prefix:].replace(os.sep, "/"))
+    return [Path(p) for p in out]
 
 
 def _decode(raw: bytes) -> Optional[str]:

@@ -29,6 +29,50 @@ def batch_offsets(n_tokens: int, context: int, batch_size: int, seed: int, step:
     return rng.integers(0, n_tokens - context, size=batch_size, dtype=np.int64)
 
 
+def largest_remainder(weights, total: int) -> np.ndarray:
+    """Integer shares (int64) of ``total`` in proportion to ``weights`` that sum exactly to ``total``: the
+    floors, plus one for the largest remainders (ties to the earlier source)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if len(w) == 0 or np.any(w < 0) or w.sum() <= 0:
+        raise DataError(f"weights {list(weights)} are not allowed; use weights >= 0 with at least one positive")
+    exact = w / w.sum() * total
+    counts = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: total - int(counts.sum())]] += 1
+    return counts
+
+
+def step_offsets(tokens, context: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Start offsets of step ``step``'s global batch in ``tokens``: ``batch_offsets`` for a plain split; for a
+    mixture (``tokens.segments``: (name, start, stop, weight)) each source's share of the batch by the
+    largest-remainder rule, drawn inside that source; with ``tokens.align == "bos"`` only at document starts.
+    A pure function of (seed, step) and the sizes, like ``batch_offsets``."""
+    segments = [s for s in getattr(tokens, "segments", ()) if s[3] > 0]
+    aligned = getattr(tokens, "align", "none") == "bos"
+    if not segments and not aligned:
+        return batch_offsets(len(tokens), context, batch_size, seed, step)
+    if not segments:
+        return _draw(tokens, 0, len(tokens), context, batch_size, np.random.PCG64([seed, step]), aligned)
+    counts = largest_remainder([s[3] for s in segments], batch_size)
+    parts = [_draw(tokens, start, stop, context, int(c), np.random.PCG64([seed, step, k]), aligned)
+             for k, ((_, start, stop, _), c) in enumerate(zip(segments, counts)) if c]
+    return np.concatenate(parts)
+
+
+def _draw(tokens, start: int, stop: int, context: int, n: int, bitgen, aligned: bool) -> np.ndarray:
+    """``n`` window starts inside [start, stop): uniform offsets, or uniform among the document starts."""
+    if stop - start < context + 1:
+        raise DataError(f"a source of {stop - start} tokens is too short for context {context}; it needs {context + 1}")
+    rng = np.random.Generator(bitgen)
+    if not aligned:
+        return start + rng.integers(0, stop - start - context, size=n, dtype=np.int64)
+    starts = tokens.doc_starts
+    lo, hi = np.searchsorted(starts, start), np.searchsorted(starts, stop - context - 1, side="right")
+    if hi <= lo:
+        raise DataError(f"data.align=bos: no document starts a window of {context + 1} tokens in [{start}, {stop})")
+    return starts[lo + rng.integers(0, hi - lo, size=n, dtype=np.int64)]
+
+
 def make_batch(tokens: np.ndarray, offsets: np.ndarray, context: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs x and targets y, int64 (B, context), from windows of ``tokens`` at ``offsets``; y is x shifted by one."""
     idx = np.asarray(offsets, dtype=np.int64)[:, None] + np.arange(context + 1, dtype=np.int64)  # (B, T+1)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from scaling.errors import DataError
-from scaling.data.loader import batch_offsets, make_batch
+from scaling.data.loader import make_batch, step_offsets
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -32,7 +32,7 @@ Batches = list[tuple[torch.Tensor, torch.Tensor]]
 def step_batches(tokens: np.ndarray, context: int, batch_size: int, seed: int, step: int,
                  rank: int = 0, world_size: int = 1, micro_batch_size: int | None = None) -> Batches:
     """This rank's micro-batches [(x, y), ...] of optimizer step ``step``, on the CPU (the loop's own cut)."""
-    offsets = batch_offsets(len(tokens), context, batch_size, seed, step)  # (batch_size,)
+    offsets = step_offsets(tokens, context, batch_size, seed, step)  # (batch_size,); mixtures: shares per source
     mine = offsets[rank::world_size]  # this rank's rows of the global batch
     micro = micro_batch_size or len(mine)
     return [make_batch(tokens, mine[i:i + micro], context) for i in range(0, len(mine), micro)]

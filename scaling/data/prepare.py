@@ -1,41 +1,46 @@
-"""Data preparation: a corpus becomes cached, memory-mapped token files with a train/val split.
+"""Data preparation: a source becomes cached, memory-mapped token shards with a train/val split.
 
-``prepare_data(cfg)`` reads the source (``scaling.data.corpus``), builds the tokenizer
-(``scaling.data.tokenizer``), writes ``train.bin``, ``val.bin``, ``meta.json`` and the tokenizer into a
-temporary folder and renames it into the cache atomically; later calls with the same source content and
-settings reuse it. Batches come from ``scaling.data.loader``. The ``scaling-prepare`` command is
-``scaling.cli.prepare``.
+``prepare_data(cfg)`` resolves the source (``scaling.data.sources``: text, jsonl, parquet, or token files
+used as they are, ``scaling.data.pretokenized``), fixes the tokenizer (``scaling.data.tokenizer``,
+``scaling.data.tokenizers``) and writes the folder (``scaling.data.build``) into a work folder under a lock,
+then renames it into the cache atomically; later calls with the same source content and settings reuse
+it, and an interrupted preparation resumes from its last complete shard. A mixture (``data.sources``) is
+prepared source by source (``scaling.data.mixture``). Batches come from ``scaling.data.loader``.
 
 A prepared folder::
 
-    train.bin, val.bin   raw token ids, dtype from meta (uint8 / uint16 / uint32)
-    meta.json            vocab_size, dtype, train_tokens, val_tokens, tokenizer, source, content_hash, ...
-    chars.json | tokenizer.json   the char vocabulary or the BPE tokenizer (byte needs none)
-    files.json           every file read, its size and split
+    train_000000.bin ...  llm.c shards (1024-byte header, uint16 or uint32 tokens), at most data.shard_tokens each
+    val_000000.bin ...
+    *.docs.npy            each shard's document-start offsets (int64)
+    manifest.json         per shard: file, split, tokens, UTF-8 bytes, sha256, document range
+    meta.json             vocab_size, dtype, train_tokens, val_tokens, tokenizer (+ sha256), source, ...
+    chars.json | tokenizer.json | tokenizer.tiktoken | tokenizer.model (+ tokenizer_spec.json)
+    files.json            every file read, its size and split
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import time
-import uuid
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
 from scaling.config import DataConfig
-from scaling.data.corpus import Corpus, read_corpus, split_corpus
+from scaling.data.build import FORMAT_VERSION, Source, build, resolve
+from scaling.data.loader import batch_offsets, eval_offsets, make_batch
+from scaling.data.mixture import combine, prepare_mixture
+from scaling.data.shards import TokenArray, open_tokens
+from scaling.data.tokenizer import load_tokenizer
 from scaling.errors import ConfigError, DataError
 from scaling.io import fsync_dir
-from scaling.data.loader import batch_offsets, eval_offsets, make_batch
-from scaling.data.tokenizer import TOKENIZERS, dtype_for_vocab, load_tokenizer, train_tokenizer
 
 __all__ = [
     "PreparedData",
@@ -49,24 +54,34 @@ __all__ = [
     "cache_root",
 ]
 
-FORMAT_VERSION = 1  # bump when the layout or the split/tokenisation rules change: old caches are ignored
 DEFAULT_CACHE = "~/.cache/scaling-harness/data"
 STALE_TMP_SECONDS = 24 * 3600
+UNKEYED = ("cache_dir", "workers", "progress", "sources")  # settings that do not change the prepared bytes
 
 
 @dataclass
 class PreparedData:
-    """A prepared dataset: its folder, metadata, read-only token memmaps and tokenizer."""
+    """A prepared dataset: its folder, metadata, read-only token arrays and tokenizer. For a mixture,
+    ``sources`` lists each source's name, weight, folder and token counts, and ``train`` / ``val`` carry
+    their segments."""
 
     dir: Path
     meta: dict
-    train: np.memmap
-    val: np.memmap
+    train: Any  # np.memmap (one shard) or TokenArray
+    val: Any
     tokenizer: Any
+    sources: list = field(default_factory=list)
+    doc_index: dict = field(default_factory=dict)  # split -> each shard's document-start index file (or None)
 
     @property
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
+
+    @property
+    def token_bytes(self) -> Optional[np.ndarray]:
+        """UTF-8 byte length of each token id (for bits per byte), or None where the tokenizer cannot say."""
+        lengths = getattr(self.tokenizer, "token_bytes", None)
+        return lengths() if callable(lengths) else None
 
 
 def validate_config(cfg: DataConfig) -> None:
@@ -77,20 +92,18 @@ def validate_config(cfg: DataConfig) -> None:
         for name in DataConfig.__dataclass_fields__:
             if OmegaConf.is_missing(cfg, name):
                 raise ConfigError(f"data.{name} is not set (???); set it, e.g. data.{name}=... on the command line")
-    if cfg.tokenizer not in TOKENIZERS:
-        raise ConfigError(f"data.tokenizer={cfg.tokenizer!r} is not a tokenizer; allowed: {', '.join(TOKENIZERS)}")
-    if cfg.tokenizer == "bpe" and not 256 < cfg.bpe_vocab_size <= 2**32:
-        raise ConfigError(
-            f"data.bpe_vocab_size={cfg.bpe_vocab_size} is not allowed; use more than 256 (the byte alphabet)"
-        )
-    if not 0 < cfg.val_fraction < 1:
-        raise ConfigError(
-            f"data.val_fraction={cfg.val_fraction} is not allowed; use a fraction strictly between 0 and 1"
-        )
-    if cfg.max_bytes is not None and cfg.max_bytes <= 0:
-        raise ConfigError(f"data.max_bytes={cfg.max_bytes} is not allowed; use a positive byte count or null (no cap)")
-    if not isinstance(cfg.source, str) or not cfg.source.strip():
-        raise ConfigError(f"data.source={cfg.source!r} is not allowed; use 'stdlib', a text file, a folder or a glob")
+    DataConfig.validate(cfg)
+
+
+def plain_config(cfg: Any) -> DataConfig:
+    """The data settings as a DataConfig object (from a DictConfig, a DataConfig, or a mapping)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DataConfig):
+        return cfg
+    if isinstance(cfg, DictConfig):
+        return DataConfig(**OmegaConf.to_container(cfg, resolve=True))
+    return DataConfig(**dict(cfg))
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -102,10 +115,26 @@ def cache_root(cfg: DataConfig) -> Path:
 def prepare_data(cfg: DataConfig) -> PreparedData:
     """Prepared data for ``cfg``, from the cache when it is there, else made and cached atomically."""
     validate_config(cfg)
-    corpus = read_corpus(cfg.source, cfg.max_bytes)
-    key = _cache_key(cfg, corpus)
+    cfg = plain_config(cfg)
+    if cfg.sources:
+        parts = prepare_mixture(cfg, prepare_single)
+        mixed = combine(parts, cfg.align)
+        first = parts[0][2]
+        prepared = PreparedData(first.dir, mixed["meta"], mixed["train"], mixed["val"], first.tokenizer,
+                                sources=mixed["sources"])
+        if cfg.align != "none" and len(prepared.train.doc_starts) == 0:
+            raise DataError("data.align='bos': the sources have no document starts; use data.doc_sep=bos")
+        return prepared
+    return with_alignment(prepare_single(cfg), cfg.align)
+
+
+def prepare_single(cfg: DataConfig) -> PreparedData:
+    """One source (``cfg.source``), prepared or found in the cache."""
+    src = resolve(cfg)
+    key, settings = _cache_key(src, with_content=True), _cache_key(src, with_content=False)
     root = cache_root(cfg)
-    final = root / f"{_slug(cfg, corpus)}-{key[:16]}"
+    slug = _slug(src)
+    final = root / f"{slug}-{key[:16]}"
     if (final / "meta.json").is_file():
         return open_prepared(final)
     try:
@@ -113,23 +142,40 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
     except OSError as e:
         msg = f"data.cache_dir={str(root)!r} cannot be created ({e.strerror}); use a writable folder"
         raise DataError(msg) from None
-    with _lock(root / f".{final.name}.lock") as locked:  # others preparing the same data wait, then reuse it
+    with _lock(root / f".{slug}-{settings[:16]}.lock") as locked:  # others preparing the same data wait, then reuse it
         if (final / "meta.json").is_file():
             return open_prepared(final)
-        _remove_leftovers(root, final.name if locked else None)
-        tmp = root / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        _remove_leftovers(root, None)
+        work = root / f".partial-{slug}-{settings[:16]}"
+        if locked and work.is_dir() and not (work / "progress.json").is_file():
+            shutil.rmtree(work, ignore_errors=True)  # nothing resumable in it
+        if not locked:  # no lock on this file system: never share a work folder
+            work = root / f".tmp-{slug}-{os.getpid()}-{os.urandom(4).hex()}"
+        work.mkdir(parents=True, exist_ok=True)
+        build(work, src, key)
+        fsync_dir(work)
         try:
-            _write_prepared(tmp, cfg, corpus, key)
-            fsync_dir(tmp)
-            try:
-                os.rename(tmp, final)  # atomic; fails if another process got there first
-            except OSError:
-                if not (final / "meta.json").is_file():
-                    raise DataError(f"{final} is in the way of the prepared data (no meta.json); delete it") from None
-            fsync_dir(root)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            os.rename(work, final)  # atomic; fails if another process got there first
+        except OSError:
+            if not (final / "meta.json").is_file():
+                raise DataError(f"{final} is in the way of the prepared data (no meta.json); delete it") from None
+            shutil.rmtree(work, ignore_errors=True)
+        fsync_dir(root)
     return open_prepared(final)
+
+
+def with_alignment(prepared: PreparedData, align: str) -> PreparedData:
+    """``data.align=bos``: the train split as a TokenArray whose windows start at document starts."""
+    if align == "none":
+        return prepared
+    train = prepared.train
+    if not isinstance(train, TokenArray):
+        train = TokenArray([train], doc_index=prepared.doc_index.get("train"))
+    train.align = align
+    if len(train.doc_starts) == 0:
+        raise DataError(f"data.align={align!r}: no document starts in {prepared.dir} (data.doc_sep="
+                        f"{prepared.meta.get('doc_sep')!r}); use data.doc_sep=bos or data.align=none")
+    return dataclasses.replace(prepared, train=train)
 
 
 def open_prepared(directory) -> PreparedData:
@@ -144,23 +190,43 @@ def open_prepared(directory) -> PreparedData:
     missing = [k for k in ("vocab_size", "dtype", "train_tokens", "val_tokens", "tokenizer") if k not in meta]
     if missing:
         raise _corrupt(directory, f"meta.json lacks {', '.join(missing)}")
+    if meta.get("format") != FORMAT_VERSION:
+        raise _corrupt(directory, f"format {meta.get('format')!r} is not this version's ({FORMAT_VERSION})")
     try:
         dtype = np.dtype(meta["dtype"])
     except TypeError:
         raise DataError(f"prepared data at {directory}: meta.json dtype={meta['dtype']!r} is not a dtype") from None
     vocab = int(meta["vocab_size"])
-    if dtype not in (np.uint8, np.uint16, np.uint32) or vocab > np.iinfo(dtype).max + 1:
+    if dtype not in (np.uint16, np.uint32) or vocab > np.iinfo(dtype).max + 1:
         raise DataError(
             f"prepared data at {directory}: vocab_size={vocab} does not fit dtype {dtype.name}; "
-            "allowed: uint8 up to 256, uint16 up to 65536, uint32 beyond"
+            "allowed: uint16 up to 65536, uint32 beyond"
         )
-    splits = {s: _open_split(directory, s, dtype, int(meta[f"{s}_tokens"])) for s in ("train", "val")}
+    manifest = _read_manifest(directory)
+    splits, index = {}, {}
+    for split in ("train", "val"):
+        entries = [s for s in manifest["shards"] if s["split"] == split]
+        parts = [open_tokens(directory / s["file"], dtype, int(s["offset"]), int(s["tokens"])) for s in entries]
+        if sum(len(p) for p in parts) != int(meta[f"{split}_tokens"]) or not parts:
+            raise _corrupt(directory, f"the {split} shards hold {sum(len(p) for p in parts)} tokens but meta.json "
+                           f"says {meta[f'{split}_tokens']}")
+        index[split] = [directory / s["index"] if s.get("index") else None for s in entries]
+        splits[split] = parts[0] if len(parts) == 1 else TokenArray(parts, doc_index=index[split])
     tokenizer = load_tokenizer(directory)
-    if tokenizer.vocab_size != vocab:
+    if tokenizer.vocab_size != vocab and meta.get("kind") != "tokens":
         raise DataError(
             f"prepared data at {directory}: tokenizer has {tokenizer.vocab_size} tokens but meta.json says {vocab}"
         )
-    return PreparedData(directory, meta, splits["train"], splits["val"], tokenizer)
+    return PreparedData(directory, meta, splits["train"], splits["val"], tokenizer, doc_index=index)
+
+
+def _read_manifest(directory: Path) -> dict:
+    try:
+        return json.loads((directory / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise _corrupt(directory, "manifest.json is missing") from None
+    except (OSError, ValueError) as e:
+        raise _corrupt(directory, f"manifest.json is unreadable ({e})") from None
 
 
 def check_context(prepared: PreparedData, context: int, eval_tokens: Optional[int] = None) -> None:
@@ -178,96 +244,33 @@ def check_context(prepared: PreparedData, context: int, eval_tokens: Optional[in
 
 
 # ---------------------------------------------------------------------------------------------------------
-# writing a prepared folder
+# the cache
 
 
-def _write_prepared(tmp: Path, cfg: DataConfig, corpus: Corpus, key: str) -> None:
-    tmp.mkdir(parents=True)
-    t0 = time.perf_counter()
-    train_texts, val_texts, val_files = split_corpus(corpus, cfg.val_fraction)
-    tok = train_tokenizer(cfg.tokenizer, train_texts, train_texts + val_texts, cfg.bpe_vocab_size)
-    dtype = dtype_for_vocab(tok.vocab_size)
-    counts = {}
-    for split, texts in (("train", train_texts), ("val", val_texts)):
-        ids = tok.encode_array("".join(texts)).astype(dtype, copy=False)
-        if len(ids) == 0:
-            raise DataError(f"data.source={cfg.source!r}: the {split} split is empty; use more text")
-        _write_bytes(tmp / f"{split}.bin", ids.tobytes())
-        counts[split] = int(len(ids))
-    tok.save(tmp)
-    val_set = set(val_files)
-    files = [
-        {"path": d.path, "bytes": d.nbytes, "split": ("val" if d.path in val_set else "train") if val_files else "both"}
-        for d in corpus.docs
-    ]
-    _write_bytes(tmp / "files.json", json.dumps({"files": files, "skipped": corpus.skipped}, indent=1).encode())
-    meta = {
-        "format": FORMAT_VERSION,
-        "vocab_size": int(tok.vocab_size),
-        "dtype": dtype.name,
-        "train_tokens": counts["train"],
-        "val_tokens": counts["val"],
-        "tokenizer": cfg.tokenizer,
-        "bpe_vocab_size": cfg.bpe_vocab_size if cfg.tokenizer == "bpe" else None,
-        "source": cfg.source,
-        "source_kind": corpus.kind,
-        "source_root": corpus.root,
-        "content_hash": corpus.content_hash,
-        "bytes": corpus.nbytes,
-        "files": len(corpus.docs),
-        "val_files": len(val_files),
-        "split": "files" if val_files else "position",
-        "val_fraction": cfg.val_fraction,
-        "max_bytes": cfg.max_bytes,
-        "truncated": corpus.truncated,
-        "key": key,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "prepare_seconds": round(time.perf_counter() - t0, 3),
-    }
-    _write_bytes(tmp / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())  # written last
+def _cache_key(src: Source, with_content: bool) -> str:
+    """SHA-256 of what the prepared bytes depend on (``with_content``: and the corpus's fingerprint)."""
+    cfg = src.cfg
+    ident = {k: getattr(cfg, k) for k in DataConfig.__dataclass_fields__ if k not in UNKEYED}
+    ident = {k: (v if v is None or isinstance(v, (str, int, float, bool)) else str(v)) for k, v in ident.items()}
+    ident.update(format=FORMAT_VERSION, doc_sep=src.doc_sep, kind=src.kind,
+                 source=cfg.source if cfg.source == "stdlib" else f"{src.source_kind}:{src.root}:{cfg.source}",
+                 tokenizer_sha256=getattr(src.tokenizer, "sha256", None), align=None)
+    if with_content:
+        ident["content"] = src.fingerprint
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
-def _cache_key(cfg: DataConfig, corpus: Corpus) -> str:
-    identity = {
-        "format": FORMAT_VERSION,
-        "source": cfg.source if corpus.kind == "stdlib" else f"{corpus.kind}:{corpus.root}:{cfg.source}",
-        "content_hash": corpus.content_hash,
-        "tokenizer": cfg.tokenizer,
-        "bpe_vocab_size": cfg.bpe_vocab_size if cfg.tokenizer == "bpe" else None,
-        "val_fraction": cfg.val_fraction,
-        "max_bytes": cfg.max_bytes,
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
-
-def _slug(cfg: DataConfig, corpus: Corpus) -> str:
-    name = {"stdlib": "stdlib", "file": corpus.docs[0].path}.get(corpus.kind, Path(corpus.root).name)
+def _slug(src: Source) -> str:
+    cfg = src.cfg
+    name = {"stdlib": "stdlib", "file": src.inputs[0].rel if src.inputs else "data"}.get(src.source_kind,
+                                                                                          Path(src.root).name)
+    tok = cfg.tokenizer.split(":", 1)[0] if ":" in cfg.tokenizer else cfg.tokenizer
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "data"
-    return f"{name}-{cfg.tokenizer}"
-
-
-def _open_split(directory: Path, split: str, dtype: np.dtype, n: int) -> np.memmap:
-    path = directory / f"{split}.bin"
-    if not path.is_file():
-        raise _corrupt(directory, f"{split}.bin is missing")
-    size, want = path.stat().st_size, n * dtype.itemsize
-    if size != want or n <= 0:
-        raise _corrupt(
-            directory, f"{split}.bin holds {size} bytes but meta.json says {n} {dtype.name} tokens ({want} bytes): "
-            "the file is corrupt or truncated"
-        )
-    return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
+    return f"{name}-{tok}"
 
 
 def _corrupt(directory: Path, what: str) -> DataError:
     return DataError(f"prepared data at {directory}: {what}; delete the folder to prepare it again")
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Tokenizers: byte-level (UTF-8 bytes), character-level, and byte-level BPE.
+"""Tokenizers: byte-level (UTF-8 bytes), character-level, byte-level BPE trained locally, and the
+pretrained ones of ``scaling.data.tokenizers`` (gpt2 and the tiktoken names, tiktoken:, hf:, sp:).
 
 Each one maps text to ids and back (``encode`` / ``decode``), encodes a whole corpus into a numpy array
 (``encode_array``), and saves itself beside the prepared data (``save``) so that evaluation and
@@ -7,6 +8,7 @@ sampling decode exactly as preparation encoded. ``load_tokenizer(dir)`` reads it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -33,6 +35,11 @@ class ByteTokenizer:
 
     name = "byte"
     vocab_size = 256
+    bos_id = eos_id = None  # no special tokens: documents can only be joined without a separator
+    sha256 = "byte"
+
+    def token_bytes(self) -> np.ndarray:
+        return np.ones(256, dtype=np.int64)
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
@@ -51,12 +58,14 @@ class CharTokenizer:
     """The distinct characters of the corpus, sorted by code point; id = rank in that list."""
 
     name = "char"
+    bos_id = eos_id = None
 
     def __init__(self, chars: list[str]):
         self.chars = list(chars)
         self.vocab_size = len(self.chars)
         self._codes = np.array([ord(c) for c in self.chars], dtype=np.uint32)  # sorted, (V,)
         self._index = {c: i for i, c in enumerate(self.chars)}
+        self.sha256 = hashlib.sha256(json.dumps(self.chars, ensure_ascii=True).encode()).hexdigest()
 
     @classmethod
     def train(cls, text: str) -> "CharTokenizer":
@@ -70,6 +79,9 @@ class CharTokenizer:
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
+
+    def token_bytes(self) -> np.ndarray:
+        return np.array([len(ch.encode("utf-8", "surrogatepass")) for ch in self.chars], dtype=np.int64)
 
     def encode_array(self, text: str) -> np.ndarray:
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # (n_chars,) code points
@@ -90,10 +102,12 @@ class BPETokenizer:
     """Byte-level BPE (GPT-2 style) trained locally with the ``tokenizers`` library."""
 
     name = "bpe"
+    bos_id = eos_id = None
 
     def __init__(self, tok):
         self._tok = tok
         self.vocab_size = tok.get_vocab_size()
+        self.sha256 = hashlib.sha256(tok.to_str().encode()).hexdigest()
 
     @classmethod
     def train(cls, texts: list[str], vocab_size: int) -> "BPETokenizer":
@@ -108,7 +122,7 @@ class BPETokenizer:
             special_tokens=[],
             show_progress=False,
         )
-        tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+        tok.train_from_iterator(texts, trainer=trainer)
         return cls(tok)
 
     def encode(self, text: str) -> list[int]:
@@ -117,11 +131,18 @@ class BPETokenizer:
     def decode(self, ids) -> str:
         return self._tok.decode([int(i) for i in ids])
 
+    def token_bytes(self) -> np.ndarray:
+        """Bytes of each token: a byte-level token is a string of one symbol per byte."""
+        return np.array([len(self._tok.id_to_token(i) or "") for i in range(self.vocab_size)], dtype=np.int64)
+
     def encode_array(self, text: str) -> np.ndarray:
         pieces = _chunks(text)
         out = [np.asarray(e.ids, dtype=np.uint32) for e in self._tok.encode_batch(pieces)]
         ids = np.concatenate(out) if out else np.zeros(0, dtype=np.uint32)
         return ids.astype(dtype_for_vocab(self.vocab_size))
+
+    def encode_many(self, texts: list[str]) -> list[np.ndarray]:
+        return [np.asarray(e.ids, dtype=np.uint32) for e in self._tok.encode_batch(texts)]
 
     def save(self, directory: Path) -> None:
         _write_text(Path(directory) / BPE_FILE, self._tok.to_str())
@@ -133,15 +154,41 @@ class BPETokenizer:
         return cls(Tokenizer.from_file(str(Path(directory) / BPE_FILE)))
 
 
-def train_tokenizer(name: str, train_texts: list[str], all_texts: list[str], bpe_vocab_size: int):
-    """Build the tokenizer ``name``: char reads every character of the corpus, bpe learns from the train split."""
+def train_tokenizer(name: str, train_texts, all_texts, bpe_vocab_size: int, expected_sha256=None):
+    """Build the tokenizer ``name``: char reads every character of the corpus (``all_texts``, an iterable of
+    texts), bpe learns from the train split (``train_texts``); the pretrained ones load their file."""
     if name == "byte":
         return ByteTokenizer()
     if name == "char":
-        return CharTokenizer(sorted(set().union(*map(set, all_texts))))
+        chars: set = set()
+        for t in all_texts:
+            chars.update(t)
+        return CharTokenizer(sorted(chars))
     if name == "bpe":
-        return BPETokenizer.train([p for t in train_texts for p in _chunks(t)], bpe_vocab_size)
-    raise ConfigError(f"data.tokenizer={name!r} is not a tokenizer; allowed: {', '.join(TOKENIZERS)}")
+        return BPETokenizer.train((p for t in train_texts for p in _chunks(t)), bpe_vocab_size)
+    from scaling.data.tokenizers import ALLOWED, is_pretrained, pretrained_tokenizer
+
+    if is_pretrained(name):
+        return pretrained_tokenizer(name, expected_sha256)
+    raise ConfigError(f"data.tokenizer={name!r} is not a tokenizer; allowed: {ALLOWED}")
+
+
+def tokenizer_from_dir(directory, name: str):
+    """The tokenizer ``name`` saved in ``directory`` (by its ``save``)."""
+    directory = Path(directory)
+    if name == "byte":
+        return ByteTokenizer()
+    if name == "char":
+        return CharTokenizer.load(directory)
+    if name == "bpe":
+        return BPETokenizer.load(directory)
+    if name == "none":
+        from scaling.data.pretokenized import IdsOnly
+
+        return IdsOnly(int((directory / "vocab_size.txt").read_text()))
+    from scaling.data.tokenizers import load_pretrained
+
+    return load_pretrained(directory, name)
 
 
 def load_tokenizer(prepared_dir):
@@ -154,17 +201,16 @@ def load_tokenizer(prepared_dir):
         raise DataError(msg) from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"prepared data at {directory}: meta.json names no tokenizer ({e}); prepare it again") from None
+    from scaling.data.tokenizers import is_pretrained
+
+    if name not in TOKENIZERS + ("none",) and not is_pretrained(name):
+        raise DataError(f"meta.json at {directory} names an unknown tokenizer {name!r}; allowed: "
+                        f"{', '.join(TOKENIZERS)} or a pretrained one")
     try:
-        if name == "byte":
-            return ByteTokenizer()
-        if name == "char":
-            return CharTokenizer.load(directory)
-        if name == "bpe":
-            return BPETokenizer.load(directory)
+        return tokenizer_from_dir(directory, name)
     except Exception as e:  # missing or unreadable tokenizer file
         raise DataError(f"prepared data at {directory}: tokenizer {name!r} cannot be read ({e}); delete the folder "
                         "to prepare it again") from None
-    raise DataError(f"meta.json at {directory} names an unknown tokenizer {name!r}; allowed: {', '.join(TOKENIZERS)}")
 
 
 def _chunks(text: str, size: int = 1 << 16) -> list[str]:

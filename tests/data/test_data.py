@@ -25,6 +25,7 @@ from scaling.data.prepare import (
 )
 from scaling.cli.prepare import main
 from scaling.errors import ConfigError, DataError
+from scaling.data.shards import shard_dtype
 from scaling.data.tokenizer import dtype_for_vocab
 
 SAMPLE = "def f(x):\n    return x * 2  # doubles\n\nclass Été:\n    naïve = '中文 ✓ 🙂'\n"
@@ -63,7 +64,7 @@ def test_token_files_decode_back_to_the_corpus(tmp_path, tokenizer):
     reloaded = load_tokenizer(p.dir)  # what evaluation and sampling use
     assert reloaded.encode(SAMPLE) == p.tokenizer.encode(SAMPLE)
     assert int(max(p.train.max(), p.val.max())) < p.vocab_size
-    assert p.train.dtype == dtype_for_vocab(p.vocab_size)
+    assert p.train.dtype == shard_dtype(p.vocab_size)  # llm.c shards: uint16 up to 65,536 ids
 
 
 def test_byte_tokenizer_is_utf8():
@@ -158,7 +159,7 @@ def test_stdlib_default_corpus(tmp_path):
     assert all(f["path"].endswith(".py") and "site-packages" not in f["path"] for f in files)
     first = next(f for f in files if f["split"] == "val")
     head = (stdlib_dir() / first["path"]).read_bytes()[:200]
-    assert bytes(np.asarray(p.val[:200])) == head
+    assert bytes(np.asarray(p.val[:200]).astype(np.uint8)) == head
     assert elapsed < 30  # a few seconds on an idle machine
 
 
@@ -357,9 +358,9 @@ def prepared_dir(tmp_path):
 
 
 def test_truncated_token_file(prepared_dir):
-    with open(prepared_dir / "train.bin", "r+b") as f:
+    with open(prepared_dir / "train_000000.bin", "r+b") as f:
         f.truncate(100)
-    with pytest.raises(DataError, match="train.bin holds 100 bytes .* corrupt or truncated"):
+    with pytest.raises(DataError, match="train_000000.bin holds 100 bytes .* corrupt or truncated"):
         open_prepared(prepared_dir)
 
 
@@ -372,8 +373,8 @@ def test_missing_meta(prepared_dir):
 
 
 def test_corrupt_cache_is_reported_on_reuse(tmp_path, prepared_dir):
-    (prepared_dir / "val.bin").write_bytes(b"")
-    with pytest.raises(DataError, match="val.bin holds 0 bytes"):
+    (prepared_dir / "val_000000.bin").write_bytes(b"")
+    with pytest.raises(DataError, match="val_000000.bin holds 0 bytes"):
         prepare_data(cfg(tmp_path, tmp_path / "t.txt"))
 
 
@@ -388,9 +389,9 @@ def test_missing_tokenizer_file(tmp_path):
 
 def test_vocabulary_larger_than_dtype(prepared_dir):
     meta = json.loads((prepared_dir / "meta.json").read_text())
-    meta["vocab_size"] = 300  # a uint8 file cannot hold ids past 255
+    meta["vocab_size"] = 70_000  # a uint16 shard cannot hold ids past 65,535
     (prepared_dir / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(DataError, match="vocab_size=300 does not fit dtype uint8"):
+    with pytest.raises(DataError, match="vocab_size=70000 does not fit dtype uint16"):
         open_prepared(prepared_dir)
 
 
