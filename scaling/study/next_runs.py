@@ -1,0 +1,169 @@
+"""Which run of a sweep next: the pool of a sweep's runs, a target spelled on a command line, the choice
+(``analysis.propose_next``) and the ``scaling-train --multirun`` command lines that run exactly the chosen runs.
+
+Shared by ``scaling-next`` and the adaptive study (``scaling.study.adaptive``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shlex
+import warnings
+from typing import Any, Iterator, Optional
+
+from scaling.conventions import params_of
+from scaling.errors import ConfigError
+
+TARGETS = "a, b, alpha, beta, E, A, B, G, N_opt@C, D_opt@C or loss@N,D"
+FINISHED = ("completed", "diverged")
+
+
+@contextlib.contextmanager
+def analysis_errors() -> Iterator[None]:
+    """An ``analysis`` input error becomes a ``ConfigError`` (one line, exit 2), with the same message."""
+    from analysis import AnalysisInputError
+
+    try:
+        yield
+    except AnalysisInputError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def parse_target(text: str) -> Any:
+    """``a`` -> ``"a"``; ``N_opt@1e12`` -> ``{"N_opt": 1e12}``; ``loss@1e5,2e6`` -> ``{"loss": (1e5, 2e6)}``."""
+    from analysis.next_run_criteria import resolve_target
+
+    name, at, arg = text.partition("@")
+    if not at:
+        with analysis_errors():
+            resolve_target(name)  # a parameter name: the law says which it has
+        return name
+    values = [_positive(text, v) for v in arg.split(",")]
+    if name in ("N_opt", "D_opt") and len(values) == 1:
+        return {name: values[0]}
+    if name == "loss" and len(values) == 2:
+        return {"loss": tuple(values)}
+    raise ConfigError(f"--target={text!r} is not allowed: choose {TARGETS}")
+
+
+def _positive(text: str, value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and x > 0):
+        raise ConfigError(f"--target={text!r} is not allowed: {value!r} is not a positive number (choose {TARGETS})")
+    return x
+
+
+def finished_runs(folder: Any, convention: str) -> Any:
+    """The completed runs under ``folder`` (``analysis.load_runs``): N under the sweep's convention, D, C, loss."""
+    from analysis import load_runs
+
+    with analysis_errors():
+        return load_runs(folder, params=params_of(convention), flops=convention)
+
+
+def candidate_pool(planned: list[Any], done_ids: Optional[set[str]] = None) -> Any:
+    """The sweep's runs still to choose from: not skipped, not finished in their folder, not among ``done_ids``.
+
+    One row per run, indexed by its position in ``planned``: N (the sweep's convention), D (tokens the optimizer
+    will consume), cost (C under the sweep's convention), width, depth, budget, run_id.
+    """
+    import pandas as pd
+
+    done_ids = done_ids or set()
+    rows = {}
+    for i, r in enumerate(planned):
+        if r.skip_reason or r.state in FINISHED or r.run_id in done_ids:
+            continue
+        rows[i] = {"N": float(r.params[params_of(r.convention)]), "D": float(r.tokens), "cost": float(r.compute),
+                   "width": r.shape["width"], "depth": r.shape["depth"], "budget": r.budget, "run_id": r.run_id}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["N", "D", "cost", "width", "depth", "budget", "run_id"])
+
+
+def choose(runs: Any, pool: Any, target: Any, *, criterion: str = "variance", budget: Optional[float] = None,
+           n: int = 1, level: float = 0.95, sweep: str = "the sweep") -> tuple[Any, list[str]]:
+    """The greedy batch of up to ``n`` runs of ``pool`` that shrinks ``target``'s interval most per FLOP.
+
+    Returns ``propose_next``'s table (with the pool's run_id) and its warnings (one line
+    each, e.g. candidates outside the finished runs' range).
+    """
+    from analysis import propose_next
+
+    if len(pool) == 0:
+        raise ConfigError(f"the pool is empty: every run of {sweep} is skipped or already finished")
+    with analysis_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = propose_next(runs[["N", "D", "loss"]], pool[["N", "D", "cost"]], target, budget=budget,
+                             criterion=criterion, n=n, level=level)
+    table["run_id"] = pool.loc[table["candidate"], "run_id"].to_numpy()
+    return table, [str(w.message) for w in caught]
+
+
+def target_interval(runs: Any, target: Any, level: float = 0.95) -> tuple[float, float, float]:
+    """(estimate, low, high) of ``target`` under the Laplace posterior of the parametric law fitted to ``runs``
+    (the posterior ``propose_next`` scores with)."""
+    import numpy as np
+
+    from analysis.next_run_criteria import fit_posterior, interval, resolve_target
+
+    with analysis_errors():
+        tgt = resolve_target(target)
+        N, D, L = (np.asarray(runs[c], float) for c in ("N", "D", "loss"))
+        return interval(fit_posterior(N, D, L), tgt, level)
+
+
+def job_overrides(run: Any) -> dict[str, str]:
+    """A planned run's own swept overrides (``sweep.shape={width:32,depth:2}``, ``sweep.budget=4e+11``) by key."""
+    out = {}
+    for o in run.overrides:
+        key, _, value = o.partition("=")
+        out[key] = value
+    return out
+
+
+def launch_overrides(base: list[str], chosen: list[Any], grouped: bool = True) -> list[list[str]]:
+    """``scaling-train --multirun`` overrides, one list per command, that together run exactly ``chosen``.
+
+    A grid override would run the cartesian product of the chosen shapes and budgets, so each command sets
+    the sweep's swept keys itself (after ``base``, so they win over the sweep's own lists): one command per
+    run, or (``grouped``) one per group of runs that differ in one swept key, that key then a choice sweep.
+    """
+    given = set(base)
+    jobs = [{k: v for k, v in job_overrides(r).items() if f"{k}={v}" not in given} for r in chosen]
+    keys = list(dict.fromkeys(k for j in jobs for k in j))
+    if any(set(j) != set(keys) for j in jobs):
+        raise ConfigError("the chosen runs do not share their swept keys: launch them one by one")
+    groups: list[tuple[dict[str, str], list[str]]] = [({k: j[k] for k in keys}, []) for j in jobs]
+    if grouped and keys:
+        best = None
+        for vary in keys:
+            by: dict[tuple, list[str]] = {}
+            for j in jobs:
+                by.setdefault(tuple((k, j[k]) for k in keys if k != vary), []).append(j[vary])
+            if best is None or len(by) < len(best[1]):
+                best = (vary, by)
+        vary, by = best
+        groups = [(dict(fixed), values) for fixed, values in by.items()]
+        return [[*base, *(f"{k}={v}" for k, v in fixed.items()), f"{vary}={','.join(values)}"] for fixed, values in groups]
+    return [[*base, *(f"{k}={v}" for k, v in fixed.items())] for fixed, _ in groups]
+
+
+def command_lines(commands: list[list[str]]) -> list[str]:
+    """Each command as a shell line: ``scaling-train --multirun 'OVERRIDE' ...``."""
+    return [" ".join(["scaling-train", "--multirun", *map(shlex.quote, c)]) for c in commands]
+
+
+def parse_command_line(line: str) -> list[str]:
+    """The overrides of a line written by ``command_lines`` (the inverse, for checks and tests)."""
+    words = shlex.split(line)
+    if words[:2] != ["scaling-train", "--multirun"]:
+        raise ConfigError(f"{line!r} is not a scaling-train --multirun command")
+    return words[2:]
+
+
+def script(lines: list[str], header: list[str]) -> str:
+    """A shell script that runs the lines one after the other (``sh FILE``), with comment lines on top."""
+    return "\n".join(["#!/bin/sh", *(f"# {h}" for h in header), "set -e", *lines]) + "\n"
