@@ -56,7 +56,7 @@ __all__ = [
 
 DEFAULT_CACHE = "~/.cache/scaling-harness/data"
 STALE_TMP_SECONDS = 24 * 3600
-UNKEYED = ("cache_dir", "workers", "progress", "sources")  # settings that do not change the prepared bytes
+UNKEYED = ("cache_dir", "workers", "progress", "sources", "unique_tokens")  # settings that do not change the prepared bytes
 
 
 @dataclass
