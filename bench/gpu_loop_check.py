@@ -30,21 +30,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from bench_gpu import conventions  # noqa: E402
 from scaling.io import atomic_write_json  # noqa: E402
-from scaling.model.gpt import GPT  # noqa: E402
-from scaling.run import training  # noqa: E402
-from scaling.run.distributed import DistContext  # noqa: E402
-from scaling.run.hardware import peak_flops  # noqa: E402
-from scaling.run.sizes import RunSizes  # noqa: E402
-from scaling.run.step import OptimizerStep, autocast_for, make_optimizer, wrap_model  # noqa: E402
-from scaling.sweep.expand import compose_run_config  # noqa: E402
+# torch and the run layer are imported by the loop check alone: the agree and isoflop checks only start
+# scaling-train processes, and each import of torch costs seconds of CPU in the CPU smoke test.
 
 BIN = Path(sys.executable).parent
 TOLERANCE = 0.02  # nats: fp32-CPU vs bf16-GPU (as tests/run/test_precision.py)
@@ -100,6 +92,8 @@ class _StampHook:
 
 def instrument(timings: Timings) -> Callable[[], None]:
     """Wrap the loop of ``run_training`` so each hook, the batch wait and the step are timed; returns undo."""
+    from scaling.run import training
+
     real = training.train_loop
 
     def timed_loop(state, steps, lr_at, batches, optimizer_step, hooks):
@@ -120,8 +114,15 @@ def steady_step_seconds(stamps: dict[int, float], log_every: int, skip: set[int]
     return statistics.median(per_step) if per_step else None
 
 
-def bare_step_seconds(cfg: Any, vocab: int, device: torch.device, steps: int, warmup: int) -> float:
+def bare_step_seconds(cfg: Any, vocab: int, device: Any, steps: int, warmup: int) -> float:
     """Seconds per optimizer step of the loop's own ``OptimizerStep`` on a fixed batch already on the device."""
+    import torch
+
+    from scaling.model.gpt import GPT
+    from scaling.run.distributed import DistContext
+    from scaling.run.sizes import RunSizes
+    from scaling.run.step import OptimizerStep, autocast_for, make_optimizer, wrap_model
+
     sizes, ctx = RunSizes(cfg, vocab, 1), DistContext()
     torch.manual_seed(0)
     model = GPT(cfg.model, vocab).to(device)
@@ -139,12 +140,19 @@ def bare_step_seconds(cfg: Any, vocab: int, device: torch.device, steps: int, wa
     return (time.perf_counter() - t0) / steps
 
 
-def _sync(device: torch.device) -> None:
+def _sync(device: Any) -> None:
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)
 
 
 def check_loop(args: argparse.Namespace) -> dict:
+    import torch
+
+    from scaling.run import training
+    from scaling.sweep.expand import compose_run_config
+
     cfg = compose_run_config(loop_overrides(args.cpu_smoke, args.steps, args.batch))
     run_dir = args.out / "runs" / "loop"
     timings = Timings()
@@ -163,9 +171,12 @@ def check_loop(args: argparse.Namespace) -> dict:
     return loop_report(cfg, result, run_dir, timings, bare, device, vocab)
 
 
-def loop_report(cfg: Any, result: dict, run_dir: Path, timings: Timings, bare: float, device: torch.device,
+def loop_report(cfg: Any, result: dict, run_dir: Path, timings: Timings, bare: float, device: Any,
                 vocab: int) -> dict:
     """The loop check's figures from the run record, the host timings and the bare step."""
+    from bench_gpu import conventions
+    from scaling.run.hardware import peak_flops
+
     t, steps = cfg.train, result["steps"]
     duty_steps = {s for s in range(1, steps + 1) if (t.eval_every and s % t.eval_every == 0)
                   or (t.checkpoint_every and s % t.checkpoint_every == 0) or s == steps}
@@ -217,7 +228,7 @@ def check_agree(args: argparse.Namespace) -> dict:
     base = ["model=small", "train.batch_size=16", "train.eval_every=0", "train.final_eval_tokens=65536",
             "train.tokens=409600", "train.seed=0", "logger=none"]
     if args.cpu_smoke:
-        base = ["model=tiny", "train.batch_size=8", "train.tokens=10240", "train.eval_every=0",
+        base = ["model=tiny", "train.batch_size=8", "train.tokens=8192", "train.eval_every=0",
                 "train.final_eval_tokens=8192", "train.seed=0", "logger=none", "data.max_bytes=2000000"]
     bf16_device = "cpu" if args.cpu_smoke else "cuda"
     sides = {"fp32_cpu": ["train.device=cpu", "train.precision=fp32", "train.compile=false",
@@ -246,7 +257,7 @@ def check_isoflop(args: argparse.Namespace) -> dict:
     runs = args.out / "runs"
     extra = ["train.device=cuda"]
     if args.cpu_smoke:
-        extra = ["train.device=cpu", "train.threads=1", "sweep.budgets=[1.0e9,2.0e9]", "sweep.min_tokens_per_param=0.1",
+        extra = ["train.device=cpu", "train.threads=1", "sweep.budgets=[6.0e8,1.2e9]", "sweep.min_tokens_per_param=0.05",
                  "sweep.shapes=[{width:16,depth:1},{width:24,depth:1},{width:32,depth:1}]", "model.context=32",
                  "model.head_dim=8", "train.batch_size=8", "train.final_eval_tokens=4096", "sweep.min_steps=5",
                  "data.max_bytes=2000000"]
@@ -283,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=16, help="loop: sequences of 1024 tokens per step (default 16)")
     args = ap.parse_args(argv)
     if args.cpu_smoke and args.steps == 300:
-        args.steps = 40
+        args.steps = 30
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     t0 = time.perf_counter()
