@@ -240,11 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                     row[f"mfu_{conv}_matmul"] = r["tokens_per_s"] * per_token / ceiling
             rows.append(row)
             print(_table_row(row), flush=True)
-
-    if args.json:
-        meta = {"device": device_name, "torch": torch.__version__, "date": dt.date.today().isoformat(),
-                "bf16": bf16, "peak_flops": peak, "matmul_ceiling_flops": ceiling, "matmul_n": matmul_n}
-        atomic_write_json(args.json, {"meta": meta, "rows": rows})
+            if args.json:  # after every row, so a run stopped by a time limit keeps what it measured
+                meta = {"device": device_name, "torch": torch.__version__, "date": dt.date.today().isoformat(),
+                        "bf16": bf16, "peak_flops": peak, "matmul_ceiling_flops": ceiling, "matmul_n": matmul_n}
+                atomic_write_json(args.json, {"meta": meta, "rows": rows})
     return 0
 
 
