@@ -206,7 +206,8 @@ def open_prepared(directory) -> PreparedData:
     splits, index = {}, {}
     for split in ("train", "val"):
         entries = [s for s in manifest["shards"] if s["split"] == split]
-        parts = [open_tokens(directory / s["file"], dtype, int(s["offset"]), int(s["tokens"])) for s in entries]
+        parts = [open_tokens(directory / s["file"], dtype, int(s["offset"]), int(s["tokens"]),
+                             exact=not os.path.isabs(s["file"]) or s["sha256"] != "") for s in entries]
         if sum(len(p) for p in parts) != int(meta[f"{split}_tokens"]) or not parts:
             raise _corrupt(directory, f"the {split} shards hold {sum(len(p) for p in parts)} tokens but meta.json "
                            f"says {meta[f'{split}_tokens']}")

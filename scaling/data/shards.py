@@ -70,14 +70,15 @@ def read_header(path: Path) -> Optional[tuple[np.dtype, int]]:
     return dtype, count
 
 
-def open_tokens(path: Path, dtype: np.dtype, offset: int, count: int) -> np.memmap:
-    """A read-only memmap of ``count`` tokens at byte ``offset`` of ``path`` (DataError when it cannot be)."""
+def open_tokens(path: Path, dtype: np.dtype, offset: int, count: int, exact: bool = True) -> np.memmap:
+    """A read-only memmap of ``count`` tokens at byte ``offset`` of ``path`` (DataError when it cannot be);
+    ``exact``: the file holds nothing else (not so for a part of a pre-tokenized file)."""
     try:
         size = path.stat().st_size
     except OSError as e:
         raise DataError(f"shard {path} cannot be read ({e.strerror}); prepare the data again") from None
     want = offset + count * dtype.itemsize
-    if size != want or count <= 0:
+    if (size != want if exact else size < want) or count <= 0:
         raise DataError(f"shard {path} holds {size} bytes but the manifest says {count} {dtype.name} tokens "
                         f"({want} bytes): the file is corrupt or truncated")
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
