@@ -1,6 +1,6 @@
 """``scaling-study``: a complete scaling study from one command, checked against a held-out larger run.
 
-    scaling-study [--quick] [--out DIR] [--launcher local|basic|slurm] [--jobs J] [OVERRIDE ...]
+    scaling-study [--quick] [--design wsd|cosine] [--out DIR] [--launcher local|basic|slurm|submitit] [--jobs J] [OVERRIDE ...]
 
 The study itself is ``scaling.study``; this module parses the command line and prints.
 """
@@ -13,24 +13,29 @@ from pathlib import Path
 from typing import Optional
 
 from scaling.errors import ConfigError, report_user_error
-from scaling.study.options import LAUNCHERS, Options, StudyError
+from scaling.study.options import DESIGNS, LAUNCHERS, Options, StudyError
 from scaling.study.report import _g, _pct
 from scaling.study.study import run_study
 from scaling.units import duration
 
 USAGE = """\
-usage: scaling-study [--quick] [--out DIR] [--launcher local|basic|slurm] [--jobs J]
-                     [--holdout-factor K] [--bootstrap B] [OVERRIDE ...]
+usage: scaling-study [--quick] [--design wsd|cosine] [--out DIR] [--launcher local|basic|slurm|submitit]
+                     [--jobs J] [--holdout-factor K] [--bootstrap B] [OVERRIDE ...]
 
-Run an IsoFLOP sweep on the embedded corpus through Hydra multirun, fit Approach 2 and Approach 3 with
-bootstrap intervals, train one held-out run at K x (default 4) the largest budget at the predicted
-compute-optimal size, and write a Markdown report with plots into DIR (default study/full, or study/quick
-with --quick). Runs already finished in DIR/runs are reused, so a second invocation only refits.
+Run an IsoFLOP sweep on the embedded corpus through Hydra multirun (by default each width one constant-lr
+trunk with a cooldown branch at every budget), fit Approach 2 and Approach 3 with bootstrap intervals,
+train one held-out run at K x (default 4) the largest budget at the predicted compute-optimal size, and
+write a Markdown report with plots into DIR (default study/full, or study/quick with --quick). Runs already
+finished in DIR/runs are reused, so a second invocation only refits. The W&B runs (offline without a key)
+land in one folder, DIR/runs/<group>/wandb: `wandb leet` shows it.
 
-  --quick            the short variant (sweep study_quick: smaller budgets and sizes, a few minutes)
+  --quick            the short variant (sweep study_wsd_quick: smaller budgets and sizes, about 2 minutes)
+  --design D         wsd (default: trunks and cooldown branches, sweep study_wsd) or cosine (a separate
+                     cosine run per point, sweep study: the earlier design, for comparison)
   --out DIR          output folder: report.md, plots, fit.json, study.json, runs/, logs/
-  --launcher L       local (submitit, default), basic (Hydra's, one run at a time, in one process), slurm
-  --jobs J           runs at a time on this machine (local: default the number of cores; one thread each)
+  --launcher L       local (default: J worker processes, each training one width's runs in turn), basic
+                     (Hydra's, one process), slurm, submitit (a process per run, J at a time)
+  --jobs J           worker processes on this machine (default: the number of cores; one thread each)
   --holdout-factor K compute of the held-out run over the sweep's largest budget (default 4, at least 1)
   --bootstrap B      bootstrap resamples of each fit (default 1000, --quick 200)
   OVERRIDE           Hydra overrides for every run, e.g. optim.lr=3e-3 logger=none
@@ -53,11 +58,15 @@ def parse_args(argv: list[str]) -> Options:
             opts.help = True
         elif a == "--quick":
             opts.variant = "quick"
-        elif flag in ("--out", "--launcher", "--jobs", "--holdout-factor", "--bootstrap"):
+        elif flag in ("--out", "--launcher", "--jobs", "--holdout-factor", "--bootstrap", "--design"):
             text = inline if eq else value(flag)
             i += 0 if eq else 1
             if flag == "--out":
                 opts.out = Path(text).expanduser()
+            elif flag == "--design":
+                if text not in DESIGNS:
+                    raise ConfigError(f"--design={text!r} is unknown: choose {' or '.join(DESIGNS)}")
+                opts.design = text
             elif flag == "--launcher":
                 if text not in LAUNCHERS:
                     raise ConfigError(f"--launcher={text!r} is unknown: choose {', '.join(LAUNCHERS)}")
@@ -70,7 +79,7 @@ def parse_args(argv: list[str]) -> Options:
                     raise ConfigError(f"{flag}={text!r} is invalid: it must be a whole number")
                 setattr(opts, flag[2:], int(n))
         elif a.startswith("-"):
-            raise ConfigError(f"option {a!r} is unknown: choose --quick, --out DIR, --launcher "
+            raise ConfigError(f"option {a!r} is unknown: choose --quick, --design wsd|cosine, --out DIR, --launcher "
                               f"{'|'.join(LAUNCHERS)}, --jobs J, --holdout-factor K, --bootstrap B")
         else:
             key = a.partition("=")[0].lstrip("+~")
@@ -119,8 +128,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"[study] {title}: not fitted (see the report's warnings)")
     print(f"[study] held-out: predicted {_g(h['predicted'])}, measured {_g(h.get('measured'))}, "
           f"error {_pct(h.get('rel_error'))}; {h.get('position', '')}")
+    c = study["costs"]
+    print(f"[study] sweep FLOPs {c['sweep_flops']:.3g} ({100 * c['ratio_to_fixed']:.0f}% of the {c['fixed_sweep']} design's "
+          f"{c['fixed_flops']:.3g}); held-out run {c['holdout_flops']:.3g}")
     print(f"[study] trained {study['runs']['trained_now']} run(s), reused {study['runs']['reused']}; "
-          f"wall time {duration(study['wall_time'])}")
+          f"wall time {duration(study['wall_time'])} ("
+          + ", ".join(f"{k} {duration(v)}" for k, v in study["phases"].items()) + ")")
+    if study.get("wandb"):
+        print(f"[study] W&B runs: {study['wandb']['dir']} (view: {study['wandb']['view']}; upload: {study['wandb']['sync']})")
     print(f"report: {Path(study['out']) / 'report.md'}")
     print(study["out"])
     return 0

@@ -33,6 +33,10 @@ JOB_TYPE = "train"
 # Config keys the mirror adds beside the resolved run config (the run config never uses these names).
 EXTRA_CONFIG_KEYS = ("run_id", "shape", "N", "D", "C", "flops_per_token")
 X_AXES = ("tokens", "flops")  # every logged metric can be plotted against these
+# W&B-only copies of the losses that the runs of a named sweep log beside ``train/loss`` and ``val/loss``,
+# named to sort first: dashboards that order panels by name (``wandb leet``: capitals before lower case)
+# then show the loss panels before the x-axes.
+LOSS_PANELS = {"train/loss": "Loss/train", "val/loss": "Loss/val"}
 INIT_TIMEOUT_S = 60.0  # online init; WANDB_INIT_TIMEOUT overrides
 FINISH_TIMEOUT_S = 120.0  # online upload at finish; the rest stays on disk for `wandb sync`
 _BAD_PROJECT_CHARS = re.compile(r"[/\\#?%:]")
@@ -94,8 +98,10 @@ def resolve_mode(wandb_cfg: Any) -> str:
 class Mirror:
     """One W&B run. Every call is guarded: the first W&B error warns once and turns the mirror off."""
 
-    def __init__(self, run: Any = None, wandb_id: str | None = None, secrets: tuple[str, ...] = ()):
+    def __init__(self, run: Any = None, wandb_id: str | None = None, secrets: tuple[str, ...] = (),
+                 loss_panels: bool = False):
         self._run = run
+        self._loss_panels = loss_panels  # also log LOSS_PANELS (runs of a named sweep)
         self.wandb_id = wandb_id
         self._secrets = secrets
 
@@ -108,6 +114,8 @@ class Mirror:
         if self._run is None:
             return
         data = {k: v for k, v in _finite(dict(metrics)).items() if k != "step" and v is not None}
+        if self._loss_panels:
+            data.update({alias: data[key] for key, alias in LOSS_PANELS.items() if key in data})
         # commit now: a step is one line of metrics.jsonl, so the final record in the summary comes last
         self._guard("log", lambda: self._run.log(data, step=int(step), commit=True))
 
@@ -155,7 +163,8 @@ def start(cfg: DictConfig, run_dir: str | Path, run_id: str, resume_id: str | No
         import wandb
 
         config = _redact(run_config(cfg, run_id, info or {}), secrets)
-        directory = Path(_get(wcfg, "dir", None) or run_dir)
+        in_sweep = OmegaConf.select(cfg, "sweep", default=None) is not None  # a run of a named sweep
+        directory = Path(_get(wcfg, "dir", None) or (sweep_folder(run_dir) if in_sweep else run_dir))
         directory.mkdir(parents=True, exist_ok=True)
         run = wandb.init(
             project=_get(wcfg, "project", "scaling"),
@@ -164,7 +173,7 @@ def start(cfg: DictConfig, run_dir: str | Path, run_id: str, resume_id: str | No
             tags=[str(t) for t in (_get(wcfg, "tags", None) or [])],
             name=run_id,
             job_type=JOB_TYPE,
-            id=resume_id,  # None: W&B picks a fresh id
+            id=resume_id or wandb_run_id(run_id),
             resume="allow",
             dir=str(directory),
             config=config,
@@ -173,13 +182,33 @@ def start(cfg: DictConfig, run_dir: str | Path, run_id: str, resume_id: str | No
         )
         run.define_metric("tokens")
         run.define_metric("flops")
-        for key in ("train/*", "val/*", "lr", "tokens_per_s", "mfu"):
+        for key in ("Loss/*", "train/*", "val/*", "lr", "tokens_per_s", "mfu"):
             run.define_metric(key, step_metric="tokens")
-        return Mirror(run, run.id, secrets)
+        return Mirror(run, run.id, secrets, loss_panels=in_sweep)
     except Exception as err:  # no network, bad credentials, quota, timeout: the run goes on
         warn_once(f"W&B init failed ({mode}); the run goes on without its W&B mirror "
                   f"({type(err).__name__}: {_redact(str(err), secrets)})")
         return Mirror(wandb_id=resume_id)
+
+
+def sweep_folder(run_dir: str | Path) -> Path:
+    """Where the W&B runs of a named sweep go by default: its group folder (``<runs_dir>/<group>``), so that
+    every run of the sweep lands in one ``<runs_dir>/<group>/wandb/`` (one ``wandb leet`` or ``wandb sync``).
+    A run outside a named sweep keeps its own ``<run_dir>/wandb/``; ``logger.wandb.dir`` overrides both."""
+    return Path(run_dir).parent
+
+
+def wandb_folder(sweep_dir: str | Path) -> Path:
+    """The one W&B folder of a sweep (``<sweep_dir>/wandb``) that ``wandb leet`` and ``wandb sync`` read."""
+    return Path(sweep_dir) / "wandb"
+
+
+def wandb_run_id(run_id: str) -> str:
+    """A fresh W&B id that says which run it is: the run id and a random suffix (its folder is
+    ``offline-run-<time>-<run id>-<suffix>``). The suffix keeps two studies of one config apart online."""
+    import secrets
+
+    return f"{run_id}-{secrets.token_hex(3)}"
 
 
 def run_config(cfg: DictConfig, run_id: str, info: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,17 +1,21 @@
 """A complete scaling study: sweep, fit, held-out check, report (``scaling-study``).
 
-1. Sweep: the named IsoFLOP sweep (``sweeps/sweep/study.yaml``, or ``study_quick.yaml`` with ``--quick``)
-   is launched through Hydra multirun (``scaling-train --multirun``), at most ``--jobs`` runs at a time,
-   into ``DIR/runs``. Run directories are config-hashed, so a relaunch returns finished runs unchanged.
+1. Sweep: the named IsoFLOP sweep (default ``sweeps/sweep/study_wsd.yaml``: per width one constant-lr trunk
+   with a cooldown branch at every budget; ``--design cosine``: ``study.yaml``, a separate cosine run per
+   point; ``--quick``: the ``_quick`` variants) is launched through Hydra multirun into ``DIR/runs``, each
+   worker process training one width's runs in turn. Run directories are config-hashed, so a relaunch
+   returns finished runs unchanged.
 2. Fit: Approach 2 (IsoFLOP parabolas) and Approach 3 (parametric law) with bootstrap intervals.
 3. Check: one held-out run at ``--holdout-factor`` (4) x the largest budget, at the compute-optimal size
-   Approach 3 predicts (rounded to a valid shape of the sweep's family); its loss is predicted before it
-   trains and compared with the measurement.
-4. Report: ``DIR/report.md`` with its plots, ``DIR/fit.json`` and ``DIR/study.json``.
+   Approach 3 predicts (rounded to a valid shape of the sweep's family), trained as an ordinary run with
+   the sweep's schedule; its loss is predicted before it trains and compared with the measurement.
+4. Report: ``DIR/report.md`` with its plots, ``DIR/fit.json`` and ``DIR/study.json``; the W&B runs of the
+   sweep, the held-out run and the study's analysis run in one folder, ``DIR/runs/<group>/wandb``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,128 +25,223 @@ from scaling.conventions import params_of
 from scaling.errors import ConfigError
 from scaling.io import atomic_write_json, atomic_write_text
 from scaling.run.record import RunRecord
+from scaling.study.costs import costs, log_analysis_run, write_sweep_summary
 from scaling.study.fits import _f, _family, _quantile_in_band, exponents, fit_all, holdout_shape
 from scaling.study.launch import _describe, launch, launch_args, plan, refresh
-from scaling.study.options import PRESETS, Options, StudyError, check_out_dir, cores
+from scaling.study.options import Options, Preset, StudyError, check_out_dir, cores, idle_cores
 from scaling.study.report import _ordinal, _settings, markdown, plot_holdout
+
+
+@dataclasses.dataclass
+class Study:
+    """What the phases share: options, folders, and what each phase found and spent."""
+
+    opts: Options
+    preset: Preset
+    out: Path
+    jobs: int
+    bootstrap: int
+    base: list[str]
+    log_path: Path
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)  # wall seconds per phase
+    runs: list[Any] = dataclasses.field(default_factory=list)
+    cfgs: list[Any] = dataclasses.field(default_factory=list)
+    trainable: list[Any] = dataclasses.field(default_factory=list)
+    reused_dirs: set[str] = dataclasses.field(default_factory=set)
+
+    @property
+    def group_dir(self) -> Path:
+        return Path(self.runs[0].run_dir).parent
+
+    def timed(self, phase: str, t0: float) -> None:
+        self.phases[phase] = self.phases.get(phase, 0.0) + time.time() - t0
 
 
 def run_study(opts: Options) -> dict[str, Any]:
     """Sweep, fit, held-out check and report; returns the ``study.json`` object."""
     t_start = time.time()
-    sweep_name, default_out, default_bootstrap = PRESETS[opts.variant]
-    out = check_out_dir(opts.out or Path(default_out))
-    runs_dir = out / "runs"
-    bootstrap = default_bootstrap if opts.bootstrap is None else opts.bootstrap
-    jobs = opts.jobs or (cores() if opts.launcher != "slurm" else 1)
-    base = [f"+sweep={sweep_name}", f"runs_dir={runs_dir}", *opts.overrides]
-    log_path = out / "logs" / "launch.log"
+    st = _setup(opts)
+    sweep_phase(st)
+    table, results, curves, notes = fit_phase(st)
+    holdout, hold = holdout_phase(st, results)
+    return report_phase(st, table, results, curves, notes, holdout, hold, t_start)
 
-    # 1. The sweep.
-    runs, cfgs = plan(base + launch_args(opts, jobs))
-    first_cfg = cfgs[0]
-    trainable = [r for r in runs if not r.skip_reason]
-    if not trainable:
-        raise ConfigError(f"sweep {sweep_name}: every run is skipped ({runs[0].skip_reason})")
-    reused_dirs = {r.run_dir for r in trainable if not r.to_train}
-    reused = len(reused_dirs)
-    to_train = len(trainable) - reused
-    budgets = sorted({r.budget for r in runs if r.budget is not None})
-    sizes = sorted({r.shape["width"] for r in runs})
-    convention = runs[0].convention
-    print(f"[study] sweep {sweep_name}: {len(runs)} runs ({len(budgets)} budgets x {len(sizes)} sizes, "
-          f"{len(runs) - len(trainable)} skipped by its rules) in {runs_dir}", flush=True)
+
+def _setup(opts: Options) -> Study:
+    preset = opts.preset
+    out = check_out_dir(opts.out or Path(preset.out))
+    bootstrap = preset.bootstrap if opts.bootstrap is None else opts.bootstrap
+    jobs = opts.jobs or (cores() if opts.launcher != "slurm" else 1)
+    base = [f"+sweep={preset.sweep}", f"runs_dir={out / 'runs'}", *opts.overrides]
+    return Study(opts, preset, out, jobs, bootstrap, base, out / "logs" / "launch.log")
+
+
+def sweep_phase(st: Study) -> None:
+    """Plan the sweep, train what is left of it, and check that every run it trains completed."""
+    t0 = time.time()
+    st.runs, st.cfgs = plan(st.base + launch_args(st.opts, st.jobs))
+    st.trainable = [r for r in st.runs if not r.skip_reason]
+    if not st.trainable:
+        raise ConfigError(f"sweep {st.preset.sweep}: every run is skipped ({st.runs[0].skip_reason})")
+    st.reused_dirs = {r.run_dir for r in st.trainable if not r.to_train}
+    budgets = sorted({r.budget for r in st.runs if r.budget is not None})
+    sizes = sorted({r.shape["width"] for r in st.runs})
+    branches = sum(1 for r in st.trainable if r.role == "branch")
+    how = (f"{sum(1 for r in st.trainable if r.role == 'trunk')} trunks and {branches} cooldown branches"
+           if branches else "separate runs")
+    print(f"[study] sweep {st.preset.sweep}: {len(st.runs)} runs ({len(budgets)} budgets x {len(sizes)} sizes, {how}; "
+          f"{len(st.runs) - len(st.trainable)} skipped by its rules) in {st.group_dir.parent}", flush=True)
+    to_train, reused = len(st.trainable) - len(st.reused_dirs), len(st.reused_dirs)
     if to_train:
-        how = f"{jobs} at a time" if opts.launcher == "local" else opts.launcher
-        print(f"[study] {to_train} to train ({how}, launcher {opts.launcher}); {reused} already completed, reused", flush=True)
+        where = (f"{st.jobs} worker processes, each training one width's runs in turn" if st.opts.launcher == "local"
+                 else f"{st.jobs} at a time" if st.opts.launcher == "submitit" else st.opts.launcher)
+        print(f"[study] {to_train} to train ({where}, launcher {st.opts.launcher}); {reused} already completed, reused",
+              flush=True)
     else:
         print(f"[study] all {reused} sweep runs already completed: reusing their records, only refitting", flush=True)
-    launch(opts, base, runs, jobs, log_path, "sweep")
-    refresh(runs)
-    bad = [r for r in runs if not r.skip_reason and r.state != "completed"]
+    st.timed("plan", t0)
+    t0 = time.time()
+    launch(st.opts, st.base, st.runs, st.jobs, st.log_path, "sweep")
+    refresh(st.runs)
+    write_sweep_summary(st.group_dir, st.preset.sweep, st.runs)
+    st.timed("sweep", t0)
+    bad = [r for r in st.runs if not r.skip_reason and r.state != "completed"]
     if bad:
         raise StudyError(f"{len(bad)} sweep run(s) did not complete ({', '.join(_describe(r) + ': ' + (r.state or 'missing') for r in bad)}); "
-                         f"see {Path(runs[0].run_dir).parent / 'summary.md'} and {log_path}; relaunch to resume")
+                         f"see {st.group_dir / 'summary.md'} and {st.log_path}; relaunch to resume")
 
-    # 2. Fits.
-    print(f"[study] fitting Approach 2 and Approach 3 ({bootstrap} bootstrap resamples)", flush=True)
+
+def fit_phase(st: Study) -> tuple[Any, dict[str, Any], Any, list[str]]:
+    t0 = time.time()
+    print(f"[study] fitting Approach 2 and Approach 3 ({st.bootstrap} bootstrap resamples)", flush=True)
     notes: list[str] = []
-    group_dir = Path(runs[0].run_dir).parent
-    table, results, curves = fit_all(group_dir, convention, bootstrap, notes)
+    table, results, curves = fit_all(st.group_dir, st.runs[0].convention, st.bootstrap, notes)
+    st.timed("fit", t0)
+    return table, results, curves, notes
 
-    # 3. The held-out run: predicted before it trains.
+
+def holdout_phase(st: Study, results: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Predict the held-out run's loss, write the prediction, then train the run and compare."""
     from analysis.allocation import optimal_allocation, predict_loss
-    par = results["parametric"]
-    c_hold = opts.holdout_factor * max(budgets)
+
+    t0 = time.time()
+    par, convention = results["parametric"], st.runs[0].convention
+    c_hold = st.opts.holdout_factor * max(r.budget for r in st.runs if r.budget is not None)
     alloc = optimal_allocation(par, [c_hold]).iloc[0]
-    head_dim, depth = _family(trainable)
-    shape = holdout_shape(trainable[0], float(alloc.N_opt), head_dim, depth, first_cfg)
-    hold_base = base + [f"group={Path(runs[0].run_dir).parent.name}-holdout", f"sweep.budgets=[{c_hold!r}]",
-                        f"sweep.shapes=[{{width:{shape['width']},depth:{shape['depth']}}}]", "sweep.min_steps=1",
-                        "sweep.min_tokens_per_param=0", "++sweep.max_tokens_per_param=null"]
-    hold_args = launch_args(opts, 1)
-    (hold,), _ = plan(hold_base + hold_args)
+    head_dim, depth = _family(st.trainable)
+    shape = holdout_shape(st.trainable[0], float(alloc.N_opt), head_dim, depth, st.cfgs[0])
+    logger = [] if any(o.lstrip("+~").startswith("logger=") for o in st.opts.overrides) else \
+        [f"logger={'wandb' if st.cfgs[0].logger.wandb.enabled else 'none'}"]  # the sweep's, in its W&B folder
+    hold_base = [f"+sweep={st.preset.holdout_sweep}", f"runs_dir={st.out / 'runs'}", *logger, *st.opts.overrides,
+                 *st.preset.holdout_overrides, f"group={st.group_dir.name}-holdout", f"sweep.budgets=[{c_hold!r}]",
+                 f"sweep.shapes=[{{width:{shape['width']},depth:{shape['depth']}}}]", "sweep.min_steps=1",
+                 "sweep.min_tokens_per_param=0", "++sweep.max_tokens_per_param=null",
+                 f"++logger.wandb.dir={st.group_dir}"]
+    (hold,), _ = plan(hold_base + launch_args(st.opts, 1))
     if hold.skip_reason:
         raise ConfigError(f"the held-out run (C={c_hold:.3g}, width {shape['width']}) is skipped: {hold.skip_reason}; "
                           f"lower --holdout-factor")
     n_hold = int(hold.params[params_of(convention)])
     pred = predict_loss(par, [n_hold], [hold.tokens]).iloc[0]
     holdout: dict[str, Any] = {
-        "C": float(hold.compute), "factor": opts.holdout_factor, "budget": c_hold, "N_opt": float(alloc.N_opt),
+        "C": float(hold.compute), "factor": st.opts.holdout_factor, "budget": c_hold, "N_opt": float(alloc.N_opt),
         "D_opt": float(alloc.D_opt), "loss_at_optimum": _f(alloc.loss_opt), "shape": shape, "N": n_hold,
         "D": int(hold.tokens), "run_dir": hold.run_dir, "predicted": float(pred["loss"]),
         "predicted_low": _f(pred.get("loss_low")), "predicted_high": _f(pred.get("loss_high")),
-        "level": par.level}
-    atomic_write_json(out / "prediction.json", holdout)
+        "level": par.level, "schedule": "wsd" if st.preset.holdout_overrides else "cosine"}
+    atomic_write_json(st.out / "prediction.json", holdout)
     state = "already completed, reused" if not hold.to_train else "training it now (one run)"
-    print(f"[study] held-out run: C={hold.compute:.3g} ({opts.holdout_factor:g} x {max(budgets):.3g}), predicted "
-          f"N_opt={alloc.N_opt:.3g} -> width {shape['width']} depth {shape['depth']} (N={n_hold:,}, D={hold.tokens:,}); "
-          f"predicted loss {pred['loss']:.4f}; {state}", flush=True)
-    launch(opts, hold_base, [hold], 1, log_path, "held-out")
+    print(f"[study] held-out run: C={hold.compute:.3g} ({st.opts.holdout_factor:g} x {c_hold / st.opts.holdout_factor:.3g}), "
+          f"predicted N_opt={alloc.N_opt:.3g} -> width {shape['width']} depth {shape['depth']} (N={n_hold:,}, "
+          f"D={hold.tokens:,}); predicted loss {pred['loss']:.4f}; {state}", flush=True)
+    st.timed("holdout_plan", t0)
+    t0 = time.time()
+    threads = None
+    if st.opts.launcher in ("local", "basic") and hold.to_train:
+        n = max(1, min(st.jobs, int(idle_cores() + 0.25)))
+        threads = [f"train.threads={n}"]
+        print(f"[study] held-out run: {n} thread(s) ({st.jobs} cores, the idle ones used)", flush=True)
+    launch(st.opts, hold_base, [hold], 1, st.log_path, "held-out", extra=threads, by_shape=False)
     refresh([hold])
+    st.timed("holdout", t0)
+    _measure(holdout, hold, par)
+    return holdout, hold
+
+
+def _measure(holdout: dict[str, Any], hold: Any, par: Any) -> None:
     result = RunRecord(Path(hold.run_dir)).read_result() or {}
     if result.get("status") != "completed":
-        raise StudyError(f"the held-out run did not complete ({result.get('status', 'missing')}: {result.get('error', '')}); "
-                         f"log: {log_path}")
+        raise StudyError(f"the held-out run did not complete ({result.get('status', 'missing')}: {result.get('error', '')})")
     measured = float(result["val_loss"])
     holdout["measured"] = measured
+    holdout["wall_time"] = result.get("wall_time")
     holdout["rel_error"] = (holdout["predicted"] - measured) / measured
     holdout["within_target"] = abs(holdout["rel_error"]) <= 0.02
     lo, hi = holdout["predicted_low"], holdout["predicted_high"]
     if lo is not None and hi is not None:
         holdout["inside_interval"] = lo <= measured <= hi
-        quantile = _quantile_in_band(par, n_hold, hold.tokens, measured)
+        quantile = _quantile_in_band(par, holdout["N"], holdout["D"], measured)
         holdout["quantile"] = quantile
         holdout["position"] = (f"{'inside' if holdout['inside_interval'] else 'outside'} the {100 * par.level:g}% interval"
                                + (f", at its {_ordinal(round(100 * quantile))} percentile of the bootstrap predictions"
                                   if quantile is not None else ""))
 
-    # 4. Report.
+
+def report_phase(st: Study, table: Any, results: dict[str, Any], curves: Any, notes: list[str],
+                 holdout: dict[str, Any], hold: Any, t_start: float) -> dict[str, Any]:
     from analysis import write_report
 
-    written = write_report(out, results, runs=table, curves=curves, notes=notes, source=str(group_dir),
-                           budgets=budgets + [c_hold])
-    fit_report = (out / "report.md").read_text()
-    plot_holdout(out / "holdout", table, par, holdout)
-    runs_table = []
-    for r in trainable:
-        res = RunRecord(Path(r.run_dir)).read_result() or {}
-        runs_table.append({"budget": r.budget, "width": r.shape["width"], "depth": r.shape["depth"],
-                           "N": int(r.params[params_of(convention)]), "D": int(r.tokens), "steps": int(r.steps),
-                           "val_loss": res.get("val_loss"), "wall_time": res.get("wall_time"),
-                           "status": res.get("status", "missing"), "reused": r.run_dir in reused_dirs,
-                           "run_dir": r.run_dir})
+    t0 = time.time()
+    budgets = sorted({r.budget for r in st.runs if r.budget is not None})
+    written = write_report(st.out, results, runs=table, curves=curves, notes=notes, source=str(st.group_dir),
+                           budgets=budgets + [holdout["budget"]])
+    fit_report = (st.out / "report.md").read_text()
+    plot_holdout(st.out / "holdout", table, par=results["parametric"], holdout=holdout)
+    convention = st.runs[0].convention
+    runs_table = [_run_row(r, convention, st.reused_dirs) for r in st.trainable]
+    trained_hold = hold.to_train
+    first_cfg = st.cfgs[0]
     study = {
-        "sweep": sweep_name, "variant": opts.variant, "out": str(out), "data": str(first_cfg.data.source),
-        "convention": convention, "params": params_of(convention), "budgets": budgets, "sizes": sizes,
-        "runs": {"total": len(trainable), "skipped": len(runs) - len(trainable), "trained_now": to_train
-                 + (1 if state.startswith("training") else 0), "reused": reused + (0 if state.startswith("training") else 1)},
-        "launcher": opts.launcher, "jobs": jobs, "bootstrap": bootstrap, "overrides": opts.overrides,
-        "settings": _settings(first_cfg),
-        "exponents": exponents(results), "holdout": holdout, "wall_time": time.time() - t_start,
+        "sweep": st.preset.sweep, "variant": st.opts.variant, "design": st.opts.design, "out": str(st.out),
+        "data": str(first_cfg.data.source), "convention": convention, "params": params_of(convention),
+        "budgets": budgets, "sizes": sorted({r.shape["width"] for r in st.runs}),
+        "runs": {"total": len(st.trainable), "skipped": len(st.runs) - len(st.trainable),
+                 "trunks": sum(1 for r in st.trainable if r.role == "trunk"),
+                 "branches": sum(1 for r in st.trainable if r.role == "branch"),
+                 "trained_now": len(st.trainable) - len(st.reused_dirs) + int(trained_hold),
+                 "reused": len(st.reused_dirs) + int(not trained_hold)},
+        "launcher": st.opts.launcher, "jobs": st.jobs, "bootstrap": st.bootstrap, "overrides": st.opts.overrides,
+        "settings": _settings(first_cfg), "exponents": exponents(results), "holdout": holdout,
+        "costs": costs(st.runs, hold, st.phases, st.preset, st.opts),
+        "wandb": _wandb_info(st, first_cfg),
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "files": sorted({p.name for p in written.values()} | {"holdout.png", "report.md", "study.json"}),
     }
-    atomic_write_text(out / "report.md", markdown(study, runs_table, fit_report))
-    atomic_write_json(out / "study.json", study)
+    if study["wandb"]:
+        log_analysis_run(st.out, st.group_dir, first_cfg, results, table, study)
+    st.timed("report", t0)
+    study["phases"] = dict(st.phases)
+    study["wall_time"] = time.time() - t_start
+    atomic_write_text(st.out / "report.md", markdown(study, runs_table, fit_report))
+    atomic_write_json(st.out / "study.json", study)
     return study
+
+
+def _run_row(r: Any, convention: str, reused_dirs: set[str]) -> dict[str, Any]:
+    res = RunRecord(Path(r.run_dir)).read_result() or {}
+    return {"budget": r.budget, "width": r.shape["width"], "depth": r.shape["depth"], "role": r.role,
+            "N": int(r.params[params_of(convention)]), "D": int(r.tokens), "own_D": int(r.own_tokens or r.tokens),
+            "steps": int(r.steps), "val_loss": res.get("val_loss"), "wall_time": res.get("wall_time"),
+            "status": res.get("status", "missing"), "reused": r.run_dir in reused_dirs, "run_dir": r.run_dir}
+
+
+def _wandb_info(st: Study, cfg: Any) -> dict[str, Any] | None:
+    """The sweep's W&B folder and how to look at it, or None when the runs were not mirrored."""
+    from scaling.run.wandb_mirror import resolve_mode, wandb_folder
+
+    mode = resolve_mode(cfg.logger.wandb) if "wandb" in cfg.get("logger", {}) else "disabled"
+    folder = wandb_folder(st.group_dir)
+    if mode == "disabled" or not folder.is_dir():
+        return None
+    return {"mode": mode, "dir": str(folder), "view": f"wandb leet {folder}",
+            "sync": f"wandb sync {folder}/offline-run-*", "project": str(cfg.logger.wandb.project)}

@@ -140,7 +140,16 @@ def summarize(sweep_dir: Path, name: str, runs: list[dict[str, Any]], errors: di
     for r in rows:
         if r["status"] not in STATUSES:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return {"sweep": name, "sweep_dir": str(sweep_dir), "runs": len(rows), "counts": counts, "rows": rows}
+    summary = {"sweep": name, "sweep_dir": str(sweep_dir), "runs": len(rows), "counts": counts, "rows": rows}
+    wandb_dir = Path(sweep_dir) / "wandb"  # the sweep's one W&B folder (scaling.run.wandb_mirror.sweep_folder)
+    if wandb_dir.is_dir():
+        summary["wandb_dir"] = str(wandb_dir)
+    return summary
+
+
+def _wandb_line(summary: dict) -> list[str]:
+    folder = summary.get("wandb_dir")
+    return [f"W&B runs: {folder} (view: wandb leet {folder}; upload: wandb sync {folder}/offline-run-*)"] if folder else []
 
 
 def write_summary(sweep_dir: Path, summary: dict) -> None:
@@ -164,13 +173,18 @@ def format_summary(summary: dict) -> str:
     for r in summary["rows"]:
         if r["status"] != "completed":
             lines.append(f"  {r['status']:<9} {r['run_id']}  {_shape(r)}  {r.get('reason') or ''}".rstrip())
+    lines += _wandb_line(summary)
     lines.append(f"summary: {Path(summary['sweep_dir']) / 'summary.md'}")
     return "\n".join(lines)
 
 
 def format_markdown(summary: dict) -> str:
     head = "| run | status | shape | N (non-emb.) | D | budget | val loss | reason |"
-    lines = [f"# Sweep `{summary['sweep']}`", "", _counts_line(summary) + ".", "", head, "|" + "---|" * 8]
+    lines = [f"# Sweep `{summary['sweep']}`", "", _counts_line(summary) + ".", ""]
+    folder = summary.get("wandb_dir")
+    if folder:
+        lines += [f"W&B runs: `{folder}` (view: `wandb leet {folder}`; upload: `wandb sync {folder}/offline-run-*`).", ""]
+    lines += [head, "|" + "---|" * 8]
     for r in summary["rows"]:
         n = (r.get("params") or {}).get("non_embedding")
         cells = [f"`{r['run_id']}`", r["status"], _shape(r), f"{n:,}" if n else "",

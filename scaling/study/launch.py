@@ -1,0 +1,189 @@
+"""Planning and launching the study's runs through Hydra multirun, with progress read from the run directories."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from scaling.run.record import RunRecord
+from scaling.study.options import LAUNCHERS, Options, StudyError
+from scaling.sweep.expand import expand
+from scaling.sweep.pricing import plan_run, run_state
+from scaling.units import duration
+
+OVERHEAD_FLOPS_PER_TOKEN = 5e5  # per-token cost of a small CPU model beyond its FLOPs (for time estimates)
+
+
+def plan(overrides: list[str]) -> tuple[list[Any], list[Any]]:
+    """The sweep's runs as ``scaling.sweep.pricing.PlannedRun`` (run directory, shape, N, D, C, state), and their configs."""
+    jobs = expand(overrides)
+    return [plan_run(cfg, i, job) for i, (job, cfg) in enumerate(jobs)], [cfg for _, cfg in jobs]
+
+
+def refresh(runs: list[Any]) -> None:
+    """Read each run's state again from its directory (after a launch)."""
+    for r in runs:
+        r.state = run_state(Path(r.run_dir))
+
+
+def launch_args(opts: Options, jobs: int) -> list[str]:
+    """Hydra arguments that launch the sweep: launcher, runs at a time and threads per run."""
+    args = list(LAUNCHERS[opts.launcher])
+    if opts.launcher == "local":  # worker processes of one thread each (see launch)
+        args += ["train.threads=1"]
+    elif opts.launcher == "submitit":  # a process per run; a branch waits for its trunk's checkpoints
+        args += [f"hydra.sweeper.max_batch_size={jobs}", "train.threads=1", "train.branch_wait_s=3600"]
+    elif opts.launcher == "basic":
+        args += [f"train.threads={jobs}"]
+    return args
+
+
+class Progress:
+    """Polls the planned run directories while the launcher runs: which run, how many remain, time left."""
+
+    def __init__(self, runs: list[Any], label: str, every: float = 20.0):
+        self.runs, self.label, self.every = runs, label, every
+        self.work = {r.run_dir: r.tokens * (r.flops["chinchilla"] / max(r.tokens, 1) + OVERHEAD_FLOPS_PER_TOKEN)
+                     for r in runs}
+        self.done: set[str] = set()
+        self.started: set[str] = set()
+        self.t0 = time.time()
+        self.last_print = 0.0
+
+    def poll(self, final: bool = False) -> None:
+        fraction: dict[str, float] = {}
+        for r in self.runs:
+            d = Path(r.run_dir)
+            result = RunRecord(d).read_result()
+            if result is not None:
+                fraction[r.run_dir] = 1.0
+                if r.run_dir not in self.done:
+                    self.done.add(r.run_dir)
+                    loss = result.get("val_loss")
+                    what = f"val loss {loss:.4f}" if isinstance(loss, (int, float)) else result.get("status", "?")
+                    print(f"[{self.label}] finished {_describe(r)}: {what} "
+                          f"({len(self.done)}/{len(self.runs)} done, {len(self.runs) - len(self.done)} remain)",
+                          flush=True)
+                continue
+            tokens = RunRecord(d).last_tokens()
+            if tokens is not None:
+                if r.run_dir not in self.started:
+                    self.started.add(r.run_dir)
+                    print(f"[{self.label}] training {_describe(r)}", flush=True)
+                fraction[r.run_dir] = min(1.0, tokens / max(r.tokens, 1))
+        now = time.time()
+        if final or now - self.last_print < self.every:
+            return
+        self.last_print = now
+        total = sum(self.work.values())
+        done = sum(self.work[k] * f for k, f in fraction.items())
+        running = [r for r in self.runs if r.run_dir in fraction and fraction[r.run_dir] < 1.0]
+        elapsed = now - self.t0
+        eta = "estimating time left" if done <= 0 or elapsed < 5 else \
+            f"~{duration(elapsed * (total - done) / done)} left"
+        now_running = ", ".join(f"{_describe(r)} {100 * fraction[r.run_dir]:.0f}%" for r in running)
+        print(f"[{self.label}] {len(self.done)}/{len(self.runs)} done, {len(self.runs) - len(self.done)} remain"
+              f"{' (running: ' + now_running + ')' if running else ''}; {eta}", flush=True)
+
+
+def launch(opts: Options, overrides: list[str], runs: list[Any], jobs: int, log_path: Path, label: str,
+           extra: list[str] | None = None, by_shape: bool = True) -> float:
+    """Train the runs left to train, showing progress; returns the wall time of the launch.
+
+    ``local``: ``jobs`` worker processes at a time, each one ``scaling-train --multirun`` with Hydra's basic
+    launcher over all runs of one model shape (a trunk and its branches, or a shape's separate runs), so
+    that each process imports torch once for several runs; the longest shapes start first. ``basic`` and
+    ``slurm``: one ``scaling-train --multirun`` with that launcher.
+    """
+    todo = [r for r in runs if r.to_train]
+    if not todo:
+        return 0.0
+    extra = list(extra if extra is not None else launch_args(opts, jobs))
+    if opts.launcher == "local" and not by_shape:
+        cmds = [(label, [*overrides, *POOL_ARGS, *extra])]
+    elif opts.launcher == "local":
+        chains = shape_chains(runs, todo)
+        cmds = [(f"{label}-{name}", [*overrides, *_one_shape(shape), *POOL_ARGS, *extra]) for name, shape in chains]
+    else:
+        cmds = [(label, [*overrides, *extra])]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress(todo, label)
+    t0 = time.time()
+    pending = list(cmds)
+    running: list[tuple[str, subprocess.Popen, Path]] = []
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, jobs if opts.launcher == "local" else 1):
+                name, args = pending.pop(0)
+                running.append(_start(name, args, log_path))
+            progress.poll()
+            time.sleep(1.0)
+            for item in list(running):
+                if item[1].poll() is not None:
+                    running.remove(item)
+                    _check(item, label)
+    except BaseException:
+        for _, proc, _ in running:  # runs checkpoint and stop; a rerun resumes them
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc, _ in running:
+            proc.wait()
+        raise
+    progress.poll(final=True)
+    return time.time() - t0
+
+
+# Each worker: Hydra's basic launcher (its runs one after the other in this process); the end-of-sweep
+# summary is written by the study over the whole sweep, not by each worker over its shape.
+POOL_ARGS = ["hydra/launcher=basic", "~hydra.callbacks.sweep_summary"]
+
+
+def shape_chains(runs: list[Any], todo: list[Any]) -> list[tuple[str, dict[str, int]]]:
+    """The shapes with runs left to train, longest first (work: own FLOPs plus a per-token overhead)."""
+    work: dict[tuple[int, int], float] = {}
+    for r in todo:
+        key = (r.shape["width"], r.shape["depth"])
+        work[key] = work.get(key, 0.0) + _work(r)
+    order = sorted(work, key=lambda k: -work[k])
+    return [(f"w{w}-d{d}", {"width": w, "depth": d}) for w, d in order]
+
+
+def _work(r: Any) -> float:
+    own = r.own_tokens if r.own_tokens is not None else r.tokens
+    return own * (r.flops["chinchilla"] / max(r.tokens, 1) + OVERHEAD_FLOPS_PER_TOKEN)
+
+
+def _one_shape(shape: dict[str, int]) -> list[str]:
+    return [f"sweep.shapes=[{{width:{shape['width']},depth:{shape['depth']}}}]"]
+
+
+def _start(name: str, args: list[str], log_path: Path) -> tuple[str, subprocess.Popen, Path]:
+    cmd = [sys.executable, "-m", "scaling.cli.train", "--multirun", *args]
+    path = log_path.with_name(f"{name}.log") if name != log_path.stem else log_path
+    with open(log_path, "ab") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n  (output: {path.name})\n".encode())
+    out = open(path, "ab")
+    out.write(f"\n$ {' '.join(cmd)}\n".encode())
+    out.flush()
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    out.close()
+    return name, proc, path
+
+
+def _check(item: tuple[str, subprocess.Popen, Path], label: str) -> None:
+    name, proc, path = item
+    if proc.returncode != 0:
+        tail = path.read_text(errors="replace").strip().splitlines()[-15:]
+        raise StudyError(f"the {label} launch {name} failed (exit {proc.returncode}); relaunch to resume. "
+                         f"Log: {path}\n" + "\n".join(tail))
+
+
+def _describe(r: Any) -> str:
+    b = f"C={r.budget:.3g}" if r.budget is not None else ""
+    return f"w{r.shape['width']}-d{r.shape['depth']} {b}".strip()

@@ -1,0 +1,157 @@
+"""The study's report: the held-out plot and ``report.md``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from scaling.study.fits import _f
+from scaling.units import duration
+
+
+def plot_holdout(path: Path, runs: Any, par: Any, holdout: dict[str, Any]) -> Path:
+    """Loss against compute: sweep runs, Approach 3's compute-optimal loss with its band, the held-out run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    import numpy as np
+
+    from analysis.allocation import optimal_allocation
+
+    C = np.geomspace(runs.C.min() / 1.5, holdout["C"] * 1.5, 60)
+    alloc = optimal_allocation(par, C)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    sc = ax.scatter(runs.C, runs.loss, c=np.log10(runs.N), cmap="viridis", s=22, label="sweep runs")
+    fig.colorbar(sc, ax=ax, label="log10 N")
+    ax.plot(C, alloc.loss_opt, color="k", lw=1.2, label="Approach 3: loss at the optimum")
+    if "loss_opt_low" in alloc:
+        ax.fill_between(C, alloc.loss_opt_low, alloc.loss_opt_high, color="k", alpha=0.12, lw=0)
+    lo, hi = holdout.get("predicted_low"), holdout.get("predicted_high")
+    if lo is not None and hi is not None:
+        ax.errorbar([holdout["C"]], [holdout["predicted"]], yerr=[[holdout["predicted"] - lo], [hi - holdout["predicted"]]],
+                    fmt="s", color="tab:blue", mfc="none", capsize=4, label="held-out: predicted")
+    if holdout.get("measured") is not None:
+        ax.plot([holdout["C"]], [holdout["measured"]], "*", color="tab:red", ms=12, label="held-out: measured")
+    ax.set(xscale="log", xlabel="C (FLOPs)", ylabel="validation loss (nats/token)",
+           title="Held-out check at the predicted compute-optimal size")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = path.with_suffix(".png")
+    tmp = buf.with_name(f".{buf.name}.tmp")
+    fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    os.replace(tmp, buf)
+    return buf
+
+
+def markdown(study: dict[str, Any], runs_table: list[dict[str, Any]], fit_report: str) -> str:
+    """The study's own sections, then the analysis report (headings one level down)."""
+    ex, h = study["exponents"], study["holdout"]
+    pct = f"{100 * study['holdout']['level']:g}%"
+
+    def est(approach: str, k: str) -> str:
+        if approach not in ex:
+            return "not fitted (see Warnings)"
+        e = ex[approach][k]
+        lo, hi = e["interval"]
+        iv = f" ({pct}: {_g(lo)} to {_g(hi)})" if lo is not None else ""
+        return f"{_g(e['estimate'])}{iv}"
+
+    runs = study["runs"]
+    design = (f"{runs['branches']} IsoFLOP points as cooldown branches of {runs['trunks']} constant-lr trunks"
+              if runs.get("branches") else f"{runs['total']} IsoFLOP runs")
+    lines = [f"# Scaling study `{study['sweep']}`", "",
+             f"{design} ({len(study['budgets'])} budgets x {len(study['sizes'])} sizes) "
+             f"on `{study['data']}`, then one held-out run. Trained now: {study['runs']['trained_now']} "
+             f"(reused from earlier invocations: {study['runs']['reused']}). Wall time {duration(study['wall_time'])}; "
+             f"{study['finished']}.", "",
+             "## Result", "",
+             f"- Approach 2 (IsoFLOP): N_opt ~ C^a, a = {est('isoflop', 'a')}; D_opt ~ C^b, b = {est('isoflop', 'b')}",
+             f"- Approach 3 (parametric): a = {est('parametric', 'a')}, b = {est('parametric', 'b')}; "
+             f"alpha = {est('parametric', 'alpha')}, beta = {est('parametric', 'beta')}, E = {est('parametric', 'E')}",
+             f"- Held-out run at C = {h['C']:.3g} ({h['factor']:g} x the largest budget), predicted compute-optimal "
+             f"N = {h['N_opt']:.3g}, trained as width {h['shape']['width']}, depth {h['shape']['depth']} "
+             f"(N = {h['N']:,}, D = {h['D']:,}):", ""]
+    lines += ["  | | loss |", "  | --- | --- |",
+              f"  | predicted (Approach 3, written before training) | {_g(h['predicted'])} "
+              f"({pct}: {_g(h.get('predicted_low'))} to {_g(h.get('predicted_high'))}) |",
+              f"  | measured | {_g(h.get('measured'))} |",
+              f"  | error (predicted - measured) / measured | {_pct(h.get('rel_error'))} "
+              f"({'within' if h.get('within_target') else 'outside'} the 2% target) |",
+              f"  | where the measurement falls | {h.get('position') or ''} |", "",
+              "![holdout](holdout.png)", ""]
+    lines += cost_lines(study) + wandb_lines(study)
+    lines += ["## Runs", "",
+              "| budget C | width | depth | role | N | D | own D | steps | val loss | wall time | status |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs_table:
+        budget = f"{r['budget']:.3g}" if r.get("budget") is not None else "-"
+        lines.append(f"| {budget} | {r['width']} | {r['depth']} | {r.get('role') or 'run'} | {r['N']:,} | {r['D']:,} | "
+                     f"{r.get('own_D', r['D']):,} | {r['steps']} | {_g(r.get('val_loss'))} | {duration(r.get('wall_time'))} | "
+                     f"{r['status']}{' (reused)' if r['reused'] else ''} |")
+    lines += ["", f"Settings: {study['settings']}", ""]
+    body = []
+    for line in fit_report.splitlines():
+        body.append("#" + line if line.startswith("#") else line)
+    return "\n".join(lines + body) + "\n"
+
+
+def cost_lines(study: dict[str, Any]) -> list[str]:
+    """What the study cost: FLOPs and time per phase, and what the fixed design without branches costs."""
+    c, ph = study["costs"], study.get("phases") or study["costs"].get("phases", {})
+    conv = c["convention"]
+    lines = ["## Cost", "",
+             f"| what | FLOPs ({conv}) | wall time |", "| --- | --- | --- |",
+             f"| planning (expand and price the sweep) | - | {duration(ph.get('plan'))} |",
+             f"| sweep ({study['runs']['total']} runs; each trunk counted once, each branch for its own tokens) | "
+             f"{c['sweep_flops']:.3g} | {duration(ph.get('sweep'))} |",
+             f"| fits (bootstrap {study['bootstrap']}) | - | {duration(ph.get('fit'))} |",
+             f"| held-out run (planned, then trained) | {c['holdout_flops']:.3g} | "
+             f"{duration((ph.get('holdout_plan') or 0) + (ph.get('holdout') or 0))} |",
+             f"| report, plots, W&B analysis run | - | {duration(ph.get('report'))} |", ""]
+    if c.get("fixed_sweep") and c["fixed_sweep"] != study["sweep"]:
+        est = c.get("fixed_seconds_estimate")
+        lines += [f"The same points as separate runs would cost {c['separate_flops']:.3g} FLOPs. The fixed design "
+                  f"without branches (sweep `{c['fixed_sweep']}`, {c['fixed_runs']} separate cosine runs) costs "
+                  f"{c['fixed_flops']:.3g} FLOPs: this sweep spent {100 * c['ratio_to_fixed']:.1f}% of it"
+                  + (f" (its sweep would take about {duration(est)} at this sweep's FLOPs per second)" if est else "")
+                  + ".", ""]
+    return lines
+
+
+def wandb_lines(study: dict[str, Any]) -> list[str]:
+    w = study.get("wandb")
+    if not w:
+        return []
+    return ["## W&B", "",
+            f"The W&B runs ({w['mode']}) of the sweep, the held-out run and the study's analysis run are in one folder, "
+            f"`{w['dir']}`; each run's folder is `offline-run-<time>-<run id>-<suffix>`.", "",
+            f"- look at it in the terminal: `{w['view']}`",
+            f"- upload it later (after `wandb login`): `{w['sync']}`", ""]
+
+
+def _g(x: Any) -> str:
+    x = _f(x)
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _pct(x: Any) -> str:
+    x = _f(x)
+    return "n/a" if x is None else f"{100 * x:+.2f}%"
+
+
+def _settings(cfg: Any) -> str:
+    m, o, t = cfg.model, cfg.optim, cfg.train
+    return (f"context {m.context}, head dim {m.head_dim}, {m.mlp} MLP, {m.pos} positions, tied head "
+            f"{m.tie_embeddings}; AdamW lr {o.lr:g}, {o.schedule} schedule, warmup {o.warmup_fraction:g}, "
+            f"final lr {o.final_lr_fraction:g} x peak, weight decay {o.weight_decay:g}; batch {t.batch_size} sequences, "
+            f"final evaluation on {t.final_eval_tokens:,} held-out tokens; seed {t.seed}")
