@@ -11,7 +11,7 @@ from analysis.checks import choice
 
 PARAMS = ("non_embedding", "with_head", "total")  # conventions for N (see DESIGN.md)
 FLOPS = ("6nd", "6nd_with_head", "6nd_total", "kaplan", "chinchilla")  # conventions for C every record carries
-LOSSES = ("val_loss", "train_loss")  # final losses of a run record
+LOSSES = ("val_loss", "train_loss", "bpb")  # final losses of a run record (bpb: val_bpb, bits per byte)
 CURVE_LOSSES = ("val/loss", "train/loss")  # per-step losses in metrics.jsonl
 
 # Canonical columns every fit reads.

@@ -13,6 +13,7 @@ import pandas as pd
 
 from analysis import columns as col
 from analysis.errors import AnalysisInputError
+from analysis.loss_units import check_one_tokenizer, loss_column
 
 
 def curves_of(runs: pd.DataFrame, history: Callable[[dict[str, Any]], list[dict[str, Any]]], *, source: str,
@@ -161,7 +162,9 @@ def canonical(
                                  f"(columns: {', '.join(map(str, cols))})")
 
     n_name = pick("params_col", params_col, [col.params_col(params), "N"], True)
+    loss = loss_column(loss)  # bpb -> val_bpb
     loss_name = pick("loss_col", loss_col, [loss, loss.replace("_", "/"), "loss"], True)
+    check_one_tokenizer(df, loss_name)
     d_name = pick("tokens_col", tokens_col, ["tokens", "D"], False)
     c_name = pick("flops_col", flops_col, [col.flops_col(flops), "C"], False)
     if flops_col is None and tokens_col is None and c_name is None and any(c.startswith("flops_") for c in cols):

@@ -18,6 +18,7 @@ import yaml
 
 from analysis import columns as col
 from analysis.errors import AnalysisInputError
+from analysis.loss_units import tokenizer_of
 
 # Settings that change how a run is watched or where it runs, not the numbers it produces: the same list
 # as the training side's run identity (scaling/run/identity.py; a test keeps the two equal).
@@ -77,6 +78,9 @@ def record_row(rec: dict[str, Any], config: dict[str, Any], *, path: str, sweep:
         row[f"flops_{key}"] = value
     for key in ("val_loss", "train_loss", "wall_time", "tokens_per_second", "error") + col.BRANCH:
         row[key] = rec.get(key)
+    for key in ("val_bpb", "val_nats", "val_bytes", "eval_tokens"):  # sums of the final evaluation: exact units
+        row[key] = rec.get(key)
+    row["tokenizer"] = tokenizer_of(config)
     for key, value in (rec.get("own_flops") or {}).items():
         row[f"own_flops_{key}"] = value
     row["path"] = path
