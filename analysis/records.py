@@ -25,7 +25,7 @@ from analysis.loss_units import tokenizer_of
 BOOKKEEPING = {
     "train": ("log_every", "checkpoint_every", "keep_checkpoints", "keep_at_tokens", "progress",
               "threads", "device", "compile", "branch_wait_s"),
-    "data": ("cache_dir",),
+    "data": ("cache_dir", "workers", "progress"),
 }
 HASHED_GROUPS = ("model", "data", "optim", "train")
 

@@ -14,16 +14,25 @@ from scaling.errors import ConfigError, DataError
 
 USAGE = """usage: scaling-prepare [data=PRESET] [data.KEY=VALUE ...]
 
-Prepare (or find in the cache) the token files a training run with these data settings would use, and
+Prepare (or find in the cache) the token shards a training run with these data settings would use, and
 print the prepared folder and its meta.json. PRESET is a file of conf/data/ (e.g. stdlib,
-shakespeare-char, text). Keys (defaults as in training):
-  data.source          stdlib | a text file | a folder | a glob          (stdlib)
-  data.tokenizer       byte | char | bpe                                  (byte)
-  data.bpe_vocab_size  BPE vocabulary size                                (4096)
-  data.val_fraction    held-out share of the corpus                       (0.05)
-  data.max_bytes       cap on raw text read; null = no cap                (16000000)
+shakespeare-char, fineweb-gpt2, jsonl-gpt2). Keys (defaults as in training; docs/data.md):
+  data.source          stdlib | a file | a folder | a glob | a list: text, .jsonl[.gz|.zst], .parquet, token shards
+  data.tokenizer       byte | char | bpe | gpt2 (tiktoken names) | tiktoken:PATH | hf:PATH | sp:PATH   (byte)
+  data.text_field      the text's JSON key or parquet column                                  (text)
+  data.doc_sep         auto | bos | eos | both | none (auto: bos where the tokenizer has one)  (auto)
+  data.val_source      held-out files (fineweb_val_*.bin, a validation jsonl)                 (null)
+  data.val_fraction    held-out share: by file, position or document hash                    (0.05)
+  data.val_tokens      held-out token budget per source; null = val_fraction                  (null)
+  data.sources         a mixture: {name: {source: ..., weight: w}}                            ({})
+  data.max_bytes       cap on raw text read; null = no cap                                    (16000000)
+  data.workers         tokenizing processes (same bytes for any number)                       (1)
+  data.shard_tokens    tokens per shard file                                                  (100000000)
+  data.dtype, data.vocab_size   raw token files without a header or a named tokenizer
   data.cache_dir       cache folder; null = $SCALING_DATA_DIR or ~/.cache/scaling-harness/data
-The 'data.' prefix may be left out. Example: scaling-prepare data.source=input.txt data.tokenizer=char
+The 'data.' prefix may be left out. Examples:
+  scaling-prepare data.source=input.txt data.tokenizer=char
+  scaling-prepare data=jsonl-gpt2 data.source='corpus/*.jsonl.zst' data.workers=8
 """
 
 def parse_overrides(args: list[str]):
@@ -82,6 +91,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(json.dumps(prepared.meta, indent=2))
     print(f"ready in {dt:.2f}s ({cfg.tokenizer}, {prepared.meta['train_tokens']:,} train / "
           f"{prepared.meta['val_tokens']:,} val tokens)", file=sys.stderr)
+    for source in prepared.sources:  # a mixture: each source's own folder and counts
+        print(f"  {source['name']}: weight {source['weight']:g}, {source['train_tokens']:,} train / "
+              f"{source['val_tokens']:,} val tokens, {source['dir']}", file=sys.stderr)
     return 0
 
 

@@ -20,7 +20,7 @@ from scaling.errors import report_user_error
 BOOKKEEPING = {
     "train": ("log_every", "checkpoint_every", "keep_checkpoints", "keep_at_tokens", "progress",
               "threads", "device", "compile", "branch_wait_s"),
-    "data": ("cache_dir",),
+    "data": ("cache_dir", "workers", "progress"),
 }
 HASHED_GROUPS = ("model", "data", "optim", "train")
 # The fields each group had when run ids were introduced: always hashed, so those ids stay as they were. A

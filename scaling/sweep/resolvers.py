@@ -46,6 +46,8 @@ def _cache_root(data: Any) -> Path:
 def _cached_meta(data: Any) -> Optional[dict]:
     """meta.json of already-prepared data matching these data settings, newest first; None if none."""
     root = _cache_root(data)
+    if not isinstance(data.source, str) or data.get("sources"):
+        return None  # a list of sources or a mixture: known once prepared (scaling-prepare)
     try:
         stamp = root.stat().st_mtime_ns  # a newly prepared dataset is renamed into root: a new stamp
     except OSError:
@@ -74,6 +76,8 @@ def vocab_size(cfg: Any) -> int:
     """Vocabulary of the run: model.vocab_size if set, else from the tokenizer (and cached data)."""
     if cfg.model.get("vocab_size"):
         return int(cfg.model.vocab_size)
+    if cfg.data.get("vocab_size"):  # pre-tokenized files without a named tokenizer
+        return int(cfg.data.vocab_size)
     tokenizer = cfg.data.tokenizer
     if tokenizer == "byte":
         return 256
@@ -87,7 +91,12 @@ def vocab_size(cfg: Any) -> int:
             f"data.tokenizer=char: the vocabulary of data.source={cfg.data.source!r} is known only once it is "
             f"prepared; run `scaling-prepare data.source={cfg.data.source} data.tokenizer=char` first, "
             f"or set model.vocab_size")
-    raise ConfigError(f"data.tokenizer={tokenizer!r} is unknown: choose byte, char or bpe")
+    from scaling.data.tokenizers import is_pretrained, named_vocab_size, pretrained_tokenizer
+
+    if is_pretrained(tokenizer):  # gpt2 and the tiktoken names without a file; tiktoken:, hf:, sp: from theirs
+        return named_vocab_size(tokenizer) or pretrained_tokenizer(tokenizer).vocab_size
+    raise ConfigError(f"data.tokenizer={tokenizer!r} is unknown: choose byte, char, bpe or a pretrained tokenizer "
+                      "(gpt2, tiktoken:PATH, hf:PATH, sp:PATH)")
 
 
 def data_tokens(data: Any) -> tuple[Optional[int], bool]:
@@ -96,7 +105,7 @@ def data_tokens(data: Any) -> tuple[Optional[int], bool]:
     meta = _cached_meta(data)
     if meta is not None:
         return int(meta["train_tokens"]), True
-    nbytes = _source_bytes(data.source)
+    nbytes = _source_bytes(data.source) if isinstance(data.source, str) and not data.get("sources") else None
     if nbytes is None:
         return None, False
     if data.max_bytes is not None:
