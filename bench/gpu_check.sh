@@ -3,14 +3,17 @@
 #
 #   bash bench/gpu_check.sh --out DIR               # on the GPU machine (DIR: the folder that comes back)
 #   bash bench/gpu_check.sh --out DIR --cpu-smoke   # tiny versions of every step on the CPU (~1 minute)
+#   bash bench/gpu_check.sh --out DIR --steps loop,agree --budget 200   # a rerun of some steps
 #
-# Steps, in this order, each under `timeout` and all under one deadline (--budget, default 450 s), so a
-# hang costs its own step only; a failed step never stops the others:
-#   bench    bench/bench_gpu.py: 124M, 30M, 355M x eager, compile, compile-blocks; cold and warm compiles
+# Steps, in this order (most wanted first), each under `timeout` and all under one deadline (--budget,
+# default 465 s, counted from the start), so a hang costs its own step only and a failed step never
+# stops the others; a step that no longer fits is recorded as skipped:
+#   bench    bench/bench_gpu.py: 124M x eager, compile, compile-blocks; cold and warm compiles
 #   loop     bench/gpu_loop_check.py loop: GPT-2 small, 300 steps through run_training (eval, checkpoint,
 #            W&B offline): tokens/s, MFU, time outside the model step
 #   agree    bench/gpu_loop_check.py agree: fp32 on the CPU vs bf16 on the GPU through scaling-train
 #   pytest   pytest -m cuda: prefetcher, precision, compile, DDP over NCCL on one GPU
+#   benchmore bench/bench_gpu.py: 30M and 355M x the three modes (cold compiles)
 #   isoflop  bench/gpu_loop_check.py isoflop: scaling-train --multirun +sweep=gpu_mini, then scaling-fit
 #   bench32  bench/bench_gpu.py at batch 32 for 30M and 124M (compile), if time is left
 # DIR gets three files: summary.md, summary.json (bench/gpu_summary.py) and logs.tar.gz (every log and
@@ -23,13 +26,14 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="" SMOKE=0 BUDGET=450 KEEP=0
-usage() { echo "usage: bash bench/gpu_check.sh --out DIR [--cpu-smoke] [--budget SECONDS] [--keep-work]" >&2; exit 2; }
+OUT="" SMOKE=0 BUDGET=465 KEEP=0 ONLY=""
+usage() { echo "usage: bash bench/gpu_check.sh --out DIR [--cpu-smoke] [--steps A,B] [--budget SECONDS] [--keep-work]" >&2; exit 2; }
 while (($#)); do
   case "$1" in
     --out) OUT="${2:-}"; shift 2 || usage ;;
     --cpu-smoke) SMOKE=1; shift ;;
     --budget) BUDGET="${2:-}"; shift 2 || usage ;;
+    --steps) ONLY=",${2:-},"; shift 2 || usage ;;
     --keep-work) KEEP=1; shift ;;
     *) usage ;;
   esac
@@ -110,6 +114,7 @@ EOF
 
 run_step() {  # run_step NAME LIMIT CMD...: time-boxed, logged, recorded in steps.tsv; never fails the script
   local name="$1" limit="$2"; shift 2
+  [[ -z "$ONLY" || "$ONLY" == *",$name,"* ]] || return 0
   local left=$((BUDGET - (SECONDS - START)))
   ((limit > left)) && limit=$left
   if ((limit < 15)); then
@@ -147,14 +152,20 @@ fi
 
 if ((SMOKE)); then
   BENCH=(bench/bench_gpu.py --cpu-smoke --shapes smoke-s --modes eager --steps 2 --warmup 1 --matmul-n 256)
+  BENCH_MORE=("${BENCH[@]/smoke-s/smoke-m}")
 else
-  BENCH=(bench/bench_gpu.py --shapes 124M,30M,355M --modes eager,compile,compile-blocks)
+  BENCH=(bench/bench_gpu.py --shapes 124M)
+  BENCH_MORE=(bench/bench_gpu.py --shapes 30M,355M --no-warm)
 fi
 CUDA_TESTS=(tests/data/test_prefetch.py tests/run/test_precision.py tests/run/test_cuda.py)
-run_step bench 200 "$PY" "${BENCH[@]}" --json "$WORK/bench.json"
+PYTEST_TIMEOUT=()
+"$PY" -c 'import pytest_timeout' 2>/dev/null && PYTEST_TIMEOUT=(--timeout=90)  # a hung case fails alone
+run_step bench 120 "$PY" "${BENCH[@]}" --json "$WORK/bench.json"
 run_step loop 120 "$PY" bench/gpu_loop_check.py loop --out "$WORK" "${SMOKE_FLAG[@]}"
 run_step agree 90 "$PY" bench/gpu_loop_check.py agree --out "$WORK" "${SMOKE_FLAG[@]}"
-run_step pytest 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider --junitxml="$WORK/pytest.xml" "${CUDA_TESTS[@]}"
+run_step pytest 120 "$PY" -m pytest -q -m cuda -p no:cacheprovider "${PYTEST_TIMEOUT[@]}" \
+  --junitxml="$WORK/pytest.xml" "${CUDA_TESTS[@]}"
+run_step benchmore 150 "$PY" "${BENCH_MORE[@]}" --json "$WORK/bench_more.json"
 run_step isoflop 100 "$PY" bench/gpu_loop_check.py isoflop --out "$WORK" "${SMOKE_FLAG[@]}"
 ((SMOKE)) || run_step bench32 60 "$PY" bench/bench_gpu.py --shapes 30M,124M --modes compile --batch 32 --no-warm \
   --json "$WORK/bench_b32.json"

@@ -20,6 +20,7 @@ Three checks, each writing one JSON file into ``--out`` (``bench/gpu_check.sh`` 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -27,14 +28,17 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from scaling.io import atomic_write_json  # noqa: E402
+from scaling.io import atomic_write_json
+
 # torch and the run layer are imported by the loop check alone: the agree and isoflop checks only start
 # scaling-train processes, and each import of torch costs seconds of CPU in the CPU smoke test.
 
@@ -110,7 +114,7 @@ def instrument(timings: Timings) -> Callable[[], None]:
 def steady_step_seconds(stamps: dict[int, float], log_every: int, skip: set[int], first: int) -> float | None:
     """Median seconds per step between logged (synchronised) steps, leaving out intervals ending at ``skip``."""
     logged = sorted(s for s in stamps if s % log_every == 0 and s >= first)
-    per_step = [(stamps[b] - stamps[a]) / (b - a) for a, b in zip(logged, logged[1:]) if b not in skip]
+    per_step = [(stamps[b] - stamps[a]) / (b - a) for a, b in itertools.pairwise(logged) if b not in skip]
     return statistics.median(per_step) if per_step else None
 
 
@@ -175,6 +179,7 @@ def loop_report(cfg: Any, result: dict, run_dir: Path, timings: Timings, bare: f
                 vocab: int) -> dict:
     """The loop check's figures from the run record, the host timings and the bare step."""
     from bench_gpu import conventions
+
     from scaling.run.hardware import peak_flops
 
     t, steps = cfg.train, result["steps"]
@@ -272,7 +277,7 @@ def check_isoflop(args: argparse.Namespace) -> dict:
         return {**report, "ok": False, "error": f"sweep failed ({proc.returncode}): {out[-2000:]}"}
     fit = subprocess.run([str(BIN / "scaling-fit"), str(runs / "gpu_mini"), "--approach", "isoflop", "--flops",
                           "chinchilla", "--params", "total", "--json", "--out", str(args.out / "isoflop_fit")],
-                         cwd=ROOT, capture_output=True, text=True)
+                         cwd=ROOT, capture_output=True, text=True, check=False)
     completed = sum(r["status"] == "completed" for r in results)
     if fit.returncode == 0:
         report["fit"] = json.loads(fit.stdout).get("isoflop")
@@ -301,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = CHECKS[args.check](args)
     except Exception as exc:  # the summary records the failure; the other checks still run
-        report = {"check": args.check, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        report = {"check": args.check, "ok": False, "error": f"{type(exc).__name__}: {exc}",
+                  "traceback": traceback.format_exc().splitlines()[-20:]}
     report["seconds"] = time.perf_counter() - t0
     atomic_write_json(args.out / f"{args.check}.json", report)
     print(json.dumps(report, indent=1, default=str))

@@ -1,7 +1,7 @@
 """Summary of ``bench/gpu_check.sh``: its work folder's JSON files -> ``summary.md`` and ``summary.json``.
 
 Reads ``env.json``, ``steps.tsv`` (step, exit status, seconds, time limit), ``pytest.xml``, ``bench.json``,
-``bench_b32.json``, ``loop.json``, ``agree.json`` and ``isoflop.json`` where present, and checks the
+``bench_more.json``, ``bench_b32.json``, ``loop.json``, ``agree.json`` and ``isoflop.json`` where present, and checks the
 issue's targets, all under the PaLM count (6 N_with_head + 12 L H Q T) against the data-sheet dense
 bf16 peak: GPT-2 small through the loop >= 50% MFU, its model step alone >= 55%, 30M >= 35%, the loop's
 time outside the model step < 3%, fp32-CPU vs bf16-GPU losses within 0.02 nats.
@@ -16,8 +16,9 @@ import json
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
+BENCHES = ("bench", "bench_more", "bench_b32")  # 124M; 30M and 355M; batch 32
 TARGETS = (  # name, what, threshold, "min" (figure >= threshold) or "max" (figure < threshold)
     ("loop_mfu", "GPT-2 small through the loop, MFU palm", 0.50, "min"),
     ("step_mfu", "GPT-2 small model step alone (bench, best mode), MFU palm", 0.55, "min"),
@@ -27,7 +28,7 @@ TARGETS = (  # name, what, threshold, "min" (figure >= threshold) or "max" (figu
 )
 
 
-def read_json(path: Path) -> Optional[dict]:
+def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -43,7 +44,7 @@ def read_steps(path: Path) -> list[dict]:
     return steps
 
 
-def read_pytest(path: Path) -> Optional[dict]:
+def read_pytest(path: Path) -> dict | None:
     """Counts of a JUnit XML report, and the names of failed cases."""
     try:
         root = ET.parse(path).getroot()
@@ -59,15 +60,15 @@ def read_pytest(path: Path) -> Optional[dict]:
             "failed": failed}
 
 
-def best_mfu(benches: list[Optional[dict]], shape: str) -> Optional[dict]:
+def best_mfu(benches: list[dict | None], shape: str) -> dict | None:
     rows = [r for b in benches if b for r in b.get("rows", []) if r.get("shape") == shape and r.get("mfu_palm_peak")]
     return max(rows, key=lambda r: r["mfu_palm_peak"]) if rows else None
 
 
-def figures(docs: dict[str, Optional[dict]]) -> dict[str, Any]:
+def figures(docs: dict[str, dict | None]) -> dict[str, Any]:
     """The figure behind each target (None where its check did not produce it)."""
     loop, agree = docs.get("loop") or {}, docs.get("agree") or {}
-    benches = [docs.get("bench"), docs.get("bench_b32")]
+    benches = [docs.get(key) for key in BENCHES]
     step_row, row_30m = best_mfu(benches, "124M"), best_mfu(benches, "30M")
     gaps = [agree.get("val_gap"), agree.get("train_gap")]
     return {
@@ -90,7 +91,7 @@ def verdicts(figs: dict[str, Any]) -> list[dict]:
     return out
 
 
-def pct(v: Optional[float]) -> str:
+def pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
@@ -101,10 +102,10 @@ def num(v: Any, fmt: str = ",.0f") -> str:
 def render(summary: dict) -> str:
     env, lines = summary["env"] or {}, []
     lines += [f"# GPU check: {summary['verdict']}", "",
-              f"- device: {env.get('device_name', '?')}; torch {env.get('torch', '?')} (CUDA {env.get('torch_cuda')}); "
-              f"python {env.get('python', '?')}; date {env.get('date', '?')}; commit {env.get('commit', '?')}",
-              f"- mode: {'CPU smoke test (figures are not GPU figures)' if summary['smoke'] else 'GPU'}; "
-              f"W&B: {env.get('wandb') or 'not installed'}; total {summary['total_s']:.0f} s", ""]
+              (f"- device: {env.get('device_name', '?')}; torch {env.get('torch', '?')} (CUDA {env.get('torch_cuda')}); "
+              f"python {env.get('python', '?')}; date {env.get('date', '?')}; commit {env.get('commit', '?')}"),
+              (f"- mode: {'CPU smoke test (figures are not GPU figures)' if summary['smoke'] else 'GPU'}; "
+              f"W&B: {env.get('wandb') or 'not installed'}; total {summary['total_s']:.0f} s"), ""]
     if summary.get("blocked"):
         lines += [f"**Blocked:** {summary['blocked']}", ""]
     lines += ["## Targets (PaLM count, data-sheet dense bf16 peak)", "", "| target | figure | threshold | status |",
@@ -119,13 +120,13 @@ def render(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_details(docs: dict[str, Optional[dict]]) -> list[str]:
+def render_details(docs: dict[str, dict | None]) -> list[str]:
     lines: list[str] = []
     py = docs.get("pytest")
     if py:
-        lines += ["", f"## pytest -m cuda: {py['passed']} passed, {py['failures'] + py['errors']} failed, "
-                      f"{py['skipped']} skipped", *[f"- failed: {name}" for name in py["failed"]]]
-    for key in ("bench", "bench_b32"):
+        lines += ["", (f"## pytest -m cuda: {py['passed']} passed, {py['failures'] + py['errors']} failed, "
+                      f"{py['skipped']} skipped"), *[f"- failed: {name}" for name in py["failed"]]]
+    for key in BENCHES:
         b = docs.get(key)
         if b:
             lines += ["", f"## {key}: model step alone ({b['meta']['device']})", "",
@@ -156,7 +157,7 @@ def render_details(docs: dict[str, Optional[dict]]) -> list[str]:
 
 
 def summarize(work: Path, smoke: bool, total_s: float) -> dict:
-    docs = {name: read_json(work / f"{name}.json") for name in ("bench", "bench_b32", "loop", "agree", "isoflop")}
+    docs = {name: read_json(work / f"{name}.json") for name in (*BENCHES, "loop", "agree", "isoflop")}
     docs["pytest"] = read_pytest(work / "pytest.xml")
     env = read_json(work / "env.json")
     steps = read_steps(work / "steps.tsv")
