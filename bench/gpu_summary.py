@@ -139,21 +139,29 @@ def render_details(docs: dict[str, dict | None]) -> list[str]:
     loop = docs.get("loop")
     if loop:
         lines += ["", "## GPT-2 small through the loop" if loop.get("peak_flops") else "## loop (smoke)", ""]
+        lines += error_lines(loop)
         lines += [f"- {k}: {loop.get(k)}" for k in (
-            "ok", "error", "steps", "tokens_per_step", "tokens_per_s_metrics", "tokens_per_s_loop", "tokens_per_s_bare",
+            "ok", "steps", "tokens_per_step", "tokens_per_s_metrics", "tokens_per_s_loop", "tokens_per_s_bare",
             "mfu_palm_metrics", "mfu_palm_loop", "mfu_palm_bare", "overhead_share_steady", "overhead_share_whole_loop",
             "time_to_first_step_s", "wall_time_s", "val_loss", "host_seconds", "checkpoints", "wandb_offline_runs")
             if k in loop]
     for key in ("agree", "isoflop"):
         doc = docs.get(key)
         if doc:
-            shown = {k: v for k, v in doc.items() if k not in ("check", "runs", "fit")}
-            lines += ["", f"## {key}", "", *[f"- {k}: {v}" for k, v in shown.items()]]
+            shown = {k: v for k, v in doc.items() if k not in ("check", "runs", "fit", "error", "traceback")}
+            lines += ["", f"## {key}", "", *error_lines(doc), *[f"- {k}: {v}" for k, v in shown.items()]]
             if key == "isoflop":
                 lines += [f"- run {r['run_id']}: {r['status']}, val loss {r['val_loss']}" for r in doc.get("runs", [])]
                 if doc.get("fit"):
                     lines += ["- fit: " + json.dumps(doc["fit"], default=str)[:1500]]
     return lines
+
+
+def error_lines(doc: dict) -> list[str]:
+    """A check's error (and the end of its traceback) as a fenced block."""
+    if not doc.get("error"):
+        return []
+    return ["- error:", "", "```", str(doc["error"])[-1500:], *doc.get("traceback", [])[-8:], "```", ""]
 
 
 def summarize(work: Path, smoke: bool, total_s: float) -> dict:
