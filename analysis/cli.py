@@ -121,6 +121,72 @@ def _run(args: argparse.Namespace) -> int:
     runs = _select(runs, args)
     if args.lr_rule is not None:
         return _lr_rule(args, runs, notes)
+    from analysis.objectives import split_by_objective
+
+    by_objective = split_by_objective(runs)
+    if len(by_objective) > 1:  # causal and masked LMs: fitted apart, never mixed, then compared
+        return _run_objectives(args, by_objective, notes)
+    results, curves = _fit_all(args, runs, notes)
+
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    if args.json:
+        from analysis.report import results_json
+
+        print(json.dumps(results_json(results), indent=2))
+    else:
+        print(_readable(results, runs))
+    if args.out is not None:
+        from analysis.report import write_report
+
+        written = _captured(notes, write_report, args.out, results, runs=runs, curves=curves, notes=notes,
+                            source=str(args.source))
+        print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
+    if args.wandb:
+        _log_to_wandb(args, results, runs, written.values() if args.out is not None else ())
+    return 0
+
+
+def _run_objectives(args: argparse.Namespace, by_objective: dict[str, pd.DataFrame], notes: list[str]) -> int:
+    """One set of fits per objective (``--out``: a report per objective in DIR/<objective>/), then the
+    report of all of them with the section comparing the objectives (exponents, tokens per parameter)."""
+    from analysis.objectives import compare_objectives, comparison_budgets
+    from analysis.report import results_json, write_report
+
+    fits: dict[str, dict] = {}
+    for objective, runs in by_objective.items():
+        own: list[str] = []
+        try:
+            fits[objective], curves = _fit_all(args, runs, own)
+        except AnalysisInputError as err:
+            notes.append(f"objective {objective}: {err}")
+            continue
+        notes += [f"{objective}: {n}" for n in own]
+        if args.out is not None:
+            _captured(own, write_report, args.out / objective, fits[objective], runs=runs, curves=curves, notes=own,
+                      source=f"{args.source} (objective {objective})")
+    if not fits:
+        raise AnalysisInputError("approach: no fit applies to any objective; " + "; ".join(notes))
+    runs = pd.concat(list(by_objective.values()), ignore_index=True)
+    comparison = compare_objectives(fits, comparison_budgets(fits, runs))
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({o: results_json(r) for o, r in fits.items()}, indent=2))
+    else:
+        parts = [f"== objective {o} ==\n" + _readable(r, by_objective[o]) for o, r in fits.items()]
+        with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 160):
+            parts += [f"objectives compared, {k}:\n{v.to_string(index=False)}" for k, v in comparison.items() if len(v)]
+        print("\n\n".join(parts))
+    if args.out is not None:
+        merged = {f"{name} ({o})": res for o, r in fits.items() for name, res in r.items()}
+        written = write_report(args.out, merged, runs=runs, notes=notes, source=str(args.source), comparison=comparison)
+        print(f"wrote {len(written)} files to {args.out} (one report per objective in its folder)", file=sys.stderr)
+    return 0
+
+
+def _fit_all(args: argparse.Namespace, runs: pd.DataFrame, notes: list[str]) -> tuple[dict, pd.DataFrame | None]:
+    """Every requested approach on ``runs`` (one objective); the fits and the curves the envelope used."""
     approaches = APPROACHES if args.approach == "all" else (args.approach,)
     curves = None
     if "envelope" in approaches:
@@ -143,24 +209,7 @@ def _run(args: argparse.Namespace) -> int:
             notes.append(f"{name} skipped: {err}")
     if not results:
         raise AnalysisInputError("approach: no fit applies to this data; " + "; ".join(notes))
-
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
-    if args.json:
-        from analysis.report import results_json
-
-        print(json.dumps(results_json(results), indent=2))
-    else:
-        print(_readable(results, runs))
-    if args.out is not None:
-        from analysis.report import write_report
-
-        written = _captured(notes, write_report, args.out, results, runs=runs, curves=curves, notes=notes,
-                            source=str(args.source))
-        print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
-    if args.wandb:
-        _log_to_wandb(args, results, runs, written.values() if args.out is not None else ())
-    return 0
+    return results, curves
 
 
 def _lr_rule(args: argparse.Namespace, runs: pd.DataFrame, notes: list[str]) -> int:

@@ -74,6 +74,9 @@ def record_row(rec: dict[str, Any], config: dict[str, Any], *, path: str, sweep:
     for key, value in (rec.get("params") or {}).items():
         row[f"N_{key}"] = value
     row["tokens"] = rec.get("tokens")
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    row["objective"] = rec.get("objective") or model.get("objective") or "clm"  # clm before the field existed
+    row["predicted_tokens"] = rec.get("predicted_tokens", rec.get("tokens") if row["objective"] == "clm" else None)
     for key, value in (rec.get("flops") or {}).items():
         row[f"flops_{key}"] = value
     for key in ("val_loss", "train_loss", "wall_time", "tokens_per_second", "error") + col.BRANCH:

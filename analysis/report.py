@@ -66,12 +66,15 @@ def write_report(
     notes: Iterable[str] = (),
     source: str | None = None,
     budgets: Iterable[float] | None = None,
+    comparison: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, Path]:
     """Write ``fit.json``, the plots that apply and ``report.md`` into ``out_dir``; returns name -> path.
 
     results: approach name -> FitResult (``kaplan`` from ``fit_kaplan_table``, ``envelope``, ``isoflop``,
       ``parametric``). runs / curves: the data, for the plots. notes: loader or selection warnings.
     budgets: the compute values of the allocation table (default: decades over the data and beyond).
+    comparison: ``analysis.objectives.compare_objectives`` of per-objective fits, for the section that
+      compares causal and masked LMs.
     """
     if not results:
         raise AnalysisInputError("results: empty; nothing to report")
@@ -82,7 +85,8 @@ def write_report(
     images = _plots(out, results, runs, curves, plot_notes)
     written.update({p.name: p for p in images})
     alloc = allocation_table(results, budgets if budgets is not None else budgets_for(runs))
-    text = _markdown(results, runs, list(notes) + plot_notes, source, alloc, [p for p in images if p.suffix == ".png"])
+    text = _markdown(results, runs, list(notes) + plot_notes, source, alloc, [p for p in images if p.suffix == ".png"],
+                     comparison)
     written["report.md"] = atomic_write_text(out / "report.md", text)
     return written
 
@@ -123,7 +127,7 @@ def _plots(out: Path, results: dict[str, FitResult], runs: pd.DataFrame | None, 
 
 
 def _markdown(results: dict[str, FitResult], runs: pd.DataFrame | None, notes: list[str], source: str | None,
-              alloc: pd.DataFrame, images: list[Path]) -> str:
+              alloc: pd.DataFrame, images: list[Path], comparison: dict[str, pd.DataFrame] | None = None) -> str:
     lines = ["# Scaling-law fit", ""]
     if source:
         lines.append(f"Source: `{source}`")
@@ -158,6 +162,10 @@ def _markdown(results: dict[str, FitResult], runs: pd.DataFrame | None, notes: l
         lines += ["## Value of repeated data", "", "D'/D: what training that many epochs on U unique tokens is "
                   "worth relative to as many fresh tokens; extra_epoch: what one more pass adds.", "",
                   _table(epoch_table(results["data-constrained"])), ""]
+    if comparison:
+        from analysis.objectives import comparison_markdown
+
+        lines += comparison_markdown(comparison, _table)
     if notes:
         lines += ["## Warnings", ""] + [f"- {n}" for n in notes] + [""]
     if images:
