@@ -121,7 +121,7 @@ def next_runs(runs_dir: Optional[str], overrides: list[str], opts: dict[str, Any
              "overrides": r.overrides} for r, row in zip(chosen, table.itertuples())]
     return {"sweep": sweep, "target": table.attrs["target"], "criterion": opts["criterion"], "level": opts["level"],
             "finished": len(runs), "pool": len(pool), "estimate": table.attrs["estimate"], "interval": [lo, hi],
-            "width": hi - lo, "runs": rows, "cost": float(table["cost"].sum()), "commands": lines, "warnings": warns}
+            "width": hi - lo, "runs": rows, "cost": float(table["cost"].sum()), "commands": lines, "warnings": runs.attrs["warnings"] + warns}
 
 
 def format_choice(c: dict[str, Any]) -> str:

@@ -12,7 +12,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from scaling.cli.study_adaptive import USAGE as ADAPTIVE_USAGE
+from scaling.cli.study_adaptive import print_adaptive, split_adaptive
 from scaling.errors import ConfigError, report_user_error
+from scaling.study.adaptive import run_adaptive
 from scaling.study.options import DESIGNS, LAUNCHERS, Options, StudyError
 from scaling.study.report import _g, _pct
 from scaling.study.study import run_study
@@ -104,11 +107,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
 
     try:
+        argv, adaptive = split_adaptive(argv)
         opts = parse_args(argv)
         if opts.help:
-            print(USAGE)
+            print(USAGE + ADAPTIVE_USAGE)
             return 0
-        study = run_study(opts)
+        study = run_adaptive(opts, adaptive) if adaptive else run_study(opts)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -119,6 +123,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not report_user_error(exc):
             raise
         return 2
+    if adaptive:
+        return print_adaptive(study)
     h = study["holdout"]
     ex = study["exponents"]
     for approach, title in (("isoflop", "Approach 2"), ("parametric", "Approach 3")):

@@ -58,15 +58,20 @@ def _positive(text: str, value: str) -> float:
 
 
 def finished_runs(folder: Any, convention: str) -> Any:
-    """The completed runs under ``folder`` (``analysis.load_runs``): N under the sweep's convention, D, C, loss."""
+    """The completed runs under ``folder`` (``analysis.load_runs``): N under the sweep's convention, D, C, loss;
+    the loader's warnings (runs left out) one line each in ``attrs["warnings"]``."""
     from analysis import load_runs
 
-    with analysis_errors():
-        return load_runs(folder, params=params_of(convention), flops=convention)
+    with analysis_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = load_runs(folder, params=params_of(convention), flops=convention)
+    runs.attrs["warnings"] = [str(w.message) for w in caught]
+    return runs
 
 
-def candidate_pool(planned: list[Any], done_ids: Optional[set[str]] = None) -> Any:
-    """The sweep's runs still to choose from: not skipped, not finished in their folder, not among ``done_ids``.
+def candidate_pool(planned: list[Any], done_ids: Optional[set[str]] = None, finished: bool = False) -> Any:
+    """The sweep's runs still to choose from: not skipped, not among ``done_ids``, not finished in their folder
+    (``finished``: kept, a design that reuses records counts them only once it chooses them).
 
     One row per run, indexed by its position in ``planned``: N (the sweep's convention), D (tokens the optimizer
     will consume), cost (C under the sweep's convention), width, depth, budget, run_id.
@@ -76,7 +81,7 @@ def candidate_pool(planned: list[Any], done_ids: Optional[set[str]] = None) -> A
     done_ids = done_ids or set()
     rows = {}
     for i, r in enumerate(planned):
-        if r.skip_reason or r.state in FINISHED or r.run_id in done_ids:
+        if r.skip_reason or (r.state in FINISHED and not finished) or r.run_id in done_ids:
             continue
         rows[i] = {"N": float(r.params[params_of(r.convention)]), "D": float(r.tokens), "cost": float(r.compute),
                    "width": r.shape["width"], "depth": r.shape["depth"], "budget": r.budget, "run_id": r.run_id}

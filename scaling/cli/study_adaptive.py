@@ -1,0 +1,79 @@
+"""The ``--adaptive`` flags of ``scaling-study`` and the lines it prints (the study: ``scaling.study.adaptive``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+from scaling.errors import ConfigError
+from scaling.study.adaptive import Adaptive
+
+USAGE = """\
+  --adaptive         the adaptive design: seed on the smallest budgets, then fit -> propose -> train until the
+                     target's interval is narrow enough (docs/study.md); with
+    --target T       a, b, alpha, beta, E, A, B, G, N_opt@C, D_opt@C or loss@N,D (default a)
+    --width W        stop once the target's interval is at most W wide (default: the fixed design's, --fixed)
+    --fixed DIR      a fixed study's output folder (scaling-study --design cosine): the width and the comparison
+    --max-flops F    FLOPs the design may spend (default: the whole sweep's)
+    --seed-budgets K the seed design: the K smallest budgets (default 2)
+    --batch K        runs per round (default --jobs)
+    --criterion C    variance (default), d-optimal, v-optimal, random, cheapest
+"""
+
+FLAGS = ("--target", "--width", "--fixed", "--max-flops", "--seed-budgets", "--batch", "--criterion")
+
+
+def split_adaptive(argv: list[str]) -> tuple[list[str], Optional[Adaptive]]:
+    """The other arguments, and the adaptive settings (None without ``--adaptive``)."""
+    rest, ad, given, i = [], Adaptive(), [], 0
+    while i < len(argv):
+        a = argv[i]
+        flag, eq, inline = a.partition("=")
+        if a == "--adaptive":
+            given.append(a)
+        elif flag in FLAGS:
+            if not eq and i + 1 >= len(argv):
+                raise ConfigError(f"{flag} needs a value")
+            _set(ad, flag, inline if eq else argv[i + 1])
+            given.append(flag)
+            i += 0 if eq else 1
+        else:
+            rest.append(a)
+        i += 1
+    if given and "--adaptive" not in given:
+        raise ConfigError(f"{given[0]} is an option of the adaptive study: add --adaptive")
+    return rest, (ad if given else None)
+
+
+def _set(ad: Adaptive, flag: str, text: str) -> None:
+    if flag in ("--target", "--criterion"):
+        setattr(ad, flag[2:], text)
+        return
+    if flag == "--fixed":
+        ad.fixed = Path(text)
+        return
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
+    whole = flag in ("--seed-budgets", "--batch")
+    if not (math.isfinite(x) and x > 0 and (x == int(x) or not whole)):
+        raise ConfigError(f"{flag}={text!r} is invalid: it must be a {'whole number >= 1' if whole else 'positive number'}")
+    setattr(ad, flag[2:].replace("-", "_"), int(x) if whole else x)
+
+
+def print_adaptive(s: dict[str, Any]) -> int:
+    f, h = s["fixed"], s["holdout"]
+    state = "reached" if s["reached"] else f"not reached ({s['rounds'][-1].get('stop', '')})"
+    print(f"[adaptive] {s['target']} = {s['estimate']:.4g} ({s['interval'][0]:.4g} to {s['interval'][1]:.4g}, width "
+          f"{s['width']:.4g}; goal {s['goal_width']:.4g}: {state}) with {s['runs']} runs, {s['flops']:.3g} FLOPs = "
+          f"{100 * s['flops_share']:.1f}% of the fixed design's {f['flops']:.3g}")
+    if "width" in f:
+        print(f"[adaptive] fixed design: {s['target']} = {f['estimate']:.4g} (width {f['width']:.4g}) with {f['finished']} runs")
+    err = h.get("rel_error")
+    print(f"[adaptive] held-out: predicted {h['predicted']:.4f}, measured {h.get('measured', float('nan')):.4f}, error "
+          f"{'n/a' if err is None else f'{100 * err:+.2f}%'}")
+    print(f"report: {Path(s['out']) / 'adaptive.md'}")
+    print(s["out"])
+    return 0

@@ -1,0 +1,233 @@
+"""The adaptive study (``scaling-study --adaptive``): train a small seed design of the sweep, then alternate
+fit -> propose -> train until the target's interval is as narrow as asked or the FLOPs budget is spent; then
+the held-out check, and the FLOPs used against the fixed design (the whole sweep).
+
+1. Seed: the runs of the sweep's ``seed_budgets`` smallest budgets (the cosine design: separate runs).
+2. Rounds: fit the parametric law to the finished runs (its Laplace posterior, as ``analysis.propose_next``
+   scores with), stop when the target's interval is at most ``width`` wide; else choose the greedy batch of
+   ``batch`` runs of the sweep not yet trained that shrinks it most per FLOP within the FLOPs left, and train
+   exactly them (one ``scaling-train --multirun`` per run, ``jobs`` at a time).
+3. Check: the study's own fits and held-out run (``scaling.study.study``) on the design's runs (copies of
+   their records in ``DIR/design``).
+4. Report: ``DIR/adaptive.json`` and ``DIR/adaptive.md``: rounds, FLOPs and widths against the fixed design
+   (its interval from the records of a fixed study, ``fixed``), the held-out error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from scaling.errors import ConfigError
+from scaling.io import atomic_write_json, atomic_write_text
+from scaling.study.launch import POOL_ARGS, Progress, _check, _start, launch, launch_args, plan, refresh
+from scaling.study.next_runs import (
+    candidate_pool,
+    choose,
+    finished_runs,
+    launch_overrides,
+    parse_target,
+    target_interval,
+)
+from scaling.study.fits import fit_all
+from scaling.study.options import Options, StudyError
+from scaling.study.study import Study, _setup, holdout_phase
+
+
+@dataclasses.dataclass
+class Adaptive:
+    """The adaptive study's own settings (``scaling-study --adaptive ...``)."""
+
+    target: str = "a"
+    width: Optional[float] = None  # stop once the interval is at most this wide; None: the fixed design's width
+    fixed: Optional[Path] = None  # a fixed study's output folder of the same sweep: its width and the comparison
+    max_flops: Optional[float] = None  # FLOPs the design may spend; None: the fixed design's
+    seed_budgets: int = 2
+    batch: Optional[int] = None  # runs per round; None: --jobs
+    criterion: str = "variance"
+    level: float = 0.95
+
+
+def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
+    """Seed, rounds, fits, held-out check and report; returns the ``adaptive.json`` object."""
+    from analysis.next_run_criteria import CRITERIA
+
+    t_start = time.time()
+    opts = dataclasses.replace(opts, design="cosine", out=opts.out or Path(f"study/{opts.variant}-adaptive"))
+    st = _setup(opts)
+    st.runs, st.cfgs = plan(st.base + launch_args(opts, st.jobs))
+    st.trainable = [r for r in st.runs if not r.skip_reason]
+    if not st.trainable or any(r.role for r in st.trainable):
+        raise ConfigError(f"sweep {st.preset.sweep}: the adaptive study needs a sweep of separate runs (no WSD branches)")
+    target, convention = parse_target(ad.target), st.runs[0].convention
+    if ad.criterion not in CRITERIA:
+        raise ConfigError(f"--criterion={ad.criterion!r} is unknown: choose {', '.join(CRITERIA)}")
+    fixed = fixed_design(st, ad, target)
+    goal = ad.width if ad.width is not None else fixed.get("width")
+    if goal is None:
+        raise ConfigError("--adaptive needs the interval to reach: give --width W or --fixed DIR (a fixed study's folder)")
+    max_flops = ad.max_flops if ad.max_flops is not None else fixed["flops"]
+    budgets = sorted({r.budget for r in st.trainable})
+    seed = [r for r in st.trainable if r.budget in budgets[:ad.seed_budgets]]
+    if sum(r.compute for r in seed) > max_flops:
+        raise ConfigError(f"--max-flops={max_flops:.3g} is smaller than the seed design's {sum(r.compute for r in seed):.3g} FLOPs")
+    print(f"[adaptive] sweep {st.preset.sweep}: seed {len(seed)} runs (budgets {', '.join(f'{b:.3g}' for b in budgets[:ad.seed_budgets])}); "
+          f"stop when {ad.target} is at most {goal:.4g} wide or {max_flops:.3g} FLOPs are spent "
+          f"(the whole sweep: {fixed['flops']:.3g})", flush=True)
+    design = list(seed)
+    train(st, seed, "seed")
+    rounds = loop(st, ad, design, target, goal, max_flops)
+    notes: list[str] = []
+    results = fit_all(design_folder(st, design), convention, st.bootstrap, notes)[1]
+    holdout, _ = holdout_phase(st, results)
+    used = sum(r.compute for r in design)
+    last = rounds[-1]
+    summary = {
+        "sweep": st.preset.sweep, "variant": opts.variant, "out": str(st.out), "convention": convention,
+        "target": ad.target, "criterion": ad.criterion, "level": ad.level, "goal_width": goal, "max_flops": max_flops,
+        "reached": last["width"] <= goal, "rounds": rounds, "runs": len(design),
+        "design": [{"width": r.shape["width"], "depth": r.shape["depth"], "budget": r.budget, "cost": r.compute,
+                    "run_id": r.run_id} for r in design],
+        "flops": used, "fixed": fixed, "flops_share": used / fixed["flops"], "estimate": last["estimate"],
+        "interval": [last["low"], last["high"]], "width": last["width"], "holdout": holdout,
+        "wall_time": time.time() - t_start}
+    atomic_write_json(st.out / "adaptive.json", summary)
+    atomic_write_text(st.out / "adaptive.md", markdown(summary))
+    return summary
+
+
+def loop(st: Study, ad: Adaptive, design: list[Any], target: Any, goal: float, max_flops: float) -> list[dict[str, Any]]:
+    """Fit -> stop? -> propose -> train, until the interval is at most ``goal`` wide or the FLOPs are spent.
+
+    Only the design's runs count (``design``, extended in place): records of other runs of the sweep in the
+    folder (a fixed study sharing it) are reused when a round chooses them, so a rerun retraces the rounds."""
+    rounds: list[dict[str, Any]] = []
+    batch = ad.batch or st.jobs
+    while True:
+        refresh(st.runs)
+        bad = [r for r in design if r.state != "completed"]
+        if bad:
+            raise StudyError(f"{len(bad)} run(s) of the design did not complete ({', '.join(r.run_id + ': ' + (r.state or 'missing') for r in bad)}); "
+                             f"see {st.log_path}; relaunch to resume")
+        done = list(design)
+        ids = {r.run_id for r in done}
+        runs = finished_runs(st.group_dir, st.runs[0].convention)
+        runs = runs[runs["run_id"].isin(ids)]
+        est, lo, hi = target_interval(runs, target, ad.level)
+        used = sum(r.compute for r in done)
+        row = {"round": len(rounds), "runs": len(done), "flops": used, "estimate": est, "low": lo, "high": hi,
+               "width": hi - lo, "added": []}
+        rounds.append(row)
+        print(f"[adaptive] round {row['round']}: {len(done)} runs, {used:.3g} FLOPs: {ad.target} = {est:.4g} "
+              f"({lo:.4g} to {hi:.4g}, width {hi - lo:.4g}; goal {goal:.4g})", flush=True)
+        if hi - lo <= goal:
+            row["stop"] = "reached"
+            return rounds
+        pool = candidate_pool(st.runs, ids, finished=True)
+        if len(pool) == 0 or max_flops - used < pool["cost"].min():
+            row["stop"] = "pool empty" if len(pool) == 0 else "budget spent"
+            return rounds
+        table, warns = choose(runs, pool, target, criterion=ad.criterion, budget=max_flops - used, n=batch,
+                              level=ad.level, sweep=f"sweep {st.preset.sweep}")
+        for w in warns:
+            print(f"[adaptive] warning: {w}", flush=True)
+        chosen = [st.runs[i] for i in table["candidate"]]
+        row["added"] = [{"width": r.shape["width"], "budget": r.budget, "cost": r.compute} for r in chosen]
+        row["expected_width"] = float(table["width"].iloc[-1])
+        design += chosen
+        train(st, chosen, f"round {row['round'] + 1}")
+
+
+def design_folder(st: Study, design: list[Any]) -> Path:
+    """``DIR/design/<group>``: copies of the design's records (no checkpoints), the folder its fits read."""
+    import shutil
+
+    folder = st.out / "design" / st.group_dir.name
+    shutil.rmtree(folder, ignore_errors=True)
+    for r in design:
+        shutil.copytree(r.run_dir, folder / Path(r.run_dir).name, ignore=shutil.ignore_patterns("checkpoints", "wandb"))
+    return folder
+
+
+def fixed_design(st: Study, ad: Adaptive, target: Any) -> dict[str, Any]:
+    """The whole sweep: its FLOPs, and with ``ad.fixed`` (a fixed study's folder) its interval on the target."""
+    out: dict[str, Any] = {"runs": len(st.trainable), "flops": sum(r.compute for r in st.trainable)}
+    if ad.fixed is None:
+        return out
+    folder = Path(ad.fixed).expanduser().resolve() / "runs" / st.group_dir.name
+    if not folder.is_dir():
+        raise ConfigError(f"--fixed={str(ad.fixed)!r}: no run folder {folder} of sweep {st.preset.sweep}; give a fixed "
+                          f"study's output folder (scaling-study --design cosine --out DIR)")
+    runs = finished_runs(folder, st.runs[0].convention)
+    est, lo, hi = target_interval(runs, target, ad.level)
+    hold = _fixed_holdout(Path(ad.fixed).expanduser().resolve())
+    out.update({"dir": str(folder), "finished": len(runs), "estimate": est, "interval": [lo, hi], "width": hi - lo,
+                "holdout_rel_error": hold})
+    return out
+
+
+def _fixed_holdout(folder: Path) -> Optional[float]:
+    import json
+
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return json.loads((folder / "study.json").read_text())["holdout"]["rel_error"]
+    return None
+
+
+def train(st: Study, runs: list[Any], label: str) -> None:
+    """Train exactly ``runs``: one ``scaling-train --multirun`` per run, ``st.jobs`` at a time (``local``), or one
+    launch after the other through the study's launcher."""
+    todo = [r for r in runs if r.to_train]
+    commands = launch_overrides(st.base, todo, grouped=False)
+    if st.opts.launcher != "local":
+        for cmd, r in zip(commands, todo):
+            launch(st.opts, cmd, [r], st.jobs, st.log_path, label, by_shape=False)
+        return
+    extra = [*POOL_ARGS, *launch_args(st.opts, st.jobs)]
+    pending = [(f"{label.replace(' ', '')}-{r.run_id}", [*cmd, *extra]) for cmd, r in zip(commands, todo)]
+    st.log_path.parent.mkdir(parents=True, exist_ok=True)
+    progress, running = Progress(todo, label), []
+    try:
+        while pending or running:
+            while pending and len(running) < st.jobs:
+                running.append(_start(*pending.pop(0), st.log_path))
+            progress.poll()
+            time.sleep(1.0)
+            for item in [item for item in running if item[1].poll() is not None]:
+                running.remove(item)
+                _check(item, label)
+    except BaseException:
+        for _, proc, _ in running:  # runs checkpoint and stop; a rerun resumes them
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc, _ in running:
+            proc.wait()
+        raise
+    progress.poll(final=True)
+
+
+def markdown(s: dict[str, Any]) -> str:
+    """``adaptive.md``: the rounds, the comparison with the fixed design and the held-out check."""
+    f, h, pct = s["fixed"], s["holdout"], f"{100 * s['level']:g}%"
+    lines = [f"# Adaptive study `{s['sweep']}`", "",
+             f"Target {s['target']} ({pct} Laplace interval of the parametric law), criterion {s['criterion']}: stop at "
+             f"width {s['goal_width']:.4g} or {s['max_flops']:.3g} FLOPs. {'Reached' if s['reached'] else 'Not reached'} "
+             f"with {s['runs']} runs and {s['flops']:.3g} FLOPs: {100 * s['flops_share']:.1f}% of the fixed design "
+             f"({f['runs']} runs, {f['flops']:.3g} FLOPs).", "",
+             "| round | runs | FLOPs | estimate | interval | width | added next |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in s["rounds"]:
+        added = ", ".join(f"w{a['width']} at {a['budget']:.3g}" for a in r["added"]) or r.get("stop", "")
+        lines.append(f"| {r['round']} | {r['runs']} | {r['flops']:.3g} | {r['estimate']:.4g} | {r['low']:.4g} to "
+                     f"{r['high']:.4g} | {r['width']:.4g} | {added} |")
+    if "width" in f:
+        lines += ["", f"Fixed design ({f['finished']} runs in {f['dir']}): {s['target']} = {f['estimate']:.4g} "
+                      f"({f['interval'][0]:.4g} to {f['interval'][1]:.4g}, width {f['width']:.4g})."]
+    err = h.get("rel_error")
+    lines += ["", f"Held-out run (C = {h['C']:.3g}, width {h['shape']['width']}): predicted {h['predicted']:.4f}, measured "
+                  f"{h.get('measured', float('nan')):.4f}, error {100 * err:+.2f}%" if err is not None else "", ""]
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""``scaling-study --adaptive`` on a small cut of the quick sweep: real training, exactly the chosen runs, the
+held-out check, and the one-line errors of its flags."""
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+from scaling.cli.study import main
+
+CUT = ["sweep.shapes=[{width:16,depth:2},{width:24,depth:2},{width:32,depth:2}]",
+       "train.final_eval_tokens=4096"]
+SEED_FLOPS = 3 * 2.5e10 + 3 * 5e10  # the two smallest budgets x 3 widths
+
+
+def study(*args):
+    return run_cli("scaling-study", "--quick", *map(str, args), cwd=Path(__file__).parent, timeout=900)
+
+
+@pytest.mark.slow
+def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_a_held_out_run(tmp_path):
+    out = tmp_path / "adaptive"
+    # Room for one round of 2 runs at 1e11, and a width no fit reaches: the budget ends it.
+    p = study("--adaptive", "--width", 1e-9, "--max-flops", SEED_FLOPS + 2.2e11, "--batch", 2, "--jobs", 2,
+              "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    s = json.loads((out / "adaptive.json").read_text())
+    assert [r["runs"] for r in s["rounds"]] == [6, 8] and s["rounds"][-1]["stop"] == "budget spent"
+    assert [a["budget"] for a in s["rounds"][0]["added"]] == [1e11, 1e11] and not s["reached"]
+    assert s["flops"] == pytest.approx(SEED_FLOPS + 2e11, rel=1e-9) and s["fixed"]["runs"] == 9
+    trained = sorted(p.name for p in (out / "runs" / "study-quick").iterdir() if (p / "result.json").exists())
+    assert trained == sorted(d["run_id"] for d in s["design"])  # the seed and the chosen runs, no other
+    h = s["holdout"]
+    assert h["measured"] > 0 and abs(h["rel_error"]) < 0.2
+    assert (out / "adaptive.md").read_text().startswith("# Adaptive study `study_quick`")
+
+    # Again, with a width the seed already reaches: nothing trains, round 0 stops, the records are reused.
+    p = study("--adaptive", "--width", 100, "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    s2 = json.loads((out / "adaptive.json").read_text())
+    assert s2["reached"] and len(s2["rounds"]) == 1 and s2["runs"] == 6  # the design: the seed alone
+    assert "held-out: predicted" in p.stdout and p.stdout.strip().splitlines()[-1] == str(out.resolve())
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--width", "0.1"], "--width is an option of the adaptive study: add --adaptive"),
+    (["--adaptive", "--batch", "1.5"], "--batch='1.5' is invalid"),
+    (["--adaptive", "--width", "-1"], "--width='-1' is invalid"),
+    (["--adaptive"], "--adaptive needs the interval to reach: give --width W or --fixed DIR"),
+    (["--adaptive", "--fixed", "/nonexistent"], "--fixed='/nonexistent': no run folder"),
+    (["--adaptive", "--width", "0.1", "--max-flops", "1e9"], "is smaller than the seed design's"),
+    (["--adaptive", "--width", "0.1", "--target", "gamma"], "gamma"),
+])
+def test_bad_adaptive_flags_are_one_line_and_exit_2(args, message, capsys, tmp_path):
+    assert main(["--quick", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert not list(Path(tmp_path).glob("runs/*/*/result.json"))  # nothing trained
