@@ -54,7 +54,7 @@ def train_two_steps(cfg, device: torch.device, ctx: DistContext) -> tuple[list[f
 @pytest.mark.parametrize("backend,device", [("gloo", "cpu"), pytest.param("nccl", "cuda", marks=CUDA)])
 def test_ddp_on_one_rank_takes_the_same_steps_as_one_process(tmp_path, backend, device):
     cfg = tiny_cfg(device, "train.compile=false", "train.precision=fp32")
-    dev = torch.device(device)
+    dev = torch.device("cuda", 0) if device == "cuda" else torch.device(device)  # as the loop gives DDP
     plain_losses, plain_params = train_two_steps(cfg, dev, DistContext())
     dist.init_process_group(backend, init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
