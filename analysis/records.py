@@ -86,6 +86,9 @@ def record_row(rec: dict[str, Any], config: dict[str, Any], *, path: str, sweep:
     row["tokenizer"] = tokenizer_of(config)
     for key, value in (rec.get("own_flops") or {}).items():
         row[f"own_flops_{key}"] = value
+    for key in ("unique_tokens", "epochs"):  # repeated data (data.unique_tokens): U and D / U
+        if key in rec:
+            row[key] = rec[key]
     row["path"] = path
     row["_config_hash"] = config_hash(config) if config else None
     return row

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 def si(x: float) -> str:
     """3 significant digits with an SI prefix: 1.23M, 45.6k, 7.89G."""
+    x = float(f"{x:.3g}")  # rounded first, so 999,936 is 1M (not 1e+03k)
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= scale:
             return f"{x / scale:.3g}{unit}"

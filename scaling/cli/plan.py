@@ -35,8 +35,9 @@ NOTES = {"completed": "already completed", "diverged": "already diverged", "part
 
 def format_table(runs: list[PlannedRun], throughput: str, title: str) -> str:
     conv = runs[0].convention if runs else "6nd"
+    repeats = any(r.unique_tokens is not None for r in runs)  # repeated data: U, epochs, repeated share
     head = ["#", "width", "depth", "heads", "ctx", "N_non_emb", "N_with_head", "N_total", "D", f"C[{conv}]",
-            "budget", "est", "note"]
+            "budget", *(["U", "epochs", "repeated"] if repeats else []), "est", "note"]
     rows = []
     for r in runs:
         note = f"skip: {r.skip_reason}" if r.skip_reason else NOTES.get(r.state, "")
@@ -46,16 +47,24 @@ def format_table(runs: list[PlannedRun], throughput: str, title: str) -> str:
         rows.append([str(r.index), str(r.shape["width"]), str(r.shape["depth"]), str(r.shape["heads"]),
                      str(r.shape["context"]), si(r.params["non_embedding"]), si(r.params["with_head"]),
                      si(r.params["total"]), si(r.tokens), f"{r.compute:.3g}",
-                     "-" if r.budget is None else f"{r.budget:.3g}", duration(r.est_seconds), note])
+                     "-" if r.budget is None else f"{r.budget:.3g}", *(_repeat_cells(r) if repeats else []),
+                     duration(r.est_seconds), note])
     t = totals(runs)
     rows.append(["total", "", "", "", "", "", "", "", si(t["tokens"]), f"{t['flops']:.3g}", "",
-                 duration(t["est_seconds"]), f"{t['to_train']} to train, {t['skipped']} skipped, "
+                 *([""] * 3 if repeats else []), duration(t["est_seconds"]), f"{t['to_train']} to train, {t['skipped']} skipped, "
                  f"{t['already_done']} already done"])
     widths = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
     line = lambda cells: "  ".join(c.rjust(w) if i < len(head) - 1 else c for i, (c, w) in enumerate(zip(cells, widths)))
     out = [title, line(head)] + [line(x) for x in rows[:-1]] + ["-" * (sum(widths[:-1]) + 2 * len(widths)), line(rows[-1])]
     out.append(f"time estimates: {throughput}")
     return "\n".join(o.rstrip() for o in out)
+
+
+def _repeat_cells(r: PlannedRun) -> list[str]:
+    """U, epochs (D / U) and the repeated share of D, for a run on repeated data ('-' for one without)."""
+    if r.unique_tokens is None:
+        return ["-", "-", "-"]
+    return [si(r.unique_tokens), f"{r.epochs:.3g}", f"{100 * r.repeated_share:.0f}%"]
 
 
 def as_dict(runs: list[PlannedRun], throughput: str, title: str) -> dict[str, Any]:
@@ -80,6 +89,7 @@ def as_csv(runs: list[PlannedRun]) -> str:
                "steps": r.steps, **{f"flops_{k}": v for k, v in r.flops.items()}, "convention": r.convention,
                "budget": r.budget, "est_seconds": r.est_seconds, "skip_reason": r.skip_reason or "",
                "state": r.state, "role": r.role or "", "trunk": r.trunk or "", "own_tokens": r.own_tokens,
+               "unique_tokens": r.unique_tokens, "epochs": r.epochs, "repeated_share": r.repeated_share,
                "overrides": " ".join(r.overrides)}
         if writer is None:
             writer = csv.DictWriter(buf, fieldnames=list(row))

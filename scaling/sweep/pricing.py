@@ -19,6 +19,7 @@ from scaling.run.identity import run_key
 from scaling.run.record import RunRecord
 from scaling.run.sizes import RunSizes, shape_of
 from scaling.sweep.expand import expand
+from scaling.sweep.repeats import repeat_fields
 from scaling.sweep.resolvers import model_config, vocab_size
 
 DEFAULT_FLOPS_PER_SEC = 5e10  # a 2-core CPU in fp32, roughly; say --tokens-per-sec or --measure otherwise
@@ -45,6 +46,9 @@ class PlannedRun:
     role: Optional[str] = None  # WSD branching: trunk | branch | None
     trunk: Optional[str] = None  # a branch's trunk (run id)
     own_tokens: Optional[int] = None  # tokens this run trains itself: a branch's, after its trunk; else D
+    unique_tokens: Optional[int] = None  # repeated data: U, the unique tokens (as the run's windows count them)
+    epochs: Optional[float] = None  # D / U
+    repeated_share: Optional[float] = None  # (D - U) / D: the share of D that repeats tokens already seen
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,6 +97,7 @@ def plan_run(cfg: DictConfig, index: int, overrides: list[str], run_dir: Optiona
         budget=_float_or_none(OmegaConf.select(cfg, "sweep.budget", default=None)),
         skip_reason=reason, state=run_state(run_dir), eval_tokens=int(evals), role=branch_role(cfg),
         trunk=branch.get("trunk"), own_tokens=branch.get("own_tokens"),
+        **repeat_fields(cfg, tokens, skipped=bool(reason)),
     )
 
 

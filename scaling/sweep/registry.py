@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 from scaling.config import DataConfig, LoggerConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from scaling.run import identity
-from scaling.sweep import branch_plan, branches, lr_from_rule, resolvers
+from scaling.sweep import branch_plan, branches, lr_from_rule, repeats, resolvers
 
-OWNERS = (identity, resolvers, branch_plan, branches, lr_from_rule)
+OWNERS = (identity, resolvers, branch_plan, branches, lr_from_rule, repeats)
 
 
 def register_configs() -> None:

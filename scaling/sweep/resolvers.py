@@ -31,7 +31,8 @@ from scaling.errors import ConfigError
 # Settings a named sweep may put under ``sweep:`` (the node is free-form in the schema, so check it here).
 SWEEP_KEYS = ("name", "kind", "convention", "param_convention", "budget", "budgets", "shape", "shapes",
               "multiple", "multiples", "min_tokens", "min_tokens_per_param", "max_tokens_per_param", "min_steps", "max_epochs",
-              "skip_reason", "branch", "branches", "cooldown_fraction")
+              "skip_reason", "branch", "branches", "cooldown_fraction",
+              "unique_tokens", "unique_grid", "epochs", "epoch_grid", "max_unique_epochs")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,6 +240,8 @@ def skip_reason(cfg: Any, tokens: Optional[int] = None) -> Optional[str]:
       (N under ``param_convention``, default the N of the sweep's FLOP ``convention``);
     - above the ceiling: tokens > max_tokens_per_param * N (a model far too small for its budget);
     - beyond the data: tokens > max_epochs * training tokens of the data (default one epoch).
+    - repeated data (``data.unique_tokens`` = U, ``scaling.sweep.repeats``): in place of the rule above,
+      U > training tokens of the data, or tokens > max_unique_epochs * U (default 100 epochs).
     """
     sweep = cfg.get("sweep")
     check_sweep_settings(sweep)
@@ -263,6 +266,10 @@ def skip_reason(cfg: Any, tokens: Optional[int] = None) -> Optional[str]:
         if tokens > k * n:
             return f"above the ceiling: {tokens:,} tokens > {math.floor(k * n):,} (sweep.max_tokens_per_param={k:g} x N_{conv}={n:,})"
 
+    if cfg.data.get("unique_tokens") is not None:  # repeated data: U against the data, D / U against its ceiling
+        from scaling.sweep.repeats import unique_skip_reason
+
+        return unique_skip_reason(cfg, tokens, sweep)
     available, exact = data_tokens(cfg.data)
     epochs = float(sweep.get("max_epochs") or 1.0)
     if available is not None and tokens > epochs * available:
