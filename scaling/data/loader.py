@@ -47,8 +47,9 @@ def step_offsets(tokens, context: int, batch_size: int, seed: int, step: int) ->
     mixture (``tokens.segments``: (name, start, stop, weight)) each source's share of the batch by the
     largest-remainder rule, drawn inside that source; with ``tokens.align == "bos"`` only at document starts.
     A pure function of (seed, step) and the sizes, like ``batch_offsets``."""
-    if getattr(tokens, "repeat", None) is not None:  # data.unique_tokens: epochs over a cut (scaling.data.repeat)
-        return tokens.repeat.offsets(batch_size, seed, step)
+    plan = getattr(tokens, "repeat", None)  # numpy arrays have a .repeat method: look for the plan's offsets
+    if plan is not None and hasattr(plan, "offsets"):  # data.unique_tokens: epochs over a cut (scaling.data.repeat)
+        return plan.offsets(batch_size, seed, step)
     segments = [s for s in getattr(tokens, "segments", ()) if s[3] > 0]
     aligned = getattr(tokens, "align", "none") == "bos"
     if not segments and not aligned:
