@@ -1,0 +1,74 @@
+"""Per-run start-up overhead of a multirun: a process per run (submitit) against runs in one worker process.
+
+Launches the same N tiny runs (``model=tiny``, a few dozen steps each, logging to W&B offline or not)
+once with ``hydra/launcher=local`` (submitit: every run its own process, one at a time) and once with
+``hydra/launcher=basic`` (every run in one process, as each of ``scaling-study``'s worker processes runs
+one width's runs), and prints per run: the launch's wall time over N, the training loop's own time (from
+metrics.jsonl), and their difference, the overhead (process start, imports, Hydra composition, data
+opening, model construction, W&B start, the final evaluation, the record).
+
+    python bench/bench_launch_overhead.py              # 4 runs, W&B offline
+    python bench/bench_launch_overhead.py --runs 6 --logger none
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+TINY = ["model=tiny", "train.batch_size=8", "model.context=64", "train.tokens=20480", "train.eval_every=0",
+        "train.final_eval_tokens=4096", "train.checkpoint_every=0", "train.threads=1", "data.max_bytes=2000000"]
+
+
+def loop_seconds(run_dir: Path) -> float:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    prev, seconds = 0, 0.0
+    for row in rows:
+        if row.get("tokens_per_s"):
+            seconds += (row["tokens"] - prev) / row["tokens_per_s"]
+            prev = row["tokens"]
+    return seconds
+
+
+def launch(launcher: str, runs: int, logger: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        extra = ["hydra/launcher=local", "hydra.sweeper.max_batch_size=1"] if launcher == "submitit" else \
+            ["hydra/launcher=basic"]
+        cmd = [str(BIN / "scaling-train"), "--multirun", *TINY, f"logger={logger}", f"runs_dir={tmp}",
+               f"train.seed={','.join(str(i) for i in range(runs))}", *extra]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+        wall = time.perf_counter() - t0
+        dirs = [p.parent for p in Path(tmp).rglob("result.json")]
+        assert len(dirs) == runs, dirs
+        loop = sum(loop_seconds(d) for d in dirs)
+    return {"wall_per_run": wall / runs, "loop_per_run": loop / runs, "overhead_per_run": (wall - loop) / runs}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=4)
+    p.add_argument("--logger", default="wandb", choices=["wandb", "none"])
+    args = p.parse_args()
+    rows = {name: launch(name, args.runs, args.logger) for name in ("submitit", "basic")}
+    print(f"command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; date {date.today()}; "
+          f"{args.runs} tiny runs (40 steps of model=tiny), logger={args.logger}")
+    print("| launch | wall s per run | training loop s per run | overhead s per run |")
+    print("| --- | --- | --- | --- |")
+    for name, r in rows.items():
+        label = ("a process per run (hydra/launcher=local, submitit)" if name == "submitit" else
+                 "runs in one worker process (hydra/launcher=basic, as scaling-study's workers)")
+        print(f"| {label} | {r['wall_per_run']:.2f} | {r['loop_per_run']:.2f} | {r['overhead_per_run']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
