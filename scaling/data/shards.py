@@ -225,6 +225,8 @@ class TokenArray:
         self.align = align
         self._doc_index = doc_index
         self._doc_starts: Optional[np.ndarray] = None
+        self._raw: Optional[list] = None  # plain ndarray views of the parts, for fast slicing
+        self._bounds: list = []
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -256,6 +258,8 @@ class TokenArray:
         return np.concatenate(pieces) if len(pieces) > 1 else np.asarray(pieces[0])
 
     def _take(self, idx: np.ndarray) -> np.ndarray:
+        if idx.ndim == 2 and idx.size and len(self.parts) > 1:
+            return self._take_rows(idx)
         flat = idx.ravel()
         if len(flat) and (flat.min() < 0 or flat.max() >= len(self)):
             raise IndexError(f"token index out of range for a split of {len(self)} tokens")
@@ -268,6 +272,26 @@ class TokenArray:
             m = part == k
             out[m] = self.parts[k][flat[m] - self.starts[k]]
         return out.reshape(idx.shape)
+
+    def _take_rows(self, idx: np.ndarray) -> np.ndarray:
+        """Windows (rows of consecutive indices, as ``make_batch`` asks): each row is a slice of its part,
+        or of two where it crosses a part's end; other index arrays are gathered element by element."""
+        width, lo = idx.shape[1], idx[:, 0]
+        if not (((idx[:, -1] - lo) == width - 1).all() and (np.diff(idx[0]) == 1).all()):
+            return self._take(idx.ravel()).reshape(idx.shape)
+        if lo.min() < 0 or lo.max() + width > len(self):
+            raise IndexError(f"token index out of range for a split of {len(self)} tokens")
+        if self._raw is None:
+            self._raw, self._bounds = [np.asarray(p) for p in self.parts], self.starts.tolist()
+        first = (np.searchsorted(self.starts, lo, side="right") - 1).tolist()
+        out = np.empty(idx.shape, dtype=self.dtype)
+        for r, (a, k) in enumerate(zip(lo.tolist(), first)):
+            start = a - self._bounds[k]
+            if a + width <= self._bounds[k + 1]:
+                out[r] = self._raw[k][start:start + width]
+            else:
+                out[r] = self._range(a, a + width)
+        return out
 
     @property
     def doc_starts(self) -> np.ndarray:

@@ -1,0 +1,209 @@
+"""End-to-end preparation throughput: read, decompress, decode JSON, tokenize with GPT-2, write shards.
+
+Builds a synthetic corpus of ``--size-mb`` MB of JSON lines (``{"text": ...}``) compressed as ``.jsonl.zst``
+files from real text (the running Python's standard library: its sources and the text files beside them,
+cut into documents of a few KB; copies are told apart by a header line), then runs, side by side in one
+invocation and each in a fresh process:
+
+- ``bare``: tiktoken's ``encode_ordinary_batch(num_threads=1)`` on the same documents (reading and JSON
+  decoding not timed): the ceiling of one core;
+- ``prepare_data`` with ``data.workers`` = 1 and 2 (``data.tokenizer=gpt2``, ``max_bytes=null``), timed
+  end to end, with the peak RSS of the main process and of the worker processes.
+
+It checks that both worker counts wrote identical shards and prints a markdown table (and ``--json``).
+The corpus and the prepared shards live under ``--tmp`` (default /tmp) and are deleted afterwards.
+
+    python bench/bench_prepare.py                   # 500 MB
+    python bench/bench_prepare.py --size-mb 50      # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENIZERS = ROOT.parent / "shared" / "data" / "tokenizers"
+DOC_BYTES = 4096
+_CPU = [0.0]  # bare: CPU seconds inside the encoder
+FILE_MB = 64
+
+
+def stdlib_documents() -> list[str]:
+    """Documents of a few KB cut at line ends from the stdlib's .py, .txt, .rst and .html files."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix not in (".py", ".txt", ".rst", ".html") or "site-packages" in path.parts or not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        start = 0
+        while start < len(text):
+            end = text.find("\n", start + DOC_BYTES)
+            end = len(text) if end < 0 else end + 1
+            docs.append(text[start:end])
+            start = end
+    return docs
+
+
+def build_corpus(folder: Path, size_mb: int) -> dict:
+    import zstandard
+
+    docs = stdlib_documents()
+    folder.mkdir(parents=True, exist_ok=True)
+    target, written, n_docs, copy, k = size_mb * 10**6, 0, 0, 0, 0
+    out, f_bytes = None, 0
+    while written < target:
+        for doc in docs:
+            if out is None or f_bytes >= FILE_MB * 10**6:
+                if out is not None:
+                    out.close()
+                out = zstandard.ZstdCompressor(level=3).stream_writer(open(folder / f"part_{k:04d}.jsonl.zst", "wb"))
+                k, f_bytes = k + 1, 0
+            line = (json.dumps({"text": f"# copy {copy}\n{doc}", "id": n_docs}) + "\n").encode()
+            out.write(line)
+            f_bytes += len(line)
+            written += len(line)
+            n_docs += 1
+            if written >= target:
+                break
+        copy += 1
+    out.close()
+    disk = sum(p.stat().st_size for p in folder.iterdir())
+    return {"jsonl_bytes": written, "zst_bytes": disk, "docs": n_docs, "files": k}
+
+
+def run_bare(corpus: Path) -> dict:
+    """tiktoken's own batch encoder on the same texts, one thread; reading and JSON decoding not timed."""
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(TOKENIZERS)
+    from scaling.data.sources import open_stream
+    from scaling.data.tokenizers import pretrained_tokenizer
+
+    enc = pretrained_tokenizer("gpt2")._enc
+    tokens, encode_s, text_bytes, t_all = 0, 0.0, 0, time.perf_counter()
+    for path in sorted(corpus.glob("*.jsonl.zst")):
+        with open_stream(path) as f:
+            batch = []
+            for line in f:
+                batch.append(json.loads(line)["text"])
+                if len(batch) == 1024:
+                    tokens, encode_s, text_bytes = _encode(enc, batch, tokens, encode_s, text_bytes)
+                    batch = []
+            if batch:
+                tokens, encode_s, text_bytes = _encode(enc, batch, tokens, encode_s, text_bytes)
+    return {"tokens": tokens, "seconds": encode_s, "wall_with_reading": time.perf_counter() - t_all,
+            "text_bytes": text_bytes, **_rss(), "cpu_seconds": _CPU[0]}
+
+
+def _encode(enc, batch, tokens, encode_s, text_bytes):
+    t0, c0 = time.perf_counter(), time.process_time()
+    ids = enc.encode_ordinary_batch(batch, num_threads=1)
+    encode_s += time.perf_counter() - t0
+    _CPU[0] += time.process_time() - c0
+    return tokens + sum(map(len, ids)), encode_s, text_bytes + sum(len(t.encode()) for t in batch)
+
+
+def run_prepare(corpus: Path, cache: Path, workers: int) -> dict:
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(TOKENIZERS)
+    os.environ["SCALING_OFFLINE"] = "1"
+    from scaling.config import DataConfig
+    from scaling.data.prepare import prepare_data
+
+    cfg = DataConfig(source=f"{corpus}/*.jsonl.zst", tokenizer="gpt2", max_bytes=None, workers=workers,
+                     cache_dir=str(cache), val_tokens=1_000_000, progress=False)
+    t0 = time.perf_counter()
+    p = prepare_data(cfg)
+    seconds = time.perf_counter() - t0
+    manifest = json.loads((p.dir / "manifest.json").read_text())
+    return {"tokens": p.meta["train_tokens"] + p.meta["val_tokens"], "seconds": seconds, "text_bytes": p.meta["bytes"],
+            "docs": p.meta["train_docs"] + p.meta["val_docs"], "shards": len(manifest["shards"]),
+            "sha256": [s["sha256"] for s in manifest["shards"]], **_rss()}
+
+
+def _rss() -> dict:
+    """Peak RSS of this process and of its largest child; CPU seconds of this process and its children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"rss_main_mb": me.ru_maxrss / 1024, "rss_worker_mb": kids.ru_maxrss / 1024,
+            "cpu_seconds": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime}
+
+
+def child(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(info: dict, rows: dict) -> str:
+    bare = rows["bare"]["tokens"] / rows["bare"]["seconds"]
+    cpu_bare = rows["bare"]["tokens"] / rows["bare"]["cpu_seconds"]
+    lines = ["| what | tokens | wall s | tokens/s (wall) | per core (wall) | vs bare (wall) | CPU s | tokens per CPU-s "
+             "| vs bare (CPU) | peak RSS main / worker (MB) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    one = None
+    for name, r in rows.items():
+        rate = r["tokens"] / r["seconds"]
+        cores = int(name.split("=")[1]) if name.startswith("workers") else 1
+        one = rate if name == "workers=1" else one
+        worker = f"{r['rss_worker_mb']:.0f}" if name.startswith("workers=2") else "-"
+        cpu_rate = r["tokens"] / r["cpu_seconds"]
+        lines.append(f"| {name} | {r['tokens']:,} | {r['seconds']:.1f} | {rate:,.0f} | {rate / cores:,.0f} | "
+                     f"{rate / bare:.2f}x | {r['cpu_seconds']:.1f} | {cpu_rate:,.0f} | {cpu_rate / cpu_bare:.2f}x | "
+                     f"{r['rss_main_mb']:.0f} / {worker} |")
+    two = rows["workers=2"]["tokens"] / rows["workers=2"]["seconds"]
+    lines.append("")
+    lines.append(f"corpus: {info['jsonl_bytes'] / 1e6:,.0f} MB of JSON lines in {info['files']} .jsonl.zst files "
+                 f"({info['zst_bytes'] / 1e6:,.0f} MB on disk), {info['docs']:,} documents; speed-up 1 -> 2 workers "
+                 f"{two / one:.2f}x; identical shards for 1 and 2 workers: {info['identical']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mb", type=int, default=500)
+    ap.add_argument("--tmp", default=tempfile.gettempdir())
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    ap.add_argument("--_run", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--corpus", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--cache", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._run == "bare":
+        print(json.dumps(run_bare(Path(args.corpus))))
+        return
+    if args._run == "prepare":
+        print(json.dumps(run_prepare(Path(args.corpus), Path(args.cache), args.workers)))
+        return
+    work = Path(tempfile.mkdtemp(prefix="bench-prepare-", dir=args.tmp))
+    try:
+        t0 = time.perf_counter()
+        info = build_corpus(work / "corpus", args.size_mb)
+        print(f"corpus built in {time.perf_counter() - t0:.0f}s: {info}", file=sys.stderr)
+        rows = {"bare": child("--_run", "bare", "--corpus", str(work / "corpus"))}
+        for w in (1, 2):
+            rows[f"workers={w}"] = child("--_run", "prepare", "--corpus", str(work / "corpus"),
+                                         "--cache", str(work / f"cache{w}"), "--workers", str(w))
+            shutil.rmtree(work / f"cache{w}", ignore_errors=True)
+            print(f"workers={w}: {rows[f'workers={w}']['seconds']:.0f}s", file=sys.stderr)
+        info["identical"] = rows["workers=1"].pop("sha256") == rows["workers=2"].pop("sha256")
+        print(table(info, rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"corpus": info, "rows": rows}, indent=1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
