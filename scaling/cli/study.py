@@ -33,8 +33,8 @@ finished in DIR/runs are reused, so a second invocation only refits. The W&B run
 land in one folder, DIR/runs/<group>/wandb: `wandb leet` shows it.
 
   --quick            the short variant (sweep study_wsd_quick: smaller budgets and sizes, about 2 minutes)
-  --design D         wsd (default: trunks and cooldown branches, sweep study_wsd) or cosine (a separate
-                     cosine run per point, sweep study: the earlier design, for comparison)
+  --design D         cosine (the full study's default: a separate cosine run per point, sweep study) or
+                     wsd (trunks and cooldown branches, sweep study_wsd, half the FLOPs; --quick's default)
   --out DIR          output folder: report.md, plots, fit.json, study.json, runs/, logs/
   --launcher L       local (default: J worker processes, each training one width's runs in turn), basic
                      (Hydra's, one process), slurm, submitit (a process per run, J at a time)

@@ -59,23 +59,23 @@ def write_sweep_summary(group_dir: Path, name: str, runs: list[Any]) -> dict[str
 
 
 def log_analysis_run(out: Path, group_dir: Path, cfg: Any, results: dict[str, Any], table: Any,
-                     study: dict[str, Any]) -> None:
+                     info: dict[str, Any]) -> None:
     """The study's fits as a W&B run of job type ``analysis`` (``analysis.log_fit``) in the sweep's W&B folder,
     with an id that names it (``analysis-<group>-<suffix>``)."""
     from analysis.result import FitResult
     from analysis.wandb_log import log_fit
 
     fits = {k: v for k, v in results.items() if isinstance(v, FitResult)}
-    plots = [out / f"{name}.png" for name in ("holdout", "isoflop", "allocation", "loss_vs_compute")]
+    plots = [out / f"{name}.png" for name in ("isoflop", "allocation", "loss_vs_compute")]
     w = cfg.logger.wandb
     with _run_id(f"analysis-{group_dir.name}-{secrets.token_hex(3)}"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run_id = log_fit(fits, table, [p for p in plots if p.is_file()], project=str(w.project),
-                         entity=w.get("entity") or None, mode=study["wandb"]["mode"], group=group_dir.name,
+                         entity=w.get("entity") or None, mode=info["mode"], group=group_dir.name,
                          name=f"analysis-{group_dir.name}", dir=group_dir)
-    study["wandb"]["analysis_run"] = run_id
+    info["analysis_run"] = run_id
     if run_id is None and caught:
-        study["wandb"]["analysis_error"] = str(caught[-1].message)
+        info["analysis_error"] = str(caught[-1].message)
 
 
 @contextlib.contextmanager

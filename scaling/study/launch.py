@@ -171,9 +171,21 @@ def _start(name: str, args: list[str], log_path: Path) -> tuple[str, subprocess.
     out = open(path, "ab")
     out.write(f"\n$ {' '.join(cmd)}\n".encode())
     out.flush()
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_stop_with_parent)
     out.close()
     return name, proc, path
+
+
+def _stop_with_parent() -> None:
+    """In the worker, before it starts: SIGTERM when the study dies (killed, or its test timed out), so that
+    no worker trains on unwatched; its runs checkpoint and stop, and a rerun resumes them (Linux only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _check(item: tuple[str, subprocess.Popen, Path], label: str) -> None:

@@ -112,7 +112,8 @@ def cost_lines(study: dict[str, Any]) -> list[str]:
              f"| fits (bootstrap {study['bootstrap']}) | - | {duration(ph.get('fit'))} |",
              f"| held-out run (planned, then trained) | {c['holdout_flops']:.3g} | "
              f"{duration((ph.get('holdout_plan') or 0) + (ph.get('holdout') or 0))} |",
-             f"| report, plots, W&B analysis run | - | {duration(ph.get('report'))} |", ""]
+             f"| analysis report, plots, W&B analysis run | - | {duration(ph.get('analysis'))} |",
+             f"| study report | - | {duration(ph.get('report'))} |", ""]
     if c.get("fixed_sweep") and c["fixed_sweep"] != study["sweep"]:
         est = c.get("fixed_seconds_estimate")
         lines += [f"The same points as separate runs would cost {c['separate_flops']:.3g} FLOPs. The fixed design "

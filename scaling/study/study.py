@@ -19,7 +19,7 @@ import dataclasses
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from scaling.conventions import params_of
 from scaling.errors import ConfigError
@@ -63,8 +63,10 @@ def run_study(opts: Options) -> dict[str, Any]:
     st = _setup(opts)
     sweep_phase(st)
     table, results, curves, notes = fit_phase(st)
-    holdout, hold = holdout_phase(st, results)
-    return report_phase(st, table, results, curves, notes, holdout, hold, t_start)
+    analysis: dict[str, Any] = {}
+    holdout, hold = holdout_phase(st, results, before_training=lambda holdout: analysis.update(
+        analysis_phase(st, table, results, curves, notes, holdout)))
+    return report_phase(st, table, results, analysis, holdout, hold, t_start)
 
 
 def _setup(opts: Options) -> Study:
@@ -120,8 +122,10 @@ def fit_phase(st: Study) -> tuple[Any, dict[str, Any], Any, list[str]]:
     return table, results, curves, notes
 
 
-def holdout_phase(st: Study, results: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Predict the held-out run's loss, write the prediction, then train the run and compare."""
+def holdout_phase(st: Study, results: dict[str, Any],
+                  before_training: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, Any], Any]:
+    """Predict the held-out run's loss, write the prediction (then call ``before_training``), train the run
+    and compare."""
     from analysis.allocation import optimal_allocation, predict_loss
 
     t0 = time.time()
@@ -155,6 +159,8 @@ def holdout_phase(st: Study, results: dict[str, Any]) -> tuple[dict[str, Any], A
           f"predicted N_opt={alloc.N_opt:.3g} -> width {shape['width']} depth {shape['depth']} (N={n_hold:,}, "
           f"D={hold.tokens:,}); predicted loss {pred['loss']:.4f}; {state}", flush=True)
     st.timed("holdout_plan", t0)
+    if before_training is not None:
+        before_training(holdout)
     t0 = time.time()
     threads = None
     if st.opts.launcher in ("local", "basic") and hold.to_train:
@@ -187,24 +193,38 @@ def _measure(holdout: dict[str, Any], hold: Any, par: Any) -> None:
                                   if quantile is not None else ""))
 
 
-def report_phase(st: Study, table: Any, results: dict[str, Any], curves: Any, notes: list[str],
-                 holdout: dict[str, Any], hold: Any, t_start: float) -> dict[str, Any]:
+def analysis_phase(st: Study, table: Any, results: dict[str, Any], curves: Any, notes: list[str],
+                   holdout: dict[str, Any]) -> dict[str, Any]:
+    """The analysis report and its plots (they need the held-out budget, not its loss), and the study's W&B
+    analysis run, logged before the held-out run trains: the held-out run is then the newest run of the
+    sweep's W&B folder, the one ``wandb leet`` shows first."""
     from analysis import write_report
 
     t0 = time.time()
     budgets = sorted({r.budget for r in st.runs if r.budget is not None})
     written = write_report(st.out, results, runs=table, curves=curves, notes=notes, source=str(st.group_dir),
                            budgets=budgets + [holdout["budget"]])
-    fit_report = (st.out / "report.md").read_text()
+    out = {"fit_report": (st.out / "report.md").read_text(), "files": sorted(p.name for p in written.values()),
+           "wandb": _wandb_info(st, st.cfgs[0])}
+    if out["wandb"]:
+        log_analysis_run(st.out, st.group_dir, st.cfgs[0], results, table, out["wandb"])
+    st.timed("analysis", t0)
+    return out
+
+
+def report_phase(st: Study, table: Any, results: dict[str, Any], analysis: dict[str, Any],
+                 holdout: dict[str, Any], hold: Any, t_start: float) -> dict[str, Any]:
+    t0 = time.time()
     plot_holdout(st.out / "holdout", table, par=results["parametric"], holdout=holdout)
     convention = st.runs[0].convention
     runs_table = [_run_row(r, convention, st.reused_dirs) for r in st.trainable]
     trained_hold = hold.to_train
     first_cfg = st.cfgs[0]
     study = {
-        "sweep": st.preset.sweep, "variant": st.opts.variant, "design": st.opts.design, "out": str(st.out),
+        "sweep": st.preset.sweep, "variant": st.opts.variant, "design": st.opts.resolved_design, "out": str(st.out),
         "data": str(first_cfg.data.source), "convention": convention, "params": params_of(convention),
-        "budgets": budgets, "sizes": sorted({r.shape["width"] for r in st.runs}),
+        "budgets": sorted({r.budget for r in st.runs if r.budget is not None}),
+        "sizes": sorted({r.shape["width"] for r in st.runs}),
         "runs": {"total": len(st.trainable), "skipped": len(st.runs) - len(st.trainable),
                  "trunks": sum(1 for r in st.trainable if r.role == "trunk"),
                  "branches": sum(1 for r in st.trainable if r.role == "branch"),
@@ -212,17 +232,14 @@ def report_phase(st: Study, table: Any, results: dict[str, Any], curves: Any, no
                  "reused": len(st.reused_dirs) + int(not trained_hold)},
         "launcher": st.opts.launcher, "jobs": st.jobs, "bootstrap": st.bootstrap, "overrides": st.opts.overrides,
         "settings": _settings(first_cfg), "exponents": exponents(results), "holdout": holdout,
-        "costs": costs(st.runs, hold, st.phases, st.preset, st.opts),
-        "wandb": _wandb_info(st, first_cfg),
+        "costs": costs(st.runs, hold, st.phases, st.preset, st.opts), "wandb": analysis.get("wandb"),
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "files": sorted({p.name for p in written.values()} | {"holdout.png", "report.md", "study.json"}),
+        "files": sorted(set(analysis.get("files", [])) | {"holdout.png", "report.md", "study.json"}),
     }
-    if study["wandb"]:
-        log_analysis_run(st.out, st.group_dir, first_cfg, results, table, study)
     st.timed("report", t0)
     study["phases"] = dict(st.phases)
     study["wall_time"] = time.time() - t_start
-    atomic_write_text(st.out / "report.md", markdown(study, runs_table, fit_report))
+    atomic_write_text(st.out / "report.md", markdown(study, runs_table, analysis.get("fit_report", "")))
     atomic_write_json(st.out / "study.json", study)
     return study
 

@@ -1,4 +1,5 @@
-"""scaling-study: the quick study end to end (sweep, fits, held-out check, report), its reuse, bad input."""
+"""scaling-study: the quick study end to end (trunks and cooldown branches, fits, held-out check, report, the
+W&B folder), its reuse, bad input."""
 
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ def test_quick_study_reports_fits_and_holdout_and_a_rerun_trains_nothing(tmp_pat
     study = json.loads((out / "study.json").read_text())
     assert len(study["budgets"]) >= 3 and len(study["sizes"]) >= 5
     assert study["runs"]["trained_now"] == study["runs"]["total"] + 1  # the sweep, then the held-out run
+    # The default design: per width one trunk, a cooldown branch per budget; each trunk paid for once.
+    runs = study["runs"]
+    assert study["design"] == "wsd" and runs["trunks"] == len(study["sizes"]) and runs["branches"] >= 12
+    c = study["costs"]
+    assert c["sweep_flops"] < 0.8 * c["separate_flops"] and c["ratio_to_fixed"] == c["sweep_flops"] / c["fixed_flops"]
+    assert set(study["phases"]) >= {"plan", "sweep", "fit", "holdout", "report"}
+    # One worker process per width: the launch log names one command per width, not one per run.
+    launches = (out / "logs" / "launch.log").read_text().count("$ ")
+    assert launches == len(study["sizes"]) + 1, launches
+    # The W&B runs of the sweep, the held-out run and the analysis run in one folder, named in the report.
+    wandb_dir = Path(study["wandb"]["dir"])
+    assert wandb_dir.name == "wandb" and wandb_dir.parent.parent == Path(study["holdout"]["run_dir"]).parents[1]
+    assert len(list(wandb_dir.glob("offline-run-*"))) == runs["total"] + 2
+    assert str(wandb_dir) in (out / "report.md").read_text()
     for approach, names in (("isoflop", ("a", "b")), ("parametric", ("a", "b", "alpha", "beta", "E"))):
         for name in names:
             est = study["exponents"][approach][name]
@@ -51,7 +66,8 @@ def test_quick_study_reports_fits_and_holdout_and_a_rerun_trains_nothing(tmp_pat
     assert h["measured"] == measured
 
     report = (out / "report.md").read_text()
-    for words in ("Approach 2", "Approach 3", "Held-out run", "measured", "isoflop", "parametric"):
+    for words in ("Approach 2", "Approach 3", "Held-out run", "measured", "isoflop", "parametric", "## Cost",
+                  "fixed design without branches", "wandb leet", "wandb sync"):
         assert words in report
     for plot in ("isoflop.png", "holdout.png", "allocation.png", "loss_vs_compute.png"):
         assert (out / plot).stat().st_size > 1000, plot
@@ -68,7 +84,8 @@ def test_quick_study_reports_fits_and_holdout_and_a_rerun_trains_nothing(tmp_pat
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--launcher", "cloud"], "--launcher='cloud' is unknown: choose local, basic, slurm"),
+    (["--launcher", "cloud"], "--launcher='cloud' is unknown: choose local, basic, slurm, submitit"),
+    (["--design", "linear"], "--design='linear' is unknown: choose wsd or cosine"),
     (["--jobs", "0"], "--jobs='0' is invalid"),
     (["--frobnicate"], "option '--frobnicate' is unknown"),
     (["runs_dir=/tmp/x"], "is set by scaling-study"),
