@@ -20,9 +20,12 @@ from analysis.data_constrained import (MUENNIGHOFF_C4_BASE, constrained_allocati
 from analysis.holdout import holdout_validation
 from analysis.next_run import propose_next, replay as replay_design
 from analysis.parametric import HOFFMANN_GRID, fit_parametric
+from analysis.curve_laws import curve_law, fit_loss_curve, predict_branches, schedule_from_config
+from analysis.curve_laws import schedules as lr_schedules  # built-in schedules: constant, cosine, linear, wsd, step
 
 __all__ = ["AnalysisInputError", "FitResult", "HOFFMANN_GRID", "MUENNIGHOFF_C4_BASE", "allocation_table",
            "constrained_allocation", "effective_tokens", "epoch_table", "epoch_value", "extra_epoch_value",
            "fit_data_constrained", "fit_envelope", "fit_isoflop", "predict_data_constrained",
            "fit_kaplan", "fit_kaplan_table", "fit_parametric", "holdout_validation", "load_curves", "load_runs",
-           "optimal_allocation", "predict_loss", "propose_next", "replay_design", "write_report"]
+           "optimal_allocation", "predict_loss", "propose_next", "replay_design", "write_report",
+           "curve_law", "fit_loss_curve", "lr_schedules", "predict_branches", "schedule_from_config"]

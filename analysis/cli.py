@@ -4,6 +4,7 @@
     scaling-fit chinchilla.csv --params-col "Model Size" --flops-col "Training FLOP" --loss-col loss \
         --drop-highest 5 --approach parametric --json
     scaling-fit runs/lr_sweep --lr-rule fit/lr_rule.json     # lr* = c N^k, for optim.lr=${lr_from_rule:...}
+    scaling-fit runs/wsd --approach curve --law multipower --predict cosine:steps=72000,final=0.1
 
 Prints a readable table (or, with ``--json``, one JSON object keyed by approach); ``--out DIR`` also
 writes ``fit.json``, plots and ``report.md``. Bad input: ``error: ...`` on stderr and exit status 2.
@@ -24,7 +25,7 @@ from analysis import columns as col
 from analysis.errors import AnalysisInputError
 
 APPROACHES = ("kaplan", "envelope", "isoflop", "parametric")
-ON_REQUEST = ("data-constrained",)  # approaches that need more than (N, D, loss): never part of "all"
+ON_REQUEST = ("data-constrained", "curve")  # approaches that need more than (N, D, loss): never part of "all"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss", default="val_loss", choices=col.LOSSES, help="final loss used (default val_loss)")
     g = p.add_argument_group("fitting")
     g.add_argument("--approach", default="all", choices=APPROACHES + ON_REQUEST + ("all",),
-                   help="which fit(s) (default all; data-constrained only on request)")
+                   help="which fit(s) (default all; data-constrained and curve only on request; curve: a loss-"
+                        "curve law fitted to per-step curves with their lr, see docs/curve_laws.md)")
     g.add_argument("--objective", default="huber", choices=("huber", "lsq"),
                    help="huber on log loss (default) or least squares on raw loss")
     g.add_argument("--delta", type=float, default=1e-3, help="Huber delta (default 1e-3)")
@@ -65,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "et al.'s C4 law (c4, the paper's two-stage fit)")
     g.add_argument("--dc-method", default="valley", choices=("valley", "paper"),
                    help="data-constrained: search the whole valley (default) or the paper's grid and L-BFGS")
+    from analysis.curve_laws.cli import add_arguments as add_curve_arguments
+
+    add_curve_arguments(g)  # --law, --warmup, --predict of --approach curve (loss-curve laws)
     g.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for intervals (default 0)")
     g.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     g.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
@@ -116,6 +121,10 @@ def _check(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     _check(args)
+    if args.approach == "curve":  # per-step loss curves and their lr, not (N, D, loss) points
+        from analysis.curve_laws.cli import run_curve
+
+        return run_curve(args, _captured)
     notes: list[str] = []
     runs = _captured(notes, _load, args)
     runs = _select(runs, args)

@@ -117,6 +117,10 @@ def _plots(out: Path, results: dict[str, FitResult], runs: pd.DataFrame | None, 
         dc = results["data-constrained"]
         jobs.append(("loss_vs_epochs", lambda: dcp.plot_loss_vs_epochs(dc, out / "loss_vs_epochs")))
         jobs.append(("iso_loss_epochs", lambda: dcp.plot_iso_loss(dc, out / "iso_loss_epochs")))
+    if "curve" in results:
+        from analysis.curve_plots import plot_curve_fit
+
+        jobs.append(("curve_fit", lambda: plot_curve_fit(results["curve"], out / "curve_fit")))
     written = []
     for name, job in jobs:
         try:
@@ -162,6 +166,10 @@ def _markdown(results: dict[str, FitResult], runs: pd.DataFrame | None, notes: l
         lines += ["## Value of repeated data", "", "D'/D: what training that many epochs on U unique tokens is "
                   "worth relative to as many fresh tokens; extra_epoch: what one more pass adds.", "",
                   _table(epoch_table(results["data-constrained"])), ""]
+    if "curve" in results:
+        from analysis.curve_laws.cli import curve_markdown
+
+        lines += curve_markdown(results["curve"], _table)
     if comparison:
         from analysis.objectives import comparison_markdown
 

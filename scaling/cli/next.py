@@ -6,7 +6,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from scaling.errors import ConfigError, report_user_error
 from scaling.io import atomic_write_text
@@ -45,7 +45,7 @@ and the `scaling-train --multirun` command lines that train exactly them. Trains
 VALUE_FLAGS = ("--target", "--criterion", "--budget", "--n", "--level", "--out")
 
 
-def parse_args(argv: list[str]) -> tuple[Optional[str], list[str], dict[str, Any]]:
+def parse_args(argv: list[str]) -> tuple[str | None, list[str], dict[str, Any]]:
     """(RUNS, the sweep's overrides, options)."""
     opts: dict[str, Any] = {"target": "a", "criterion": "variance", "budget": None, "n": 1, "level": 0.95,
                             "json": False, "out": None, "help": False}
@@ -97,7 +97,7 @@ def _value(flag: str, text: str) -> Any:
     return x
 
 
-def next_runs(runs_dir: Optional[str], overrides: list[str], opts: dict[str, Any]) -> dict[str, Any]:
+def next_runs(runs_dir: str | None, overrides: list[str], opts: dict[str, Any]) -> dict[str, Any]:
     """The choice: target now and after, the chosen runs and the command lines that train them."""
     if runs_dir is None:
         raise ConfigError("RUNS is missing: give the folder of the finished runs first, e.g. scaling-next runs/ +sweep=study")
@@ -140,7 +140,7 @@ def format_choice(c: dict[str, Any]) -> str:
     return "\n".join(out + [f"  {line}" for line in c["commands"]])
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         runs_dir, overrides, opts = parse_args(argv)
@@ -152,7 +152,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             header = [f"scaling-next: {len(choice['runs'])} run(s) of sweep {choice['sweep']} for {choice['target']}",
                       f"({choice['cost']:.3g} FLOPs); run with: sh {opts['out'].name}"]
             atomic_write_text(opts["out"], script(choice["commands"], header))
-    except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug
+    except Exception as exc:
         if isinstance(exc, OSError) and opts_out(argv):
             print(f"error: --out: cannot write {exc.filename or ''} ({exc.strerror or exc})", file=sys.stderr)
             return 2

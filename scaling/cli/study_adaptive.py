@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from scaling.errors import ConfigError
 from scaling.study.adaptive import Adaptive
@@ -24,7 +24,7 @@ USAGE = """\
 FLAGS = ("--target", "--width", "--fixed", "--max-flops", "--seed-budgets", "--batch", "--criterion")
 
 
-def split_adaptive(argv: list[str]) -> tuple[list[str], Optional[Adaptive]]:
+def split_adaptive(argv: list[str]) -> tuple[list[str], Adaptive | None]:
     """The other arguments, and the adaptive settings (None without ``--adaptive``)."""
     rest, ad, given, i = [], Adaptive(), [], 0
     while i < len(argv):

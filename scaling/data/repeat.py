@@ -2,8 +2,8 @@
 run's token budget needs, each epoch a fresh permutation of its windows.
 
 The cut is the first U tokens of the train split, ended at the last document boundary at or before U
-where the data has a document index (unless that keeps less than half of U: a document longer than half
-the cut is then split at U). The cut is read as ``n_windows = (cut - 1) // context`` windows of
+where the data has a document index and that boundary keeps at least ``WHOLE_DOCUMENTS`` (90%) of U;
+otherwise (no index, or a long document across U) it ends at U, inside that document. The cut is read as ``n_windows = (cut - 1) // context`` windows of
 ``context + 1`` tokens, window w starting at ``w * context``: their inputs tile the first
 ``n_windows * context`` tokens exactly once, and that is the run's count of unique tokens U (the tokens
 the model sees as inputs; the targets are the same tokens shifted by one, plus one more).
@@ -33,6 +33,7 @@ import numpy as np
 from scaling.errors import ConfigError, DataError
 
 REPEAT_TAG = 0x52455045  # "REPE": the epoch permutations' own stream, apart from batch_offsets' (seed, step)
+WHOLE_DOCUMENTS = 0.9  # the cut ends at a document boundary when that keeps at least this share of U
 DEFAULT_MAX_EPOCHS = 100.0  # ceiling on D / U unless the sweep says otherwise (sweep.max_unique_epochs)
 
 
@@ -130,14 +131,14 @@ def check_epochs(requested: int, n_windows: int, context: int, batch_size: int, 
 
 def cut_point(n_tokens: int, unique_tokens: int, doc_starts: Optional[np.ndarray] = None) -> tuple[int, bool]:
     """(tokens kept, whether the cut ends at a document boundary): the last document start at or before U
-    when it keeps at least half of U, else U itself."""
+    when it keeps at least ``WHOLE_DOCUMENTS`` of U, else U itself."""
     if doc_starts is not None and len(doc_starts):
         if unique_tokens >= n_tokens:
             return n_tokens, True
         starts = np.asarray(doc_starts, dtype=np.int64)
         k = int(np.searchsorted(starts, unique_tokens, side="right"))  # starts[:k] <= U
         boundary = int(starts[k - 1]) if k else 0
-        if boundary > 0 and boundary * 2 >= unique_tokens:
+        if boundary > 0 and boundary >= WHOLE_DOCUMENTS * unique_tokens:
             return boundary, True
     return unique_tokens, False
 

@@ -1,12 +1,18 @@
 """Parameter and FLOP counts of ``scaling.model.GPT``, analytic from the shape.
 
+Both objectives are counted alike, with ``vocab_size`` the data's vocabulary: under ``mlm`` the model's
+vocabulary has one more token ([MASK]), whose embedding (and untied head) row is counted; attention
+FLOPs are those of the full T x T score matrix for both (no causal halving for ``clm``). FLOPs are per
+input token: an MLM window of T tokens costs the same as a causal one, whatever share of it the loss uses.
+
 Conventions (see docs/model.md and DESIGN.md):
 - params: ``total`` (everything held, a tied head once), ``non_embedding`` (Kaplan: without token and
   position embeddings and without the output head), ``with_head`` (Porian "standard":
   non_embedding + vocab * width, even when the head is tied).
 - training FLOPs per token (forward + backward):
   ``6nd`` = 6 N_non_embedding, ``6nd_with_head`` = 6 N_with_head, ``6nd_total`` = 6 N_total,
-  ``kaplan`` = 6 N_non_embedding + 6 depth context width (Kaplan et al. 2020, Table 1, x3),
+  ``kaplan`` = 6 N_non_embedding + 6 depth context width (Kaplan et al. 2020, Table 1, x3; its
+  forward attention term 2 n_layer n_ctx d_attn counts the full score matrix, no causal halving),
   ``chinchilla`` = 3 x the forward count of Hoffmann et al. 2022, Appendix F (``chinchilla_forward``).
 """
 
@@ -17,7 +23,7 @@ import math
 from scaling.config import ModelConfig
 from scaling.conventions import CONVENTIONS
 from scaling.errors import ConfigError
-from scaling.model.shape import check_model_config, mlp_hidden, n_heads
+from scaling.model.shape import check_model_config, mlp_hidden, model_vocab, n_heads
 
 
 
@@ -25,6 +31,7 @@ def param_counts(cfg: ModelConfig, vocab_size: int) -> dict[str, int]:
     """Parameters of ``GPT(cfg, vocab_size)``: total, non_embedding, with_head, embedding,
     position_embedding, head (the output matrix, vocab * width, whether tied or not)."""
     check_model_config(cfg, vocab_size)
+    vocab_size = model_vocab(cfg, vocab_size)  # mlm: the [MASK] row of the embedding and the head counts
     d, hidden, b = cfg.width, mlp_hidden(cfg), int(cfg.bias)
     n_fc = 2 if cfg.mlp == "swiglu" else 1  # SwiGLU's gate and up projections
     attn = d * 3 * d + b * 3 * d + d * d + b * d  # c_attn, c_proj
@@ -49,11 +56,13 @@ def chinchilla_forward(cfg: ModelConfig, vocab_size: int) -> dict[str, float]:
     """Forward FLOPs per token by Hoffmann et al. 2022, Appendix F, term by term, at seq_len = context.
 
     A multiply-add is 2 FLOPs; attention is counted over the full seq_len x seq_len score matrix (no
-    causal halving), as in the paper. ``total`` = embeddings + depth * (attention + mlp) + logits.
+    causal halving), as in the paper: exact for a bidirectional (``mlm``) model, and the convention for a
+    causal one, whose masked half of the scores SDPA may still compute. ``total`` = embeddings + depth * (attention + mlp) + logits.
     The MLP term is 2 x its matrix parameters (2 * 2 * width * hidden for GELU, 2 * 3 * width * hidden
     for SwiGLU).
     """
     check_model_config(cfg, vocab_size)
+    vocab_size = model_vocab(cfg, vocab_size)
     d, T, H = cfg.width, cfg.context, n_heads(cfg)
     n_mlp_mats = 3 if cfg.mlp == "swiglu" else 2
     terms = dict(

@@ -1,8 +1,9 @@
-"""A decoder-only GPT in one file, in the manner of nanoGPT's model.py.
+"""A GPT in one file, in the manner of nanoGPT's model.py: decoder-only (causal) under ``model.objective=clm``,
+an encoder (bidirectional attention, BERT's masked-LM objective, one more token: [MASK]) under ``mlm``.
 
 Token embedding, a positional encoding chosen by ``model.pos`` (``learned`` absolute, ``sinusoidal``
-fixed, or ``rope`` rotary on queries and keys), ``depth`` pre-LayerNorm blocks of causal multi-head
-self-attention and an MLP (GELU or SwiGLU), a final LayerNorm and an output head tied to the token
+fixed, or ``rope`` rotary on queries and keys), ``depth`` pre-LayerNorm blocks of multi-head
+self-attention (causal, or bidirectional for ``mlm``) and an MLP (GELU or SwiGLU), a final LayerNorm and an output head tied to the token
 embedding or not. Initialisation and the forward-pass multipliers of a parametrisation (sp, mup) come
 from ``scaling.model.parametrization``; shape checks from ``scaling.model.shape``; parameter and FLOP counts
 from ``scaling.model.counts``.
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from scaling.config import ModelConfig
 
 from scaling.model.parametrization import init_weights, multipliers
-from scaling.model.shape import check_model_config, mlp_hidden, n_heads
+from scaling.model.shape import check_model_config, mlp_hidden, model_vocab, n_heads
 
 
 # ----------------------------------------------------------------------------- positional encodings
@@ -54,8 +55,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention through SDPA: causal under ``clm``, without the causal mask under ``mlm``."""
+
     def __init__(self, cfg: ModelConfig, attn_scale: float | None):
         super().__init__()
+        self.is_causal = cfg.objective != "mlm"  # a plain bool: torch.compile sees a constant
         self.n_head = n_heads(cfg)
         self.c_attn = nn.Linear(cfg.width, 3 * cfg.width, bias=cfg.bias)  # fused q, k, v
         self.c_proj = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)  # residual output projection
@@ -72,7 +76,7 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
+            q, k, v, is_causal=self.is_causal, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
         )  # (B, nh, T, hd)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -122,17 +126,22 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer language model.
+    """Transformer language model: causal (``clm``) or masked (``mlm``).
 
-    ``model(idx)`` returns ``(logits, None)`` with logits (B, T, vocab). ``model(idx, targets)`` returns
-    ``(None, loss)``: the mean cross-entropy in nats over all B*T positions; the logits are not
-    returned then, so that they can be freed as soon as the loss is computed.
+    ``vocab_size`` is the data's vocabulary; the model's (``self.vocab_size``) has one more token under
+    ``mlm``, [MASK], id ``vocab_size``. ``model(idx)`` returns ``(logits, None)`` with logits
+    (B, T, self.vocab_size). ``model(idx, targets)`` returns ``(None, loss)``: the mean cross-entropy in
+    nats over the positions whose target is not -100 (all B*T under ``clm``; the selected tokens of a
+    masked batch, ``scaling.model.objective``, under ``mlm``); the logits are not returned then, so that
+    they can be freed as soon as the loss is computed.
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
         check_model_config(cfg, vocab_size)
         self.cfg = cfg  # not read in forward: a DictConfig there would break torch.compile's graph
+        self.objective = str(cfg.objective)
+        vocab_size = model_vocab(cfg, vocab_size)  # mlm: + [MASK]
         self.vocab_size = vocab_size
         self.context = cfg.context
         self.pos = str(cfg.pos)
@@ -189,5 +198,5 @@ class GPT(nn.Module):
             logits = logits * self.output_multiplier
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return None, loss

@@ -1,9 +1,24 @@
 """Evaluation on fixed held-out windows: the periodic check (``train.eval_tokens``) and the final one
-(``train.final_eval_tokens``), split across ranks."""
+(``train.final_eval_tokens``), split across ranks.
+
+Each evaluation keeps its sums, not only the mean (DESIGN.md, "Conventions"): summed nats, the token count
+and, where the data knows each token's UTF-8 length, the byte count, so nats/token, perplexity and bits per
+byte (summed nats / (ln 2 x bytes)) are exact transforms.
+
+Under ``model.objective=mlm`` the held-out windows are masked by the fixed, seeded masking of
+``scaling.model.objective.mask_windows`` (the same for every run), the sums are over the masked (predicted)
+tokens only, and ``val/loss`` is nats per predicted token. Bits per byte is left out for it (a masked
+token's bytes are not a text the model compresses), and instead of ``val/ppl`` (perplexity, exp of the
+causal loss) it reports ``val/pseudo_ppl``: exp of the masked-token loss under that masking. That is not
+the pseudo-log-likelihood perplexity of Salazar et al. (2020; every token masked once, alone) and is
+not comparable with a causal perplexity.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -12,46 +27,105 @@ from scaling.data.loader import eval_offsets, make_batch
 from scaling.run.distributed import DistContext
 
 
+@dataclass(frozen=True)
+class EvalSums:
+    """One evaluation: summed nats over ``tokens`` predicted tokens spanning ``bytes`` UTF-8 bytes."""
+
+    nats: float
+    tokens: int
+    bytes: Optional[int] = None
+    masked: bool = False  # mlm: the tokens are the masked ones of the fixed evaluation masking
+    parts: tuple = ()  # a mixture: (source name, EvalSums) per source; the sums above are their totals
+
+    @property
+    def loss(self) -> float:
+        """Mean cross-entropy, nats per token."""
+        return self.nats / self.tokens
+
+    @property
+    def bits_per_byte(self) -> Optional[float]:
+        return self.nats / (math.log(2) * self.bytes) if self.bytes else None
+
+    def metrics(self, prefix: str = "val") -> dict[str, Any]:
+        """The metrics-line keys: ``val/loss``, ``val/nats``, ``val/tokens`` and, when known, ``val/bytes``, ``val/bpb``."""
+        row: dict[str, Any] = {f"{prefix}/loss": self.loss, f"{prefix}/nats": self.nats, f"{prefix}/tokens": self.tokens}
+        row[f"{prefix}/pseudo_ppl" if self.masked else f"{prefix}/ppl"] = math.exp(min(self.loss, 700.0))
+        if self.bytes:
+            row[f"{prefix}/bytes"] = self.bytes
+            row[f"{prefix}/bpb"] = self.bits_per_byte
+        for name, part in self.parts:  # val/<source>/loss, ... for each source of a mixture
+            row.update(part.metrics(f"{prefix}/{name}"))
+        return row
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, tokens: Any, offsets: Any, context: int, micro: int,
-             device: torch.device, autocast: Any, ctx: DistContext) -> float:
-    """Mean cross-entropy (nats per token) over fixed held-out windows, split across ranks."""
+             device: torch.device, autocast: Any, ctx: DistContext,
+             token_bytes: Optional[np.ndarray] = None, mask: Optional[Callable[..., Any]] = None) -> EvalSums:
+    """Summed cross-entropy over fixed held-out windows, split across ranks (and their UTF-8 bytes when
+    ``token_bytes``, the byte length of each token id, is given). ``mask(x, offsets)`` (mlm) turns the windows
+    into masked inputs and targets; the sums are then over the predicted tokens and no bytes are counted."""
     model.eval()
     mine = offsets[ctx.rank::ctx.world_size]
-    total = torch.zeros(2, dtype=torch.float64, device=device)
+    total = torch.zeros(3, dtype=torch.float64, device=device)  # nats, tokens, bytes
+    lengths = torch.as_tensor(token_bytes, dtype=torch.float64, device=device) if token_bytes is not None else None
     for i in range(0, len(mine), micro):
         x, y = make_batch(tokens, mine[i:i + micro], context)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if mask is not None:
+            x, y = mask(x, mine[i:i + micro])
         with autocast:
             _, loss = model(x, y)
-        total[0] += loss.double() * x.numel()
-        total[1] += x.numel()
+        count = x.numel() if mask is None else (y != -100).sum()
+        total[0] += loss.double() * count
+        total[1] += count
+        if lengths is not None and mask is None:
+            total[2] += lengths[y].sum()
     if ctx.enabled:
         torch.distributed.all_reduce(total)
     model.train()
-    return (total[0] / total[1]).item()
+    nats, count, nbytes = total.tolist()
+    has_bytes = lengths is not None and mask is None
+    return EvalSums(nats=nats, tokens=int(count), bytes=int(nbytes) if has_bytes else None, masked=mask is not None)
 
 
 class Evaluator:
     """The run's two evaluations over its validation tokens: ``periodic()`` and ``final()``."""
 
     def __init__(self, model: torch.nn.Module, val: np.ndarray, context: int, micro: int, device: torch.device,
-                 autocast: Any, ctx: DistContext, eval_tokens: int, final_eval_tokens: int):
+                 autocast: Any, ctx: DistContext, eval_tokens: int, final_eval_tokens: int,
+                 token_bytes: Optional[np.ndarray] = None, mask: Optional[Callable[..., Any]] = None):
         self.model, self.val, self.context, self.micro = model, val, context, micro
+        self.token_bytes, self.mask = token_bytes, mask
         self.device, self.autocast, self.ctx = device, autocast, ctx
-        self.periodic_windows = eval_offsets(len(val), context, eval_tokens)
-        self.final_windows = eval_offsets(len(val), context, final_eval_tokens)
+        self.periodic_windows = source_windows(val, context, eval_tokens)
+        self.final_windows = source_windows(val, context, final_eval_tokens)
 
     @property
     def final_tokens(self) -> int:
-        return len(self.final_windows) * self.context
+        return sum(len(w) for _, w in self.final_windows) * self.context
 
-    def periodic(self) -> float:
+    def periodic(self) -> EvalSums:
         return self._run(self.periodic_windows)
 
-    def final(self) -> float:
+    def final(self) -> EvalSums:
         return self._run(self.final_windows)
 
-    def _run(self, windows: np.ndarray) -> float:
-        return evaluate(self.model, self.val, windows, self.context, self.micro, self.device, self.autocast,
-                        self.ctx)
+    def _run(self, windows: list) -> EvalSums:
+        parts = [(name, evaluate(self.model, self.val, w, self.context, self.micro, self.device, self.autocast,
+                                 self.ctx, self.token_bytes, self.mask)) for name, w in windows]
+        if len(parts) == 1 and parts[0][0] is None:
+            return parts[0][1]
+        sums = [p for _, p in parts]
+        nbytes = None if any(p.bytes is None for p in sums) else sum(p.bytes for p in sums)
+        return EvalSums(sum(p.nats for p in sums), sum(p.tokens for p in sums), nbytes, sums[0].masked, tuple(parts))
+
+
+def source_windows(val: Any, context: int, max_tokens: int) -> list:
+    """[(source, window offsets)]: one unnamed set over the split, or, for a mixture (``val.segments``),
+    an equal share of ``max_tokens`` inside each source's held-out tokens."""
+    segments = [s for s in getattr(val, "segments", ()) if s[2] - s[1] > context]
+    if not segments:
+        return [(None, eval_offsets(len(val), context, max_tokens))]
+    share = max(max_tokens // len(segments), context)
+    return [(name, start + eval_offsets(stop - start, context, share)) for name, start, stop, _ in segments]

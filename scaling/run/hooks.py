@@ -68,9 +68,9 @@ class EvalHook:
         if ev.row is None or ev.status == "diverged":
             return
         if ev.is_last:
-            ev.row["val/loss"] = self.evaluator.final()
+            ev.row.update(self.evaluator.final().metrics())
         elif self.eval_every and ev.step % self.eval_every == 0:
-            ev.row["val/loss"] = self.evaluator.periodic()
+            ev.row.update(self.evaluator.periodic().metrics())
 
 
 class RecordHook:

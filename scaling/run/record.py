@@ -6,7 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -49,7 +49,7 @@ class RunRecord:
     def log(self, metrics: dict[str, Any]) -> None:
         """Append one step's metrics as a JSON line, flushed at once."""
         assert self._metrics_file is not None, "open_metrics() first"
-        self._metrics_file.write(json.dumps({k: _finite_or_none(v) for k, v in metrics.items()}) + "\n")
+        self._metrics_file.write(json.dumps({k: finite_or_none(v) for k, v in metrics.items()}) + "\n")
         self._metrics_file.flush()
 
     def close(self) -> None:
@@ -59,7 +59,7 @@ class RunRecord:
 
     def write_result(self, result: dict[str, Any]) -> None:
         assert result.get("status") in STATUSES, result.get("status")
-        atomic_write_json(self.result_path, {k: _finite_or_none(v) for k, v in result.items()})
+        atomic_write_json(self.result_path, {k: finite_or_none(v) for k, v in result.items()})
 
     def write_failure(self, run_id: str, group: Any, exc: BaseException, step: int, wall_time: float) -> None:
         """The record of a run that raised ``exc`` at ``step``."""
@@ -107,9 +107,11 @@ def _step_of(line: str) -> float:
         return math.inf  # a torn last line from a crash: drop it
 
 
-def _finite_or_none(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
+    """Non-finite floats become None (JSON has no NaN), in nested mappings too: the record and its W&B
+    mirror hold the same numbers."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {k: finite_or_none(v) for k, v in value.items()}
     return value

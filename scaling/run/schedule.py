@@ -5,10 +5,7 @@ from __future__ import annotations
 import math
 
 from scaling.config import OptimConfig
-from scaling.errors import ConfigError
 
-SCHEDULES = ("cosine", "linear", "constant", "wsd")
-COOLDOWN_SHAPES = ("linear", "sqrt")
 
 
 def warmup_steps(cfg: OptimConfig, total_steps: int) -> int:
@@ -38,20 +35,3 @@ def lr_multiplier(step: int, total_steps: int, cfg: OptimConfig) -> float:
     if cfg.schedule == "linear":
         return 1.0 - (1.0 - final) * progress
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def check_schedule(cfg: OptimConfig) -> None:
-    if cfg.schedule not in SCHEDULES:
-        raise ConfigError(f"optim.schedule={cfg.schedule!r} is not known: choose one of {', '.join(SCHEDULES)}")
-    if cfg.cooldown_shape not in COOLDOWN_SHAPES:
-        raise ConfigError(f"optim.cooldown_shape={cfg.cooldown_shape!r} is not known: choose linear or sqrt")
-    if not 0.0 <= cfg.final_lr_fraction <= 1.0:
-        raise ConfigError(f"optim.final_lr_fraction={cfg.final_lr_fraction} must lie in [0, 1]")
-    if not 0.0 < cfg.cooldown_fraction <= 1.0:
-        raise ConfigError(f"optim.cooldown_fraction={cfg.cooldown_fraction} must lie in (0, 1]")
-    if cfg.lr <= 0:
-        raise ConfigError(f"optim.lr={cfg.lr} must be positive")
-    if cfg.warmup_steps is not None and cfg.warmup_steps < 0:
-        raise ConfigError(f"optim.warmup_steps={cfg.warmup_steps} must be >= 0")
-    if not 0.0 <= cfg.warmup_fraction < 1.0:
-        raise ConfigError(f"optim.warmup_fraction={cfg.warmup_fraction} must lie in [0, 1)")

@@ -1,14 +1,16 @@
 """One optimizer step, the same for training and for ``scaling-plan --measure``: the optimizer, the
 compiled/DDP-wrapped model, mixed precision, gradient accumulation with DDP's sync on the last
-micro-batch only, gradient clipping."""
+micro-batch only, gradient clipping; and where the batches meet the step, the objective's transform
+(``objective_batches``: BERT's masking of each step's batch under ``model.objective=mlm``)."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
+from scaling.model.objective import mask_step
 from scaling.model.parametrization import param_groups
 from scaling.run.distributed import DistContext
 
@@ -38,6 +40,18 @@ def autocast_for(precision: str, device: torch.device) -> Any:
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def objective_batches(batches: Iterator[tuple[int, Any]], model_cfg: Any, vocab_size: int, seed: int,
+                      batch_size: int, ctx: DistContext) -> Iterator[tuple[int, Any]]:
+    """The loader's ``(step, micro_batches)`` as the objective trains on them: unchanged under ``clm``;
+    under ``mlm`` each step's windows masked by the draws of ``(seed, step)`` (``scaling.model.objective``),
+    so the masking, like the batch, is a pure function of (seed, step)."""
+    if model_cfg.objective != "mlm":
+        yield from batches
+        return
+    for step, micro_batches in batches:
+        yield step, mask_step(micro_batches, seed, step, model_cfg, vocab_size, batch_size, ctx.rank, ctx.world_size)
 
 
 class OptimizerStep:

@@ -15,11 +15,15 @@ from typing import Any, Optional
 
 import torch
 
+from scaling.config import DataConfig, RunConfig, TrainConfig, typed_config
+from scaling.data import repeat
 from scaling.data.prefetch import BatchPrefetcher
 from scaling.data.prepare import PreparedData, check_context, prepare_data
+from scaling.data.mixture import source_report
 from scaling.errors import ConfigError, DataError
 from scaling.model.gpt import GPT
-from scaling.model.shape import check_model_config
+from scaling.model.objective import mask_windows
+from scaling.model.shape import check_model_config, predicted_per_window
 from scaling.run import branch, preemption, wandb_mirror
 from scaling.run.checkpoint import load_latest_checkpoint
 from scaling.run.distributed import DistContext, setup_distributed, teardown_distributed
@@ -28,28 +32,23 @@ from scaling.run.hardware import peak_flops, resolve_device
 from scaling.run.hooks import (CheckpointHook, Checkpointer, ConsoleHook, EvalHook, MetricsHook, RecordHook)
 from scaling.run.loop import train_loop
 from scaling.run.record import RunRecord
-from scaling.run.schedule import check_schedule, lr_multiplier
+from scaling.run.schedule import lr_multiplier
 from scaling.run.sizes import RunSizes, shape_of
 from scaling.run.state import TrainState
-from scaling.run.step import OptimizerStep, autocast_for, make_optimizer, wrap_model
+from scaling.run.step import OptimizerStep, autocast_for, make_optimizer, objective_batches, wrap_model
 
 log = logging.getLogger("scaling.train")
 
 USER_ERRORS = (ConfigError, DataError)
 
 
-def check_train_config(cfg: Any) -> None:
-    """One-line errors for train settings that cannot work, before any work."""
-    t = cfg.train
-    for field in ("eval_every", "log_every", "checkpoint_every", "eval_tokens", "final_eval_tokens"):
-        if t[field] < 0:
-            raise ConfigError(f"train.{field}={t[field]} must be >= 0")
-    if t.log_every == 0:
-        raise ConfigError("train.log_every=0 must be >= 1")
-    if t.precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"train.precision={t.precision!r} is not known: choose auto, fp32 or bf16")
-    check_schedule(cfg.optim)
+def check_run_config(cfg: Any) -> None:
+    """One-line errors for settings that cannot work, before any work: every section's own checks
+    (``RunConfig.validate``) and a WSD branch's."""
+    RunConfig.validate(cfg)
     branch.check_branch_config(cfg)
+    repeat.check_request(cfg.data.unique_tokens, cfg.model.context, cfg.train.batch_size, cfg.train.tokens,
+                         repeat.max_unique_epochs(cfg.sweep))
 
 
 def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True) -> dict[str, Any]:
@@ -64,30 +63,37 @@ def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True)
     if finished is not None and finished["status"] in ("completed", "diverged"):
         log.info("run %s already %s; nothing to train", finished["run_id"], finished["status"])
         return finished
-    check_train_config(cfg)
-    device, ctx = _start_process(cfg)
+    check_run_config(cfg)
+    run = typed_config(cfg)  # parts receive their own typed section; cfg stays for the record and W&B
+    device, ctx = _start_process(run.train)
     state: Optional[TrainState] = None
     mirror = None
     try:
-        prepared = _prepare(cfg, ctx)
-        vocab_size = cfg.model.vocab_size or prepared.vocab_size
-        check_model_config(cfg.model, vocab_size)
-        sizes = RunSizes(cfg, vocab_size, ctx.world_size)
+        prepared = _prepare(run.data, ctx)
+        vocab_size = run.model.vocab_size or prepared.vocab_size
+        check_model_config(run.model, vocab_size)
+        sizes = RunSizes(run, vocab_size, ctx.world_size)
         check_context(prepared, sizes.context)
-        state = _initial_state(cfg, run_dir, sizes, vocab_size, device)
-        info = {"params": sizes.params, "flops_per_token": sizes.flops_per_token, "shape": shape_of(cfg, vocab_size),
+        prepared, repeats = repeat.with_repeats(prepared, run.data.unique_tokens, sizes.context, sizes.batch_size,
+                                                sizes.tokens, repeat.max_unique_epochs(run.sweep))
+        state = _initial_state(cfg, run, run_dir, sizes, vocab_size, device)
+        info = {"params": sizes.params, "flops_per_token": sizes.flops_per_token, "shape": shape_of(run, vocab_size),
                 "steps": sizes.steps, "tokens": sizes.tokens, "flops": sizes.flops}
         if ctx.is_main:
             record.write_config(cfg)
             record.open_metrics(resume_step=state.step)
             mirror = wandb_mirror.start(cfg, run_dir, run_dir.name, state.wandb_id or None, info)
             state.wandb_id = getattr(mirror, "wandb_id", None) or ""
-        outcome = _train(cfg, sizes, prepared, state, device, ctx, record, mirror, run_dir, start_time)
-        result = {"run_id": run_dir.name, "group": cfg.group, **outcome, "model": info["shape"],
-                  "params": sizes.params, "tokens": sizes.tokens, "flops": sizes.flops,
+        outcome = _train(run, sizes, prepared, state, device, ctx, record, mirror, run_dir, start_time)
+        result = {"run_id": run_dir.name, "group": run.group, **outcome, "model": info["shape"],
+                  "params": sizes.params, "tokens": sizes.tokens, "objective": run.model.objective,
+                  "predicted_tokens": sizes.steps * sizes.batch_size * predicted_per_window(run.model, sizes.context),
+                  "flops": sizes.flops,
                   "flops_per_token": sizes.flops_per_token, "steps": sizes.steps, "batch_size": sizes.batch_size,
                   "context": sizes.context, "world_size": ctx.world_size, "device": str(device),
-                  **branch.branch_fields(cfg, sizes, outcome.get("wall_time"))}
+                  **source_report(prepared.train, sizes.batch_size, sizes.context, sizes.steps),
+                  **branch.branch_fields(cfg, sizes, outcome.get("wall_time")),
+                  **(repeats.record(sizes.steps, sizes.batch_size) if repeats else {})}
         if ctx.is_main:
             record.write_result(result)
         return result
@@ -102,29 +108,31 @@ def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True)
         teardown_distributed(ctx)
 
 
-def _start_process(cfg: Any) -> tuple[torch.device, DistContext]:
-    device = resolve_device(cfg.train.device)
+def _start_process(train: TrainConfig) -> tuple[torch.device, DistContext]:
+    device = resolve_device(train.device)
     ctx = setup_distributed(device.type)
     if device.type == "cuda" and ctx.enabled:
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    if train.threads:
+        torch.set_num_threads(train.threads)
     return device, ctx
 
 
-def _prepare(cfg: Any, ctx: DistContext) -> PreparedData:
+def _prepare(data: DataConfig, ctx: DistContext) -> PreparedData:
     """The prepared data; the writing rank prepares first, the others then open the cache."""
-    prepared = prepare_data(cfg.data) if ctx.is_main else None
+    prepared = prepare_data(data) if ctx.is_main else None
     ctx.barrier()
-    return prepared if prepared is not None else prepare_data(cfg.data)
+    return prepared if prepared is not None else prepare_data(data)
 
 
-def _initial_state(cfg: Any, run_dir: Path, sizes: RunSizes, vocab_size: int, device: torch.device) -> TrainState:
-    """A fresh model and optimizer, restored from the run's latest checkpoint or a branch's trunk."""
-    torch.manual_seed(cfg.train.seed)
-    model = GPT(cfg.model, vocab_size).to(device)
-    state = TrainState(model, make_optimizer(model, cfg, device), device)
+def _initial_state(cfg: Any, run: RunConfig, run_dir: Path, sizes: RunSizes, vocab_size: int,
+                   device: torch.device) -> TrainState:
+    """A fresh model and optimizer, restored from the run's latest checkpoint or a branch's trunk (whose
+    checks read the whole config ``cfg``)."""
+    torch.manual_seed(run.train.seed)
+    model = GPT(run.model, vocab_size).to(device)
+    state = TrainState(model, make_optimizer(model, run, device), device)
     checkpoint = load_latest_checkpoint(run_dir, map_location=device)
     if checkpoint is None and branch.is_branch(cfg):
         checkpoint = branch.load_trunk_checkpoint(cfg, sizes, map_location=device)
@@ -134,15 +142,17 @@ def _initial_state(cfg: Any, run_dir: Path, sizes: RunSizes, vocab_size: int, de
     return state
 
 
-def _train(cfg: Any, sizes: RunSizes, prepared: PreparedData, state: TrainState, device: torch.device,
+def _train(cfg: RunConfig, sizes: RunSizes, prepared: PreparedData, state: TrainState, device: torch.device,
            ctx: DistContext, record: RunRecord, mirror: Any, run_dir: Path, start_time: float) -> dict[str, Any]:
     """Build the step, the batches and the hooks, iterate, and return the outcome fields of the record."""
     t = cfg.train
     autocast = autocast_for(t.precision, device)
     wall_before = state.wall_time
     wall_time = lambda: wall_before + time.time() - start_time  # noqa: E731
+    vocab_size = cfg.model.vocab_size or prepared.vocab_size  # the data's vocabulary ([MASK] is its size)
+    mask = (lambda x, offsets: mask_windows(x, offsets, cfg.model, vocab_size)) if cfg.model.objective == "mlm" else None
     evaluator = Evaluator(state.model, prepared.val, sizes.context, sizes.micro_batch_size, device, autocast, ctx,
-                          t.eval_tokens, t.final_eval_tokens)
+                          t.eval_tokens, t.final_eval_tokens, prepared.token_bytes, mask=mask)
     keep_steps = frozenset(int(math.ceil(k / sizes.tokens_per_step)) for k in t.keep_at_tokens)
     checkpointer = Checkpointer(run_dir, state, t.keep_checkpoints, keep_steps, ctx, wall_time)
     guard = preemption.install()
@@ -154,9 +164,10 @@ def _train(cfg: Any, sizes: RunSizes, prepared: PreparedData, state: TrainState,
                          cfg.optim.grad_clip, autocast, ctx)
     batches = BatchPrefetcher(prepared.train, sizes.context, sizes.batch_size, t.seed, state.step, sizes.steps,
                               device, rank=ctx.rank, world_size=ctx.world_size, micro_batch_size=sizes.micro_batch_size)
+    trained_on = objective_batches(iter(batches), cfg.model, vocab_size, t.seed, sizes.batch_size, ctx)
     try:
         last = train_loop(state, sizes.steps, lambda s: cfg.optim.lr * lr_multiplier(s, sizes.steps, cfg.optim),
-                          iter(batches), step, hooks)
+                          trained_on, step, hooks)
     finally:
         guard.uninstall()
         batches.close()
@@ -166,8 +177,10 @@ def _train(cfg: Any, sizes: RunSizes, prepared: PreparedData, state: TrainState,
     else:
         checkpointer.save()
         row = metrics.last_row if "val/loss" in metrics.last_row else {**record.last_logged(),
-                                                                       "val/loss": evaluator.final()}
+                                                                       **evaluator.final().metrics()}
         outcome = {"status": "completed", "step": state.step, "val_loss": row["val/loss"],
-                   "train_loss": row.get("train/loss"), "eval_tokens": evaluator.final_tokens}
+                   "train_loss": row.get("train/loss"), "eval_tokens": evaluator.final_tokens,
+                   **{f"val_{k}": row[f"val/{k}"] for k in ("nats", "bytes", "bpb", "ppl", "pseudo_ppl")
+                      if f"val/{k}" in row}}
     elapsed = wall_time()
     return {**outcome, "wall_time": elapsed, "tokens_per_second": sizes.tokens / max(elapsed, 1e-9)}

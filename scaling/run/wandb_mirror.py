@@ -15,20 +15,19 @@ config is built from the resolved run config alone, and any string holding the A
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from scaling.errors import ConfigError
+from scaling.config import CHOICES, WandbConfig
+from scaling.run.record import finite_or_none
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "online", "offline", "disabled")
+MODES = CHOICES["logger.wandb.mode"]
 JOB_TYPE = "train"
 # Config keys the mirror adds beside the resolved run config (the run config never uses these names).
 EXTRA_CONFIG_KEYS = ("run_id", "shape", "N", "D", "C", "flops_per_token")
@@ -39,7 +38,6 @@ X_AXES = ("tokens", "flops")  # every logged metric can be plotted against these
 LOSS_PANELS = {"train/loss": "Loss/train", "val/loss": "Loss/val"}
 INIT_TIMEOUT_S = 60.0  # online init; WANDB_INIT_TIMEOUT overrides
 FINISH_TIMEOUT_S = 120.0  # online upload at finish; the rest stays on disk for `wandb sync`
-_BAD_PROJECT_CHARS = re.compile(r"[/\\#?%:]")
 
 
 # ----------------------------------------------------------------------------- mode and credentials
@@ -47,17 +45,7 @@ _BAD_PROJECT_CHARS = re.compile(r"[/\\#?%:]")
 
 def validate(wandb_cfg: Any) -> None:
     """Raise ConfigError for a ``logger.wandb`` node W&B would refuse (mode, project, tags)."""
-    mode = str(_get(wandb_cfg, "mode", "auto"))
-    if mode not in MODES:
-        raise ConfigError(f"logger.wandb.mode: {mode!r} is not one of {', '.join(MODES)}")
-    project = _get(wandb_cfg, "project", None)
-    if _get(wandb_cfg, "enabled", True) and mode != "disabled":
-        if not isinstance(project, str) or not project.strip() or _BAD_PROJECT_CHARS.search(project):
-            raise ConfigError(f"logger.wandb.project: {project!r} is not a valid W&B project name "
-                              "(non-empty, without / \\ # ? % :)")
-        for tag in _get(wandb_cfg, "tags", None) or []:
-            if not isinstance(tag, str) or not 1 <= len(tag) <= 64:
-                raise ConfigError(f"logger.wandb.tags: {tag!r} is not a valid W&B tag (a string of 1 to 64 characters)")
+    WandbConfig.validate(wandb_cfg)
 
 
 def has_credentials() -> bool:
@@ -113,7 +101,7 @@ class Mirror:
         """Log one step of ``metrics.jsonl`` (the ``step`` key becomes W&B's step)."""
         if self._run is None:
             return
-        data = {k: v for k, v in _finite(dict(metrics)).items() if k != "step" and v is not None}
+        data = {k: v for k, v in finite_or_none(dict(metrics)).items() if k != "step" and v is not None}
         if self._loss_panels:
             data.update({alias: data[key] for key, alias in LOSS_PANELS.items() if key in data})
         # commit now: a step is one line of metrics.jsonl, so the final record in the summary comes last
@@ -124,7 +112,7 @@ class Mirror:
         if self._run is None:
             return
         run = self._run
-        summary = _redact(_finite(dict(result)), self._secrets)
+        summary = _redact(finite_or_none(dict(result)), self._secrets)
         self._guard("summary", lambda: run.summary.update(summary))
         if self._run is not None:
             # no record (preempted, interrupted) or a failed one: close as failed, never as finished
@@ -291,13 +279,4 @@ def _redact(obj: Any, secrets: tuple[str, ...]) -> Any:
         return {_redact(k, secrets): _redact(v, secrets) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_redact(v, secrets) for v in obj)
-    return obj
-
-
-def _finite(obj: Any) -> Any:
-    """Non-finite floats become None (as in result.json)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Mapping):
-        return {k: _finite(v) for k, v in obj.items()}
     return obj

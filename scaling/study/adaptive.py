@@ -21,11 +21,21 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from scaling.errors import ConfigError
 from scaling.io import atomic_write_json, atomic_write_text
-from scaling.study.launch import POOL_ARGS, Progress, _check, _start, launch, launch_args, plan, refresh
+from scaling.study.fits import fit_all
+from scaling.study.launch import (
+    POOL_ARGS,
+    Progress,
+    _check,
+    _start,
+    launch,
+    launch_args,
+    plan,
+    refresh,
+)
 from scaling.study.next_runs import (
     candidate_pool,
     choose,
@@ -34,7 +44,6 @@ from scaling.study.next_runs import (
     parse_target,
     target_interval,
 )
-from scaling.study.fits import fit_all
 from scaling.study.options import Options, StudyError
 from scaling.study.study import Study, _setup, holdout_phase
 
@@ -44,11 +53,11 @@ class Adaptive:
     """The adaptive study's own settings (``scaling-study --adaptive ...``)."""
 
     target: str = "a"
-    width: Optional[float] = None  # stop once the interval is at most this wide; None: the fixed design's width
-    fixed: Optional[Path] = None  # a fixed study's output folder of the same sweep: its width and the comparison
-    max_flops: Optional[float] = None  # FLOPs the design may spend; None: the fixed design's
+    width: float | None = None  # stop once the interval is at most this wide; None: the fixed design's width
+    fixed: Path | None = None  # a fixed study's output folder of the same sweep: its width and the comparison
+    max_flops: float | None = None  # FLOPs the design may spend; None: the fixed design's
     seed_budgets: int = 2
-    batch: Optional[int] = None  # runs per round; None: --jobs
+    batch: int | None = None  # runs per round; None: --jobs
     criterion: str = "variance"
     level: float = 0.95
 
@@ -171,7 +180,7 @@ def fixed_design(st: Study, ad: Adaptive, target: Any) -> dict[str, Any]:
     return out
 
 
-def _fixed_holdout(folder: Path) -> Optional[float]:
+def _fixed_holdout(folder: Path) -> float | None:
     import json
 
     with contextlib.suppress(OSError, ValueError, KeyError):

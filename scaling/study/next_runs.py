@@ -10,7 +10,8 @@ import contextlib
 import math
 import shlex
 import warnings
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from scaling.conventions import params_of
 from scaling.errors import ConfigError
@@ -69,7 +70,7 @@ def finished_runs(folder: Any, convention: str) -> Any:
     return runs
 
 
-def candidate_pool(planned: list[Any], done_ids: Optional[set[str]] = None, finished: bool = False) -> Any:
+def candidate_pool(planned: list[Any], done_ids: set[str] | None = None, finished: bool = False) -> Any:
     """The sweep's runs still to choose from: not skipped, not among ``done_ids``, not finished in their folder
     (``finished``: kept, a design that reuses records counts them only once it chooses them).
 
@@ -88,7 +89,7 @@ def candidate_pool(planned: list[Any], done_ids: Optional[set[str]] = None, fini
     return pd.DataFrame.from_dict(rows, orient="index", columns=["N", "D", "cost", "width", "depth", "budget", "run_id"])
 
 
-def choose(runs: Any, pool: Any, target: Any, *, criterion: str = "variance", budget: Optional[float] = None,
+def choose(runs: Any, pool: Any, target: Any, *, criterion: str = "variance", budget: float | None = None,
            n: int = 1, level: float = 0.95, sweep: str = "the sweep") -> tuple[Any, list[str]]:
     """The greedy batch of up to ``n`` runs of ``pool`` that shrinks ``target``'s interval most per FLOP.
 

@@ -28,7 +28,7 @@ def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_
     s = json.loads((out / "adaptive.json").read_text())
     assert [r["runs"] for r in s["rounds"]] == [6, 8] and s["rounds"][-1]["stop"] == "budget spent"
     assert [a["budget"] for a in s["rounds"][0]["added"]] == [1e11, 1e11] and not s["reached"]
-    assert s["flops"] == pytest.approx(SEED_FLOPS + 2e11, rel=1e-9) and s["fixed"]["runs"] == 9
+    assert s["flops"] == pytest.approx(SEED_FLOPS + 2e11, rel=1e-3) and s["fixed"]["runs"] == 9  # C of whole steps
     trained = sorted(p.name for p in (out / "runs" / "study-quick").iterdir() if (p / "result.json").exists())
     assert trained == sorted(d["run_id"] for d in s["design"])  # the seed and the chosen runs, no other
     h = s["holdout"]

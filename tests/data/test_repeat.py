@@ -57,9 +57,9 @@ def test_epochs_and_tokens_per_epoch_are_counted():
 
 def test_the_cut_ends_at_a_document_boundary_where_the_data_knows_them():
     starts = np.array([0, 300, 900, 1000, 4000])
-    assert repeat.cut_point(6000, 1200, starts) == (1000, True)  # the documents before 1200, whole
+    assert repeat.cut_point(6000, 1100, starts) == (1000, True)  # the documents before 1100, whole
     assert repeat.cut_point(6000, 1000, starts) == (1000, True)
-    assert repeat.cut_point(6000, 3000, starts) == (3000, False)  # a boundary at 1000 keeps under half
+    assert repeat.cut_point(6000, 1200, starts) == (1200, False)  # a boundary at 1000 keeps under 90%
     assert repeat.cut_point(6000, 6000, starts) == (6000, True)
     assert repeat.cut_point(6000, 1200, None) == (1200, False)
 

@@ -1,0 +1,123 @@
+"""``scaling-fit CURVES --approach curve``: the command-line side of the loss-curve laws.
+
+    scaling-fit runs/wsd --approach curve --law multipower --predict cosine:steps=72000,final=0.1 --out fit/
+    scaling-fit curves.csv --approach curve --law tissue --json         # run_id, step, lr, loss columns
+    scaling-fit csv_400/ --approach curve --filter "run_id in ['cosine_24000', 'constant_24000']"
+
+CURVES: a folder of run records (their lr rebuilt from each config.yaml), a folder of CSV files (one run
+per file, named by the file), or a CSV / Parquet table with run_id, step, lr, loss columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import pandas as pd
+
+from analysis.errors import AnalysisInputError
+
+
+def add_arguments(group: argparse._ArgumentGroup) -> None:
+    """The options of the curve approach (added to scaling-fit's parser)."""
+    group.add_argument("--law", default="multipower", choices=("multipower", "tissue"),
+                       help="curve approach: Multi-Power Law (default) or Tissue et al.'s momentum law")
+    group.add_argument("--warmup", default="code", choices=("code", "paper"),
+                       help="curve approach: warmup convention, code (released code, default) or paper")
+    group.add_argument("--predict", action="append", default=[], metavar="SCHEDULE",
+                       help="curve approach: predict the loss along SCHEDULE, e.g. cosine:steps=72000,final=0.1 "
+                            "or wsd:steps=24000,cooldown=0.2,shape=sqrt (repeatable; see docs/curve_laws.md)")
+
+
+def run_curve(args: argparse.Namespace, captured) -> int:
+    """Fit, print (readable or JSON), and with --out write fit.json, the plot and report.md."""
+    from analysis.curve_laws.data import read_curves
+    from analysis.curve_laws.fit import fit_loss_curve
+
+    notes: list[str] = []
+    curves, schedules, more = captured(notes, read_curves, args.source, loss_col=args.loss_col)
+    notes += [n for n in more if n not in notes]
+    for expr in args.filter:
+        try:
+            curves = curves.query(expr)
+        except Exception as err:  # pandas raises many types for a bad expression
+            raise AnalysisInputError(f"--filter {expr!r}: {type(err).__name__}: {err}") from None
+        if curves.empty:
+            raise AnalysisInputError(f"--filter {expr!r}: no curve row is left")
+    keep = set(curves["run_id"].astype(str)) if "run_id" in curves else set()
+    schedules = {k: v for k, v in schedules.items() if k in keep}
+    res = captured(notes, fit_loss_curve, curves, args.law, schedules=schedules or None, warmup=args.warmup,
+                   bootstrap=args.bootstrap, seed=args.seed, level=args.level, delta=args.delta)
+    predictions = []
+    for spec in args.predict:
+        table = captured(notes, res.predict, spec)
+        predictions.append(table.assign(schedule=spec))
+    if predictions:
+        res.tables["predictions"] = pd.concat(predictions, ignore_index=True)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"curve": result_json(res)}, indent=2))
+    else:
+        print(readable(res))
+    if args.out is not None:
+        from analysis.report import write_report
+
+        written = captured(notes, write_report, args.out, {"curve": res}, notes=notes, source=str(args.source))
+        print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
+    if getattr(args, "wandb", None):
+        print("warning: --wandb is not supported with --approach curve; the fit was not logged", file=sys.stderr)
+    return 0
+
+
+def finals(res: Any) -> pd.DataFrame:
+    """The last step of each --predict schedule: schedule, step, lr, loss, loss_low, loss_high."""
+    table = res.tables.get("predictions")
+    if table is None or table.empty:
+        return pd.DataFrame()
+    last = table.groupby("schedule", sort=False).tail(1)
+    return last[["schedule", "step", "lr", "loss", "loss_low", "loss_high"]].reset_index(drop=True)
+
+
+def result_json(res: Any) -> dict[str, Any]:
+    out = res.to_dict()
+    out["metrics"] = _records(res.tables.get("metrics"))
+    out["predictions"] = _records(finals(res))
+    return out
+
+
+def _records(df: pd.DataFrame | None) -> list[dict[str, Any]]:
+    if df is None or df.empty:
+        return []
+    return json.loads(df.to_json(orient="records"))
+
+
+def readable(res: Any) -> str:
+    parts = [res.summary()]
+    with pd.option_context("display.float_format", "{:.5g}".format, "display.width", 160, "display.max_columns", 20):
+        metrics = res.tables.get("metrics")
+        if metrics is not None and len(metrics):
+            parts.append("fit per run:\n" + metrics.to_string(index=False))
+        f = finals(res)
+        if len(f):
+            parts.append("predicted final loss:\n" + f.to_string(index=False))
+    return "\n\n".join(parts)
+
+
+def curve_markdown(res: Any, table) -> list[str]:
+    """The report's section of a curve-law fit: the warmup convention, the fit per run, the predictions."""
+    d = res.diagnostics
+    lines = ["## Loss curves", "", f"Law: {d.get('law_name', '')}, warmup convention {d.get('warmup', '')}. "
+             f"{d.get('n_runs', '?')} runs, {d.get('n_points', '?')} points, RMSE {d.get('rmse', float('nan')):.4g}.", ""]
+    if d.get("lr_interpolated"):
+        lines += [f"The lr of {', '.join(map(str, d['lr_interpolated']))} is interpolated from the logged values.", ""]
+    metrics = res.tables.get("metrics")
+    if metrics is not None and len(metrics):
+        lines += ["Fit per run (R2, MAE, RMSE, PredE = mean |pred - loss| / loss, WorstE = max):", "", table(metrics), ""]
+    f = finals(res)
+    if len(f):
+        band = "" if f["loss_low"].notna().any() else " (no band: run with --bootstrap N)"
+        lines += [f"Predicted loss at the end of each schedule{band}:", "", table(f), ""]
+    return lines

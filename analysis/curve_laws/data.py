@@ -1,0 +1,280 @@
+"""Loss curves in, checked: one ``Curve`` per run (steps, losses, the lr at every step).
+
+Accepted: a long DataFrame (one row per run and step: ``run_id``, ``step``, ``loss`` and, unless a
+schedule is given, ``lr``), a single run's frame without a run column, or a mapping run id -> frame.
+``read_curves`` also reads a CSV / Parquet table, a folder of tables (one file per run, the run id being
+the file name) and a folder of this harness's run records (``load_curves``, with each run's schedule
+rebuilt from its ``config.yaml``).
+
+Bad input is one line naming the run and the column: no lr, an lr <= 0, a single point, steps not
+increasing, NaN or non-positive losses.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisInputError
+from analysis.curve_laws import schedules as sch
+
+TABLES = (".csv", ".tsv", ".parquet", ".pq")
+
+
+@dataclass
+class Curve:
+    """One run: logged ``steps`` (increasing), ``loss`` there, and ``lrs`` indexed by step (0 .. last step)."""
+
+    run_id: str
+    steps: np.ndarray
+    loss: np.ndarray
+    lrs: np.ndarray
+    lr_source: str  # "schedule" (given or rebuilt from a config) or "interpolated" (from the logged lr)
+    logged_lr: np.ndarray | None = None
+
+    @property
+    def horizon(self) -> int:
+        return int(self.steps[-1])
+
+
+def _where(run: str, col: str) -> str:
+    return f"run {run}: column {col!r}"
+
+
+def as_frames(curves: Any, run_col: str = "run_id") -> dict[str, pd.DataFrame]:
+    """run id -> that run's rows, in the order given."""
+    if isinstance(curves, Mapping):
+        out = {}
+        for rid, frame in curves.items():
+            if not isinstance(frame, pd.DataFrame):
+                frame = pd.DataFrame(frame)
+            out[str(rid)] = frame
+        if not out:
+            raise AnalysisInputError("curves: empty mapping; give at least one run")
+        return out
+    if not isinstance(curves, pd.DataFrame):
+        raise AnalysisInputError(f"curves: expected a DataFrame (run_id, step, lr, loss) or a mapping run id -> "
+                                 f"DataFrame, got {type(curves).__name__}")
+    if curves.empty:
+        raise AnalysisInputError("curves: no rows")
+    if run_col not in curves.columns:
+        return {"run": curves}
+    if curves[run_col].isna().any():
+        raise AnalysisInputError(f"curves: column {run_col!r} has missing run ids")
+    return {str(rid): g for rid, g in curves.groupby(run_col, sort=False)}
+
+
+def prepare(curves: Any, schedules: Mapping[str, Any] | None = None, *, run_col: str = "run_id",
+            step_col: str = "step", lr_col: str = "lr", loss_col: str = "loss") -> list[Curve]:
+    """Checked ``Curve`` of every run (see the module docstring)."""
+    frames = as_frames(curves, run_col)
+    schedules = dict(schedules or {})
+    unknown = [k for k in schedules if str(k) not in frames]
+    if unknown:
+        raise AnalysisInputError(f"schedules: run(s) {', '.join(map(str, unknown))} are not in the curves "
+                                 f"(runs: {', '.join(frames)})")
+    schedules = {str(k): v for k, v in schedules.items()}
+    return [_curve(rid, frame, schedules.get(rid), step_col, lr_col, loss_col) for rid, frame in frames.items()]
+
+
+def _column(run: str, frame: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in frame.columns:
+        raise AnalysisInputError(f"{_where(run, col)} is missing (columns: {', '.join(map(str, frame.columns))})")
+    values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(values) & frame[col].notna().to_numpy()
+    if bad.any():
+        raise AnalysisInputError(f"{_where(run, col)} has {int(bad.sum())} value(s) that are not numbers "
+                                 f"(first: {frame[col][bad].iloc[0]!r})")
+    return values
+
+
+def _curve(run: str, frame: pd.DataFrame, schedule: Any, step_col: str, lr_col: str, loss_col: str) -> Curve:
+    steps = _column(run, frame, step_col)
+    loss = _column(run, frame, loss_col)
+    if np.isnan(steps).any() or not np.isfinite(steps).all():
+        raise AnalysisInputError(f"{_where(run, step_col)} has missing or infinite steps")
+    if len(steps) < 2:
+        raise AnalysisInputError(f"{_where(run, step_col)}: a single point (step {steps[0]:g}); a curve needs "
+                                 "at least 2 logged steps")
+    if np.any(steps != np.round(steps)) or steps[0] < 1:
+        i = int(np.flatnonzero((steps != np.round(steps)) | (steps < 1))[0])
+        raise AnalysisInputError(f"{_where(run, step_col)}: {steps[i]:g} is not a whole step >= 1")
+    back = np.flatnonzero(np.diff(steps) <= 0)
+    if back.size:
+        i = int(back[0])
+        raise AnalysisInputError(f"{_where(run, step_col)} is not increasing (step {steps[i + 1]:g} comes after "
+                                 f"{steps[i]:g}); sort the rows and drop repeated steps")
+    nan = np.flatnonzero(~np.isfinite(loss))
+    if nan.size:
+        raise AnalysisInputError(f"{_where(run, loss_col)} is NaN or infinite at {nan.size} step(s) (first: step "
+                                 f"{steps[nan[0]]:g}); drop those rows or choose another loss column")
+    bad = np.flatnonzero(loss <= 0)
+    if bad.size:
+        raise AnalysisInputError(f"{_where(run, loss_col)} is not positive at step {steps[bad[0]]:g} "
+                                 f"({loss[bad[0]]:g}); losses must be > 0")
+    steps = steps.astype(np.int64)
+    logged = _column(run, frame, lr_col) if lr_col in frame.columns else None
+    if schedule is not None:
+        lrs = schedule_array(run, schedule, int(steps[-1]))
+        return Curve(run, steps, loss, lrs, "schedule", logged)
+    if logged is None:
+        raise AnalysisInputError(f"{_where(run, lr_col)} is missing and no schedule was given "
+                                 f"(columns: {', '.join(map(str, frame.columns))}); log the lr or pass "
+                                 "schedules={run_id: lr array}")
+    return Curve(run, steps, loss, interpolate_lr(run, steps, logged, lr_col), "interpolated", logged)
+
+
+def schedule_array(run: str, schedule: Any, last_step: int) -> np.ndarray:
+    """A given schedule (array indexed by step, or a spec string) checked against the curve's last step."""
+    if isinstance(schedule, str):
+        schedule = sch.parse_schedule(schedule)[1]
+    try:
+        lrs = np.asarray(schedule, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise AnalysisInputError(f"run {run}: schedule: expected an array of lr indexed by step") from None
+    if lrs.size <= last_step:
+        raise AnalysisInputError(f"run {run}: schedule: {lrs.size} steps (0..{lrs.size - 1}); the curve goes to step "
+                                 f"{last_step}")
+    lrs = lrs[: last_step + 1]
+    if not np.isfinite(lrs).all() or (lrs < 0).any():
+        i = int(np.flatnonzero(~np.isfinite(lrs) | (lrs < 0))[0])
+        raise AnalysisInputError(f"run {run}: schedule: lr {lrs[i]:g} at step {i}; every lr must be finite and >= 0")
+    if not (lrs[1:] > 0).any():
+        raise AnalysisInputError(f"run {run}: schedule: every lr is 0")
+    return lrs
+
+
+def interpolate_lr(run: str, steps: np.ndarray, lr: np.ndarray, lr_col: str = "lr") -> np.ndarray:
+    """The lr at every step 0 .. last, interpolated linearly between the logged steps from lr 0 at step 0.
+
+    An lr <= 0 is an error, except where the schedule has decayed to 0 at its end. When the first logged
+    lr is already the peak, the warmup was not logged: a linear ramp from 0 is assumed, with a warning.
+    """
+    bad = np.flatnonzero(~np.isfinite(lr))
+    if bad.size:
+        raise AnalysisInputError(f"{_where(run, lr_col)} is NaN at step {steps[bad[0]]} ({bad.size} step(s)); the lr "
+                                 "must be logged at every step of the curve, or pass a schedule")
+    nonpos = np.flatnonzero(lr <= 0)
+    if nonpos.size:
+        tail = nonpos[0] > 0 and np.all(lr[nonpos[0]:] <= 0) and np.all(lr[nonpos[0]:] == 0) \
+            and lr[nonpos[0] - 1] > 0 and np.all(np.diff(lr[: nonpos[0] + 1]) <= 0)
+        if not tail:
+            i = int(nonpos[0])
+            raise AnalysisInputError(f"{_where(run, lr_col)} is not positive at step {steps[i]} ({lr[i]:g}); "
+                                     "learning rates must be > 0")
+    peak = lr.max()
+    if steps[0] > 1 and lr[0] >= peak * (1 - 1e-9):
+        warnings.warn(f"run {run}: the lr is logged from step {steps[0]} on, already at its peak {peak:g}: the warmup "
+                      f"is missing, a linear ramp from 0 over steps 0..{steps[0]} is assumed (pass schedules= for the "
+                      "real one)", stacklevel=4)
+    s = np.arange(int(steps[-1]) + 1)
+    return np.interp(s, np.r_[0, steps], np.r_[0.0, lr])
+
+
+# ----------------------------------------------------------------------------- files and run folders
+
+
+def read_curves(source: Any, *, run_col: str = "run_id", loss_col: str | None = None,
+                step_col: str = "step", lr_col: str = "lr") -> tuple[pd.DataFrame, dict[str, np.ndarray], list[str]]:
+    """Curves from a path: (long frame with run_id, step, lr, loss; schedules rebuilt from run configs; notes).
+
+    source: a folder of run records (``result.json`` + ``metrics.jsonl`` + ``config.yaml``: ``load_curves``,
+    the training loss, and each run's lr rebuilt with ``schedule_from_config``); a folder of tables (one
+    run per file, the file name without suffix as run id); a table with a ``run_col`` column (or one run).
+    """
+    path = Path(source)
+    if not path.exists():
+        raise AnalysisInputError(f"source: {str(path)!r} does not exist; expected a run folder, a folder of CSV "
+                                 "files (one per run) or a CSV / Parquet table")
+    notes: list[str] = []
+    if path.is_dir() and any(path.rglob("result.json")):
+        from analysis.load import load_curves
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            curves = load_curves(path, loss=loss_col or "train/loss")
+        notes += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        curves = curves[curves["loss"].notna()] if "loss" in curves else curves
+        schedules, more = harness_schedules(curves)
+        return curves, schedules, notes + more
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLES)
+        if not files:
+            raise AnalysisInputError(f"source: {str(path)!r} holds no result.json and no {', '.join(TABLES)} files")
+        frames = []
+        for f in files:
+            t = _read_table(f)
+            frames.append(t.assign(**{"run_id": f.stem}) if run_col not in t.columns else t.rename(columns={run_col: "run_id"}))
+        table = pd.concat(frames, ignore_index=True)
+    else:
+        table = _read_table(path)
+        table = table.rename(columns={run_col: "run_id"}) if run_col in table.columns else table.assign(run_id=path.stem)
+    if loss_col:
+        if loss_col not in table.columns:
+            raise AnalysisInputError(f"loss_col: {loss_col!r} is not a column (columns: {', '.join(map(str, table.columns))})")
+        table = table.assign(loss=table[loss_col])
+    return table, {}, notes
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix not in TABLES:
+        raise AnalysisInputError(f"source: {str(path)!r}; a file must end in {', '.join(TABLES)}")
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    except Exception as err:  # pandas raises many types for a malformed file
+        raise AnalysisInputError(f"source: {str(path)!r} could not be read ({type(err).__name__}: {err})") from None
+
+
+def harness_schedules(curves: pd.DataFrame) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Each run's lr at every step, rebuilt from its ``config.yaml`` (``schedule_from_config``).
+
+    A WSD branch ran its trunk's schedule up to its branch point: its array is the trunk's up to there and
+    its own after. Runs whose config cannot be read keep the logged lr (interpolated), with a note.
+    """
+    import json
+
+    import yaml
+
+    out: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    if "path" not in curves.columns:
+        return out, notes
+    meta = curves.groupby("run_id", sort=False).first()
+    for rid, row in meta.iterrows():
+        run_dir = Path(str(row["path"]))
+        try:
+            config = yaml.safe_load((run_dir / "config.yaml").read_text())
+            steps = None
+            if (run_dir / "result.json").is_file():
+                steps = json.loads((run_dir / "result.json").read_text()).get("steps")
+            out[str(rid)] = sch.schedule_from_config(config, steps=steps)
+        except (OSError, ValueError, TypeError, AttributeError, AnalysisInputError) as err:
+            notes.append(f"run {rid}: lr not rebuilt from its config ({err}); the logged lr is interpolated")
+    if "trunk" in meta.columns and "branch_tokens" in meta.columns and "tokens" in curves.columns:
+        for rid, row in meta.iterrows():
+            trunk = row.get("trunk")
+            if not isinstance(trunk, str) or trunk not in out or str(rid) not in out:
+                continue
+            per_step = _tokens_per_step(curves[curves["run_id"] == rid])
+            if not per_step:
+                continue
+            start = int(round(float(row["branch_tokens"]) / per_step))
+            own, base = out[str(rid)], out[trunk]
+            head = base[: min(start, base.size - 1) + 1]
+            out[str(rid)] = np.concatenate([head, own[head.size:]]) if own.size > head.size else own
+    return out, notes
+
+
+def _tokens_per_step(frame: pd.DataFrame) -> float | None:
+    f = frame[(frame["step"] > 0) & frame["tokens"].notna()]
+    if f.empty:
+        return None
+    return float(f["tokens"].iloc[-1]) / float(f["step"].iloc[-1])
