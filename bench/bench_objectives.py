@@ -67,7 +67,7 @@ def budget_table(fits: dict, runs: pd.DataFrame) -> pd.DataFrame:
         iso = per.get("isoflop")
         status = {} if iso is None else {float(f"{c:.3g}"): s for c, s in zip(iso.tables["budgets"]["C"],
                                                                              iso.tables["budgets"]["status"])}
-        for c, g in part.groupby(part["C"].map(lambda v: float(f"{v:.2g}"))):
+        for c, g in part.groupby(part["C"].map(lambda v: float(f"{v:.3g}"))):
             best = g.loc[g["loss"].idxmin()]
             rows.append({"objective": objective, "C": c, "runs": len(g), "best N": best["N"], "best loss": best["loss"],
                          "best D/N": best["D"] / best["N"],
