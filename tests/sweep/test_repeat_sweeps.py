@@ -35,7 +35,7 @@ def test_isoflop_with_unique_tokens_repeats_and_keeps_its_ids_without(tmp_path):
     base = ["+sweep=isoflop", "sweep.budgets=[1e13]", f"runs_dir={tmp_path}"]
     plain, repeated = _plan(*base), _plan(*base, "sweep.unique_tokens=250000")
     assert all(r.unique_tokens is None for r in plain)
-    assert [r.tokens for r in repeated] == [r.tokens for r in plain]
+    assert [r.train_tokens for r in repeated] == [r.train_tokens for r in plain]  # the same budgets
     assert {r.unique_tokens for r in repeated} == {(250000 - 1) // 128 * 128}
     assert [r.run_id for r in plain] != [r.run_id for r in repeated]
     jobs = expand(["+sweep=isoflop"])
