@@ -167,7 +167,7 @@ def _markdown(results: dict[str, FitResult], runs: pd.DataFrame | None, notes: l
                   "worth relative to as many fresh tokens; extra_epoch: what one more pass adds.", "",
                   _table(epoch_table(results["data-constrained"])), ""]
     if "curve" in results:
-        from analysis.curve_laws.cli import curve_markdown
+        from analysis.curve_laws.summary import curve_markdown
 
         lines += curve_markdown(results["curve"], _table)
     if comparison:

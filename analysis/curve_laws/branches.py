@@ -13,7 +13,7 @@ peak. Rows of the trained branches are in the table too (``predicted=False``, wi
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd

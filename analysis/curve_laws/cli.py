@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.curve_laws.summary import finals
 from analysis.errors import AnalysisInputError
 
 
@@ -72,15 +73,6 @@ def run_curve(args: argparse.Namespace, captured) -> int:
     return 0
 
 
-def finals(res: Any) -> pd.DataFrame:
-    """The last step of each --predict schedule: schedule, step, lr, loss, loss_low, loss_high."""
-    table = res.tables.get("predictions")
-    if table is None or table.empty:
-        return pd.DataFrame()
-    last = table.groupby("schedule", sort=False).tail(1)
-    return last[["schedule", "step", "lr", "loss", "loss_low", "loss_high"]].reset_index(drop=True)
-
-
 def result_json(res: Any) -> dict[str, Any]:
     out = res.to_dict()
     out["metrics"] = _records(res.tables.get("metrics"))
@@ -104,20 +96,3 @@ def readable(res: Any) -> str:
         if len(f):
             parts.append("predicted final loss:\n" + f.to_string(index=False))
     return "\n\n".join(parts)
-
-
-def curve_markdown(res: Any, table) -> list[str]:
-    """The report's section of a curve-law fit: the warmup convention, the fit per run, the predictions."""
-    d = res.diagnostics
-    lines = ["## Loss curves", "", f"Law: {d.get('law_name', '')}, warmup convention {d.get('warmup', '')}. "
-             f"{d.get('n_runs', '?')} runs, {d.get('n_points', '?')} points, RMSE {d.get('rmse', float('nan')):.4g}.", ""]
-    if d.get("lr_interpolated"):
-        lines += [f"The lr of {', '.join(map(str, d['lr_interpolated']))} is interpolated from the logged values.", ""]
-    metrics = res.tables.get("metrics")
-    if metrics is not None and len(metrics):
-        lines += ["Fit per run (R2, MAE, RMSE, PredE = mean |pred - loss| / loss, WorstE = max):", "", table(metrics), ""]
-    f = finals(res)
-    if len(f):
-        band = "" if f["loss_low"].notna().any() else " (no band: run with --bootstrap N)"
-        lines += [f"Predicted loss at the end of each schedule{band}:", "", table(f), ""]
-    return lines

@@ -40,13 +40,12 @@ def repeat_tokens(unique_tokens: Any, epochs: Any, *, _root_: DictConfig) -> int
     return int(round(float(epochs) * windows_tokens(int(unique_tokens), int(_root_.model.context))))
 
 
-def unique_skip_reason(cfg: Any, tokens: int, sweep: DictConfig) -> Optional[str]:
+def unique_skip_reason(cfg: Any, tokens: int, sweep: DictConfig, data: tuple[Optional[int], bool]) -> Optional[str]:
     """The data rules of a run on repeated data (in place of one pass over the corpus): U must fit in the
-    train split, and D / U must not exceed ``sweep.max_unique_epochs`` (default 100)."""
-    from scaling.sweep.resolvers import data_tokens
-
+    train split (``data``: its training tokens and whether that count is exact), and D / U must not exceed
+    ``sweep.max_unique_epochs`` (default 100)."""
     unique = unique_of(cfg)
-    available, exact = data_tokens(cfg.data)
+    available, exact = data
     if available is not None and unique > available:
         held = f"{available:,} training tokens" if exact else f"at most {available:,} training tokens (not prepared yet)"
         return f"beyond the data: data.unique_tokens={unique:,} > the train split of data.source={cfg.data.source!r}, " \

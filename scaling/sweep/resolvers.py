@@ -269,7 +269,7 @@ def skip_reason(cfg: Any, tokens: Optional[int] = None) -> Optional[str]:
     if cfg.data.get("unique_tokens") is not None:  # repeated data: U against the data, D / U against its ceiling
         from scaling.sweep.repeats import unique_skip_reason
 
-        return unique_skip_reason(cfg, tokens, sweep)
+        return unique_skip_reason(cfg, tokens, sweep, data_tokens(cfg.data))
     available, exact = data_tokens(cfg.data)
     epochs = float(sweep.get("max_epochs") or 1.0)
     if available is not None and tokens > epochs * available:

@@ -1,0 +1,33 @@
+"""How a curve-law fit is summarised: the predicted end of each schedule, and the report's section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+
+def finals(res: Any) -> pd.DataFrame:
+    """The last step of each --predict schedule: schedule, step, lr, loss, loss_low, loss_high."""
+    table = res.tables.get("predictions")
+    if table is None or table.empty:
+        return pd.DataFrame()
+    last = table.groupby("schedule", sort=False).tail(1)
+    return last[["schedule", "step", "lr", "loss", "loss_low", "loss_high"]].reset_index(drop=True)
+
+
+def curve_markdown(res: Any, table) -> list[str]:
+    """The report's section of a curve-law fit: the warmup convention, the fit per run, the predictions."""
+    d = res.diagnostics
+    lines = ["## Loss curves", "", f"Law: {d.get('law_name', '')}, warmup convention {d.get('warmup', '')}. "
+             f"{d.get('n_runs', '?')} runs, {d.get('n_points', '?')} points, RMSE {d.get('rmse', float('nan')):.4g}.", ""]
+    if d.get("lr_interpolated"):
+        lines += [f"The lr of {', '.join(map(str, d['lr_interpolated']))} is interpolated from the logged values.", ""]
+    metrics = res.tables.get("metrics")
+    if metrics is not None and len(metrics):
+        lines += ["Fit per run (R2, MAE, RMSE, PredE = mean |pred - loss| / loss, WorstE = max):", "", table(metrics), ""]
+    f = finals(res)
+    if len(f):
+        band = "" if f["loss_low"].notna().any() else " (no band: run with --bootstrap N)"
+        lines += [f"Predicted loss at the end of each schedule{band}:", "", table(f), ""]
+    return lines
