@@ -40,6 +40,8 @@ def allocation_table(results: dict[str, FitResult], C: Iterable[float]) -> pd.Da
                 tail = 100 * (1 - res.level) / 2
                 for what, k, e in (("N_opt", "coef_N", "a"), ("D_opt", "coef_D", "b")):
                     ok = np.isfinite(s[k]) & np.isfinite(s[e])
+                    if not ok.any():  # every bootstrap refit failed: no band
+                        continue
                     draws = s[k][ok, None] * C[None, :] ** s[e][ok, None]  # (draws, budgets)
                     table[f"{what}_low"], table[f"{what}_high"] = np.percentile(draws, [tail, 100 - tail], axis=0)
         frames.append(table.assign(approach=name))

@@ -167,6 +167,7 @@ def holdout_phase(st: Study, results: dict[str, Any],
         n = max(1, min(st.jobs, int(idle_cores() + 0.25)))
         threads = [f"train.threads={n}"]
         print(f"[study] held-out run: {n} thread(s) ({st.jobs} cores, the idle ones used)", flush=True)
+    holdout["trained_now"] = bool(hold.to_train)  # before the launch: refresh() then reads it as completed
     launch(st.opts, hold_base, [hold], 1, st.log_path, "held-out", extra=threads, by_shape=False)
     refresh([hold])
     st.timed("holdout", t0)
@@ -218,7 +219,7 @@ def report_phase(st: Study, table: Any, results: dict[str, Any], analysis: dict[
     plot_holdout(st.out / "holdout", table, par=results["parametric"], holdout=holdout)
     convention = st.runs[0].convention
     runs_table = [_run_row(r, convention, st.reused_dirs) for r in st.trainable]
-    trained_hold = hold.to_train
+    trained_hold = holdout.get("trained_now", hold.to_train)
     first_cfg = st.cfgs[0]
     study = {
         "sweep": st.preset.sweep, "variant": st.opts.variant, "design": st.opts.resolved_design, "out": str(st.out),
