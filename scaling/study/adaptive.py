@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -29,12 +27,11 @@ from scaling.study.fits import fit_all
 from scaling.study.launch import (
     POOL_ARGS,
     Progress,
-    _check,
-    _start,
     launch,
     launch_args,
     plan,
     refresh,
+    run_pool,
 )
 from scaling.study.next_runs import (
     candidate_pool,
@@ -199,25 +196,7 @@ def train(st: Study, runs: list[Any], label: str) -> None:
         return
     extra = [*POOL_ARGS, *launch_args(st.opts, st.jobs)]
     pending = [(f"{label.replace(' ', '')}-{r.run_id}", [*cmd, *extra]) for cmd, r in zip(commands, todo)]
-    st.log_path.parent.mkdir(parents=True, exist_ok=True)
-    progress, running = Progress(todo, label), []
-    try:
-        while pending or running:
-            while pending and len(running) < st.jobs:
-                running.append(_start(*pending.pop(0), st.log_path))
-            progress.poll()
-            time.sleep(1.0)
-            for item in [item for item in running if item[1].poll() is not None]:
-                running.remove(item)
-                _check(item, label)
-    except BaseException:
-        for _, proc, _ in running:  # runs checkpoint and stop; a rerun resumes them
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _, proc, _ in running:
-            proc.wait()
-        raise
-    progress.poll(final=True)
+    run_pool(pending, st.jobs, st.log_path, Progress(todo, label), label)
 
 
 def markdown(s: dict[str, Any]) -> str:

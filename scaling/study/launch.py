@@ -112,14 +112,20 @@ def launch(opts: Options, overrides: list[str], runs: list[Any], jobs: int, log_
         cmds = [(f"{label}-{name}", [*overrides, *_one_shape(shape), *POOL_ARGS, *extra]) for name, shape in chains]
     else:
         cmds = [(label, [*overrides, *extra])]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    progress = Progress(todo, label)
     t0 = time.time()
+    run_pool(cmds, max(1, jobs if opts.launcher == "local" else 1), log_path, Progress(todo, label), label)
+    return time.time() - t0
+
+
+def run_pool(cmds: list[tuple[str, list[str]]], jobs: int, log_path: Path, progress: Progress, label: str) -> None:
+    """Run the ``scaling-train --multirun`` commands ``cmds`` (name, arguments), ``jobs`` at a time, showing
+    ``progress``; on an interrupt or failure every running one is stopped (it checkpoints; a rerun resumes)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     pending = list(cmds)
     running: list[tuple[str, subprocess.Popen, Path]] = []
     try:
         while pending or running:
-            while pending and len(running) < max(1, jobs if opts.launcher == "local" else 1):
+            while pending and len(running) < jobs:
                 name, args = pending.pop(0)
                 running.append(_start(name, args, log_path))
             progress.poll()
@@ -136,7 +142,6 @@ def launch(opts: Options, overrides: list[str], runs: list[Any], jobs: int, log_
             proc.wait()
         raise
     progress.poll(final=True)
-    return time.time() - t0
 
 
 # Each worker: Hydra's basic launcher (its runs one after the other in this process); the end-of-sweep
