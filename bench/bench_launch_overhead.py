@@ -14,7 +14,6 @@ opening, model construction, W&B start, the final evaluation, the record).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,19 +22,11 @@ import time
 from datetime import date
 from pathlib import Path
 
+from bench_train import loop_seconds  # bench/ is on sys.path when a bench script runs
+
 BIN = Path(sys.executable).parent
 TINY = ["model=tiny", "train.batch_size=8", "model.context=64", "train.tokens=20480", "train.eval_every=0",
         "train.final_eval_tokens=4096", "train.checkpoint_every=0", "train.threads=1", "data.max_bytes=2000000"]
-
-
-def loop_seconds(run_dir: Path) -> float:
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    prev, seconds = 0, 0.0
-    for row in rows:
-        if row.get("tokens_per_s"):
-            seconds += (row["tokens"] - prev) / row["tokens_per_s"]
-            prev = row["tokens"]
-    return seconds
 
 
 def launch(launcher: str, runs: int, logger: str) -> dict:

@@ -29,6 +29,18 @@ SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 BATCH, CONTEXT = 12, 64
 
 
+def loop_seconds(run_dir: Path) -> float:
+    """Loop time of a run: the sum of its logged intervals (compilation included in the first), as the
+    baseline times its loop."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    prev, seconds = 0, 0.0
+    for row in rows:
+        if row.get("tokens_per_s"):
+            seconds += (row["tokens"] - prev) / row["tokens_per_s"]
+            prev = row["tokens"]
+    return seconds
+
+
 def our_overrides(source: Path, iters: int, runs_dir: Path, compile_model: bool) -> list[str]:
     return [
         "data=shakespeare-char", f"data.source={source}",
@@ -49,13 +61,7 @@ def run_ours(source: Path, iters: int, compile_model: bool) -> dict:
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         (run_dir,) = [p.parent for p in Path(tmp).rglob("result.json")]
         result = json.loads((run_dir / "result.json").read_text())
-        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    # Loop time = sum of the logged intervals (compilation included in the first), as the baseline times its loop.
-    prev, seconds = 0, 0.0
-    for row in rows:
-        if row.get("tokens_per_s"):
-            seconds += (row["tokens"] - prev) / row["tokens_per_s"]
-            prev = row["tokens"]
+        seconds = loop_seconds(run_dir)
     return {"tokens_per_s": result["tokens"] / seconds, "train_seconds": seconds, "val_loss": result["val_loss"]}
 
 

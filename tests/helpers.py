@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import PROJECT_ROOT
@@ -41,3 +43,29 @@ def read_result(run_dir: Path) -> dict:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def last_step(run_dir: Path) -> int:
+    """The step of the last line of a run's metrics.jsonl (0 while there is none)."""
+    try:
+        return read_metrics(run_dir)[-1]["step"]
+    except (FileNotFoundError, IndexError, ValueError):
+        return 0
+
+
+def kill_after_checkpoint(runs_dir: Path, *overrides: str, min_step: int = 40, timeout: float = 300) -> Path:
+    """Start ``scaling-train`` into ``runs_dir``, SIGKILL it once it has a checkpoint and has logged
+    ``min_step`` steps, and return its (unfinished) run directory."""
+    args = [str(BIN / "scaling-train"), *TINY, f"runs_dir={runs_dir}", *overrides]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        dirs = run_dirs(runs_dir) if runs_dir.exists() else []
+        if dirs and list((dirs[0] / "checkpoints").glob("step_*.pt")) and last_step(dirs[0]) >= min_step:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (killed,) = run_dirs(runs_dir)
+    assert not (killed / "result.json").exists(), "the run finished before it could be killed"
+    return killed

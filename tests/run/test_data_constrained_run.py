@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import BIN, TINY, read_metrics, read_result, run_cli, run_dirs
+from helpers import TINY, kill_after_checkpoint, read_metrics, read_result, run_cli, run_dirs
 from scaling.config import DataConfig
 from scaling.data import repeat
 from scaling.data.loader import eval_offsets
@@ -25,12 +23,6 @@ REPEATED = ["data.unique_tokens=20000", "train.tokens=80000"]  # about four epoc
 def train(runs_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     return run_cli("scaling-train", *TINY, f"runs_dir={runs_dir}", *REPEATED, *overrides, check=check)
 
-
-def _last_step(run_dir: Path) -> int:
-    try:
-        return read_metrics(run_dir)[-1]["step"]
-    except (FileNotFoundError, IndexError, ValueError):
-        return 0
 
 
 @pytest.mark.slow
@@ -48,18 +40,7 @@ def test_repeated_run_records_its_epochs_and_resumes_bit_identically(tmp_path):
     assert all(t == u for t in a["tokens_per_epoch"][:-1]) and 0 < a["tokens_per_epoch"][-1] <= u
 
     killed_root = tmp_path / "killed"
-    args = [str(BIN / "scaling-train"), *TINY, f"runs_dir={killed_root}", *REPEATED, *overrides]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        dirs = run_dirs(killed_root) if killed_root.exists() else []
-        if dirs and list((dirs[0] / "checkpoints").glob("step_*.pt")) and _last_step(dirs[0]) >= 40:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    (killed,) = run_dirs(killed_root)
-    assert not (killed / "result.json").exists(), "the run finished before it could be killed"
+    killed = kill_after_checkpoint(killed_root, *REPEATED, *overrides)
     train(killed_root, *overrides)
     b = read_result(killed)
     assert b["status"] == "completed" and b["run_id"] == a["run_id"]

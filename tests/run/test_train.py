@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import BIN, TINY, read_metrics, read_result, run_cli, run_dirs
+from helpers import TINY, kill_after_checkpoint, read_metrics, read_result, run_cli, run_dirs
 
 
 def train(runs_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -56,18 +54,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path):
     (straight,) = run_dirs(tmp_path / "straight")
 
     killed_root = tmp_path / "killed"
-    args = [str(BIN / "scaling-train"), *TINY, f"runs_dir={killed_root}", *overrides]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        dirs = run_dirs(killed_root) if killed_root.exists() else []
-        if dirs and list((dirs[0] / "checkpoints").glob("step_*.pt")) and _last_step(dirs[0]) >= 40:
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    (killed,) = run_dirs(killed_root)
-    assert not (killed / "result.json").exists(), "the run finished before it could be killed"
+    killed = kill_after_checkpoint(killed_root, *overrides)
 
     train(killed_root, *overrides)
     a, b = read_result(straight), read_result(killed)
@@ -77,12 +64,6 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path):
     assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a]
     assert [r.get("train/loss") for r in rows_b] == [r.get("train/loss") for r in rows_a]
 
-
-def _last_step(run_dir: Path) -> int:
-    try:
-        return read_metrics(run_dir)[-1]["step"]
-    except (FileNotFoundError, IndexError, ValueError):
-        return 0
 
 
 def test_diverging_run_is_recorded_as_diverged(tmp_path):
