@@ -6,8 +6,11 @@ schedule is given, ``lr``), a single run's frame without a run column, or a mapp
 the file name) and a folder of this harness's run records (``load_curves``, with each run's schedule
 rebuilt from its ``config.yaml``).
 
-Bad input is one line naming the run and the column: no lr, an lr <= 0, a single point, steps not
-increasing, NaN or non-positive losses.
+Bad input is one line naming the run and the column: no lr (and no schedule), an lr <= 0 (0 is allowed
+only once a decay has reached it), a single point, steps not increasing or repeated, NaN or non-positive
+losses. Warnings: rows at step 0 are left out; an lr logged only every k steps (or every k rows) is
+interpolated linearly, from 0 at step 0, and a warning says when the warmup was not logged; a given
+schedule that disagrees with the logged lr.
 """
 
 from __future__ import annotations
@@ -93,22 +96,30 @@ def _column(run: str, frame: pd.DataFrame, col: str) -> np.ndarray:
     return values
 
 
-def _curve(run: str, frame: pd.DataFrame, schedule: Any, step_col: str, lr_col: str, loss_col: str) -> Curve:
+def _steps_loss(run: str, frame: pd.DataFrame, step_col: str, loss_col: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked steps (whole, increasing, >= 1) and losses (finite, > 0); the rows kept (step 0 is dropped)."""
     steps = _column(run, frame, step_col)
     loss = _column(run, frame, loss_col)
-    if np.isnan(steps).any() or not np.isfinite(steps).all():
+    if not np.isfinite(steps).all():
         raise AnalysisInputError(f"{_where(run, step_col)} has missing or infinite steps")
+    keep = steps != 0
+    if not keep.all():  # an initial evaluation before any optimizer step: the laws start at step 1
+        warnings.warn(f"{_where(run, step_col)}: the row(s) at step 0 are left out (the laws need at least one "
+                      "optimizer step)", stacklevel=5)
+        steps, loss = steps[keep], loss[keep]
     if len(steps) < 2:
-        raise AnalysisInputError(f"{_where(run, step_col)}: a single point (step {steps[0]:g}); a curve needs "
-                                 "at least 2 logged steps")
-    if np.any(steps != np.round(steps)) or steps[0] < 1:
-        i = int(np.flatnonzero((steps != np.round(steps)) | (steps < 1))[0])
-        raise AnalysisInputError(f"{_where(run, step_col)}: {steps[i]:g} is not a whole step >= 1")
+        at = f"step {steps[0]:g}" if len(steps) else "no step"
+        raise AnalysisInputError(f"{_where(run, step_col)}: a single point ({at}); a curve needs at least 2 "
+                                 "logged steps")
+    bad = np.flatnonzero((steps != np.round(steps)) | (steps < 1))
+    if bad.size:
+        raise AnalysisInputError(f"{_where(run, step_col)}: {steps[bad[0]]:g} is not a whole step >= 1")
     back = np.flatnonzero(np.diff(steps) <= 0)
     if back.size:
         i = int(back[0])
-        raise AnalysisInputError(f"{_where(run, step_col)} is not increasing (step {steps[i + 1]:g} comes after "
-                                 f"{steps[i]:g}); sort the rows and drop repeated steps")
+        what = "is repeated" if steps[i + 1] == steps[i] else f"comes after {steps[i]:g}"
+        raise AnalysisInputError(f"{_where(run, step_col)} is not increasing (step {steps[i + 1]:g} {what}); "
+                                 "sort the rows and drop repeated steps")
     nan = np.flatnonzero(~np.isfinite(loss))
     if nan.size:
         raise AnalysisInputError(f"{_where(run, loss_col)} is NaN or infinite at {nan.size} step(s) (first: step "
@@ -117,22 +128,45 @@ def _curve(run: str, frame: pd.DataFrame, schedule: Any, step_col: str, lr_col: 
     if bad.size:
         raise AnalysisInputError(f"{_where(run, loss_col)} is not positive at step {steps[bad[0]]:g} "
                                  f"({loss[bad[0]]:g}); losses must be > 0")
-    steps = steps.astype(np.int64)
-    logged = _column(run, frame, lr_col) if lr_col in frame.columns else None
+    return steps.astype(np.int64), loss, keep
+
+
+def _curve(run: str, frame: pd.DataFrame, schedule: Any, step_col: str, lr_col: str, loss_col: str) -> Curve:
+    steps, loss, keep = _steps_loss(run, frame, step_col, loss_col)
+    logged = _column(run, frame, lr_col)[keep] if lr_col in frame.columns else None
+    if logged is not None and np.isnan(logged).all():
+        logged = None
     if schedule is not None:
         lrs = schedule_array(run, schedule, int(steps[-1]))
+        if logged is not None:
+            _check_logged(run, steps, logged, lrs, lr_col)
         return Curve(run, steps, loss, lrs, "schedule", logged)
     if logged is None:
-        raise AnalysisInputError(f"{_where(run, lr_col)} is missing and no schedule was given "
-                                 f"(columns: {', '.join(map(str, frame.columns))}); log the lr or pass "
-                                 "schedules={run_id: lr array}")
+        raise AnalysisInputError(f"{_where(run, lr_col)} is missing or empty and no schedule was given (columns: "
+                                 f"{', '.join(map(str, frame.columns))}); log the lr or pass schedules={{run_id: lr "
+                                 "array})")
     return Curve(run, steps, loss, interpolate_lr(run, steps, logged, lr_col), "interpolated", logged)
+
+
+def _check_logged(run: str, steps: np.ndarray, logged: np.ndarray, lrs: np.ndarray, lr_col: str) -> None:
+    """Warn when the given schedule disagrees with the logged lr (a step off, another peak, another run)."""
+    have = np.isfinite(logged)
+    want = lrs[steps[have]]
+    off = np.abs(logged[have] - want) > 1e-3 * max(float(lrs.max()), 1e-300) + 1e-6 * np.abs(want)
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        warnings.warn(f"{_where(run, lr_col)}: the logged lr differs from the given schedule at {int(off.sum())} "
+                      f"step(s) (first: step {steps[have][i]}, logged {logged[have][i]:.4g}, schedule {want[i]:.4g}); "
+                      "the schedule is used (it must be indexed by step: lrs[s] is the lr of step s)", stacklevel=5)
 
 
 def schedule_array(run: str, schedule: Any, last_step: int) -> np.ndarray:
     """A given schedule (array indexed by step, or a spec string) checked against the curve's last step."""
     if isinstance(schedule, str):
-        schedule = sch.parse_schedule(schedule)[1]
+        try:
+            schedule = sch.parse_schedule(schedule)[1]
+        except AnalysisInputError as err:
+            raise AnalysisInputError(f"run {run}: {err}") from None
     try:
         lrs = np.asarray(schedule, dtype=float).reshape(-1)
     except (TypeError, ValueError):
@@ -152,26 +186,26 @@ def schedule_array(run: str, schedule: Any, last_step: int) -> np.ndarray:
 def interpolate_lr(run: str, steps: np.ndarray, lr: np.ndarray, lr_col: str = "lr") -> np.ndarray:
     """The lr at every step 0 .. last, interpolated linearly between the logged steps from lr 0 at step 0.
 
-    An lr <= 0 is an error, except where the schedule has decayed to 0 at its end. When the first logged
-    lr is already the peak, the warmup was not logged: a linear ramp from 0 is assumed, with a warning.
+    Rows without an lr (NaN: the lr logged only every k rows) are interpolated over like the steps between
+    rows. An lr <= 0 is an error, except once the schedule has decayed to 0 and stays there. When the first
+    logged lr is already the peak, the warmup was not logged: a linear ramp from 0 is assumed, with a warning.
     """
-    bad = np.flatnonzero(~np.isfinite(lr))
-    if bad.size:
-        raise AnalysisInputError(f"{_where(run, lr_col)} is NaN at step {steps[bad[0]]} ({bad.size} step(s)); the lr "
-                                 "must be logged at every step of the curve, or pass a schedule")
+    have = np.isfinite(lr)
+    if not have.any():
+        raise AnalysisInputError(f"{_where(run, lr_col)} has no value; log the lr or pass a schedule")
+    steps, lr = steps[have], lr[have]
     nonpos = np.flatnonzero(lr <= 0)
     if nonpos.size:
-        tail = nonpos[0] > 0 and np.all(lr[nonpos[0]:] <= 0) and np.all(lr[nonpos[0]:] == 0) \
-            and lr[nonpos[0] - 1] > 0 and np.all(np.diff(lr[: nonpos[0] + 1]) <= 0)
-        if not tail:
-            i = int(nonpos[0])
+        i = int(nonpos[0])
+        if lr.min() < 0 or i == 0 or np.any(lr[i:] != 0):  # only a decay that ends at 0 may reach 0
+            i = int(np.flatnonzero(lr < 0)[0]) if lr.min() < 0 else i
             raise AnalysisInputError(f"{_where(run, lr_col)} is not positive at step {steps[i]} ({lr[i]:g}); "
-                                     "learning rates must be > 0")
+                                     "learning rates must be > 0 (0 only at the end of a decay)")
     peak = lr.max()
     if steps[0] > 1 and lr[0] >= peak * (1 - 1e-9):
-        warnings.warn(f"run {run}: the lr is logged from step {steps[0]} on, already at its peak {peak:g}: the warmup "
-                      f"is missing, a linear ramp from 0 over steps 0..{steps[0]} is assumed (pass schedules= for the "
-                      "real one)", stacklevel=4)
+        warnings.warn(f"{_where(run, lr_col)}: the lr is logged from step {steps[0]} on, already at its peak "
+                      f"{peak:g}: the warmup is missing, a linear ramp from 0 over steps 0..{steps[0]} is assumed "
+                      "(pass schedules= for the real one)", stacklevel=5)
     s = np.arange(int(steps[-1]) + 1)
     return np.interp(s, np.r_[0, steps], np.r_[0.0, lr])
 

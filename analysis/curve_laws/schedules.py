@@ -266,7 +266,8 @@ def parse_schedule(spec: str, defaults: Mapping[str, Any] | None = None) -> tupl
             raise AnalysisInputError(f"schedule {spec!r}: at= and to= give {len(at)} and {len(to)} values")
         kwargs["drops"] = list(zip(at, to))
     if values:
-        raise AnalysisInputError(f"schedule {spec!r}: {', '.join(values)} do not apply to {kind}")
+        verb = "does" if len(values) == 1 else "do"
+        raise AnalysisInputError(f"schedule {spec!r}: {', '.join(values)} {verb} not apply to {kind}")
     return spec.strip(), build(kind, **kwargs)
 
 
