@@ -138,7 +138,9 @@ class DataConfig:
     align: str = "none"  # none | bos: training windows start at a document's first token
     val_source: Any = None  # held-out files (fineweb_val_*.bin, a validation jsonl); null = held out from source
     val_tokens: Optional[int] = None  # held-out token budget per source; null = val_fraction of it
-    sources: dict[str, Any] = field(default_factory=dict)  # mixture: name -> {source, weight}; weight 0 = eval only
+    # mixture: name -> {source, weight}; weight 0 = eval only. Untyped with a null default, so that an override
+    # data.sources={...} sets it without Hydra's '+' (an empty dict node refuses new keys in struct mode).
+    sources: Optional[Any] = None
     dtype: Optional[str] = None  # raw token files without a header: uint16 (nanoGPT .bin) | uint32
     vocab_size: Optional[int] = None  # pre-tokenized files: the vocabulary when no tokenizer names it
     tokenizer_sha256: Optional[str] = None  # the tokenizer file must have this sha256
@@ -195,6 +197,8 @@ def _check_mixture(sources: Any, tokenizer: str) -> None:
     if tokenizer in ("char", "bpe"):
         raise ConfigError(f"data.sources with data.tokenizer={tokenizer!r}: each source would train its own "
                           "vocabulary; allowed: byte or a pretrained tokenizer (gpt2, tiktoken:, hf:, sp:)")
+    if not hasattr(sources, "items"):
+        raise ConfigError(f"data.sources={sources!r} is not allowed; use {{name: {{source: PATH, weight: W}}, ...}}")
     total = 0.0
     for name, entry in sources.items():
         keys = set(entry.keys()) if hasattr(entry, "keys") else None

@@ -41,6 +41,7 @@ def parse_overrides(args: list[str]):
     As in Hydra, the preset (a file of ``conf/data/``) applies first, then the overrides in order; every
     key and value is checked against the schema.
     """
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -68,8 +69,13 @@ def parse_overrides(args: list[str]):
             allowed = ", ".join(f"data.{k}" for k in DataConfig.__dataclass_fields__)
             raise ConfigError(f"{key!r} is not a data setting; allowed: {allowed}")
         try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{field}={value}"]))
-        except OmegaConfBaseException as e:
+            if field == "sources":  # a mapping in Hydra's override grammar, as scaling-train reads it
+                from hydra.core.override_parser.overrides_parser import OverridesParser
+
+                cfg = OmegaConf.merge(cfg, {field: OverridesParser.create().parse_override(arg).value()})
+            else:
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{field}={value}"]))
+        except (OmegaConfBaseException, HydraException) as e:
             raise ConfigError(f"data.{field}={value!r} is not allowed: {str(e).splitlines()[0]}") from None
     return cfg
 

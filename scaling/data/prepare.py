@@ -72,6 +72,7 @@ class PreparedData:
     tokenizer: Any
     sources: list = field(default_factory=list)
     doc_index: dict = field(default_factory=dict)  # split -> each shard's document-start index file (or None)
+    fingerprint: str = ""  # SHA-256 of the token content (data_fingerprint): what a resumed run must see again
 
     @property
     def vocab_size(self) -> int:
@@ -120,8 +121,9 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         parts = prepare_mixture(cfg, prepare_single)
         mixed = combine(parts, cfg.align)
         first = parts[0][2]
+        prints = {name: p.fingerprint for name, _, p in parts}
         prepared = PreparedData(first.dir, mixed["meta"], mixed["train"], mixed["val"], first.tokenizer,
-                                sources=mixed["sources"])
+                                sources=mixed["sources"], fingerprint=_digest(prints))
         if cfg.align != "none" and len(prepared.train.doc_starts) == 0:
             raise DataError("data.align='bos': the sources have no document starts; use data.doc_sep=bos")
         return prepared
@@ -218,7 +220,22 @@ def open_prepared(directory) -> PreparedData:
         raise DataError(
             f"prepared data at {directory}: tokenizer has {tokenizer.vocab_size} tokens but meta.json says {vocab}"
         )
-    return PreparedData(directory, meta, splits["train"], splits["val"], tokenizer, doc_index=index)
+    return PreparedData(directory, meta, splits["train"], splits["val"], tokenizer, doc_index=index,
+                        fingerprint=data_fingerprint(meta, manifest))
+
+
+def data_fingerprint(meta: dict, manifest: dict) -> str:
+    """SHA-256 of what a model trained on this folder saw: the vocabulary, the tokenizer's SHA-256, the
+    separators and each shard's split, token count and SHA-256 (a cut token file: its corpus fingerprint
+    and offset). Settings that leave the tokens as they are (workers, cache_dir, a touched file) keep it."""
+    shards = [[s["split"], int(s["tokens"]), s["sha256"] or f"{meta.get('content_hash')}@{s['offset']}"]
+              for s in manifest["shards"]]
+    return _digest({"vocab_size": meta["vocab_size"], "tokenizer_sha256": meta.get("tokenizer_sha256"),
+                    "doc_sep": meta.get("doc_sep"), "shards": shards})
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
 def _read_manifest(directory: Path) -> dict:

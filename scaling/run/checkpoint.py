@@ -5,6 +5,9 @@ Files are ``checkpoints/step_XXXXXXXX.pt``. A checkpoint holds plain tensors and
 reads it. A crash mid-write leaves the previous checkpoint intact: each file is written to a temporary
 name, fsynced and renamed. The path helpers need no torch (sweeps and plans use them), so torch is
 imported where a checkpoint is written or read.
+
+``data.json`` in the run folder records the fingerprint of the prepared data the run trains on
+(``check_resume_data``): a run with checkpoints resumes only on data with the same fingerprint.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from scaling.io import atomic_write
+from scaling.errors import DataError
+from scaling.io import atomic_write, atomic_write_json, read_json_object
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
+DATA_FILE = "data.json"
+DATA_FIELDS = ("source", "tokenizer", "tokenizer_sha256", "doc_sep", "vocab_size", "train_tokens", "val_tokens")
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -66,3 +72,24 @@ def load_checkpoint_at(run_dir: str | Path, step: int, map_location: Any = "cpu"
     import torch
 
     return torch.load(checkpoint_path(run_dir, step), map_location=map_location, weights_only=True)
+
+
+def check_resume_data(run_dir: str | Path, prepared: Any, write: bool = True) -> None:
+    """Refuse (DataError) to resume ``run_dir``'s checkpoints on data whose fingerprint is not the one
+    recorded in its ``data.json``; else record this data's (``write``: this process writes the run folder)."""
+    path = Path(run_dir) / DATA_FILE
+    now = {"fingerprint": prepared.fingerprint, "prepared": str(prepared.dir),
+           **{k: prepared.meta.get(k) for k in DATA_FIELDS}}
+    before = read_json_object(path) if list_checkpoints(run_dir) else None
+    if before is not None and before.get("fingerprint") != now["fingerprint"]:
+        changed = [f"{k} {before.get(k)!r} -> {now[k]!r}" for k in DATA_FIELDS if before.get(k) != now[k]]
+        if not any(before.get(k) != now[k] for k in DATA_FIELDS[:5]):  # same source and tokenizer, other tokens
+            changed.insert(0, "the corpus changed")
+        what = ", ".join(changed)
+        raise DataError(f"{run_dir}: its checkpoints were trained on data with fingerprint "
+                        f"{str(before.get('fingerprint'))[:16]}, but the data is now {now['fingerprint'][:16]} "
+                        f"({what}); restore that data, or delete {Path(run_dir) / 'checkpoints'} to train "
+                        "from the start")
+    if write and before != now:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, now)

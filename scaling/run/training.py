@@ -25,7 +25,7 @@ from scaling.model.gpt import GPT
 from scaling.model.objective import mask_windows
 from scaling.model.shape import check_model_config, predicted_per_window
 from scaling.run import branch, preemption, wandb_mirror
-from scaling.run.checkpoint import load_latest_checkpoint
+from scaling.run.checkpoint import check_resume_data, load_latest_checkpoint
 from scaling.run.distributed import DistContext, setup_distributed, teardown_distributed
 from scaling.run.evaluate import Evaluator
 from scaling.run.hardware import peak_flops, resolve_device
@@ -74,6 +74,7 @@ def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True)
         check_model_config(run.model, vocab_size)
         sizes = RunSizes(run, vocab_size, ctx.world_size)
         check_context(prepared, sizes.context)
+        check_resume_data(run_dir, prepared, write=ctx.is_main)  # checkpoints resume only on the data they saw
         prepared, repeats = repeat.with_repeats(prepared, run.data.unique_tokens, sizes.context, sizes.batch_size,
                                                 sizes.tokens, repeat.max_unique_epochs(run.sweep))
         state = _initial_state(cfg, run, run_dir, sizes, vocab_size, device)

@@ -1,0 +1,127 @@
+"""Real corpora, the rest: a local Hugging Face dataset folder as a source, resume refused on changed data,
+mixtures set on the command line without '+', and a vocabulary overflow named by file and offset."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import run_cli
+from scaling.config import DataConfig
+from scaling.data.prepare import prepare_data
+from scaling.errors import ConfigError, DataError
+from scaling.run.checkpoint import DATA_FILE, list_checkpoints
+from scaling.run.training import run_training
+from scaling.sweep.expand import compose_run_config
+
+DOCS = [f"Note {i}: the kettle sang while {i % 9} owls argued about the moon.\n" for i in range(300)]
+RUN = ["model=tiny", "model.context=32", "train.batch_size=4", "train.tokens=2048", "train.eval_every=0",
+       "train.eval_tokens=512", "train.final_eval_tokens=512", "train.threads=1", "logger=none",
+       "data.max_bytes=null"]
+
+
+def train(tmp_path: Path, *overrides: str) -> tuple[dict, Path]:
+    cfg = compose_run_config([*RUN, f"data.cache_dir={tmp_path / 'cache'}", *overrides])
+    run_dir = tmp_path / "runs" / "run"
+    return run_training(cfg, run_dir, record_user_errors=False), run_dir
+
+
+def interrupt(run_dir: Path) -> None:
+    """A run killed after its last checkpoint: the checkpoints stay, the result is gone."""
+    assert list_checkpoints(run_dir)
+    (run_dir / "result.json").unlink()
+
+
+# ---------------------------------------------------------------------------------------------------
+# resume checks the data's fingerprint
+
+
+def test_resume_refuses_changed_data_and_accepts_the_same(tmp_path):
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("".join(DOCS))
+    first, run_dir = train(tmp_path, f"data.source={corpus}")
+    recorded = json.loads((run_dir / DATA_FILE).read_text())
+    assert first["status"] == "completed" and len(recorded["fingerprint"]) == 64
+    interrupt(run_dir)
+    again, _ = train(tmp_path, f"data.source={corpus}")  # the same data: resumes and completes
+    assert again["status"] == "completed" and again["tokens"] == first["tokens"]
+
+    interrupt(run_dir)
+    corpus.write_text("".join(DOCS).replace("owls", "crows"))  # same path, same settings, other text
+    with pytest.raises(DataError) as err:
+        train(tmp_path, f"data.source={corpus}")
+    msg = str(err.value)
+    assert "\n" not in msg and str(run_dir) in msg and recorded["fingerprint"][:16] in msg
+    assert "the corpus changed" in msg and "delete" in msg
+    assert not (run_dir / "result.json").exists() and list_checkpoints(run_dir)  # nothing lost
+
+
+def test_resume_names_what_changed(tmp_path):
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("".join(DOCS))
+    _, run_dir = train(tmp_path, f"data.source={corpus}")
+    interrupt(run_dir)
+    record = json.loads((run_dir / DATA_FILE).read_text())  # as if it had been trained on the char tokenizer
+    (run_dir / DATA_FILE).write_text(json.dumps({**record, "tokenizer": "char", "fingerprint": "0" * 64}))
+    with pytest.raises(DataError, match=r"fingerprint 0{16}, but the data is now .*tokenizer 'char' -> 'byte'"):
+        train(tmp_path, f"data.source={corpus}")
+
+
+def test_a_fresh_start_records_the_data_it_trains_on(tmp_path):
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("".join(DOCS))
+    _, run_dir = train(tmp_path, f"data.source={corpus}")
+    shutil.rmtree(run_dir / "checkpoints")
+    (run_dir / "result.json").unlink()
+    corpus.write_text("".join(DOCS[:200]))  # no checkpoint: nothing to resume, so other data is fine
+    result, _ = train(tmp_path, f"data.source={corpus}")
+    assert result["status"] == "completed"
+    assert json.loads((run_dir / DATA_FILE).read_text())["train_tokens"] < 0.8 * len("".join(DOCS))
+
+
+def test_the_fingerprint_follows_the_tokens_not_the_cache(tmp_path):
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("".join(DOCS))
+    a = prepare_data(DataConfig(source=str(corpus), cache_dir=str(tmp_path / "a"), max_bytes=None))
+    b = prepare_data(DataConfig(source=str(corpus), cache_dir=str(tmp_path / "b"), max_bytes=None, workers=2))
+    c = prepare_data(DataConfig(source=str(corpus), cache_dir=str(tmp_path / "a"), max_bytes=None, val_fraction=0.1))
+    assert a.dir != b.dir and a.fingerprint == b.fingerprint != c.fingerprint
+
+
+# ---------------------------------------------------------------------------------------------------
+# mixtures on the command line
+
+
+def test_sources_is_a_schema_field_set_without_plus(tmp_path):
+    override = "data.sources={a:{source:'/x/a.jsonl',weight:3},b:{source:'/x/b.jsonl',weight:0}}"
+    cfg = compose_run_config(["model=tiny", override])
+    assert cfg.data.sources.a.weight == 3 and cfg.data.sources.b.source == "/x/b.jsonl"
+    assert compose_run_config(["model=tiny"]).data.sources is None
+    with pytest.raises(ConfigError, match=r"data\.sources='x' is not allowed"):
+        DataConfig(sources="x", tokenizer="byte").validate()
+
+
+def test_scaling_prepare_reads_a_mixture_in_hydra_syntax(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.txt").write_text("".join(DOCS[:150] if name == "a" else DOCS[150:]))
+    mix = f"data.sources={{a:{{source:'{tmp_path / 'a.txt'}',weight:3}},b:{{source:'{tmp_path / 'b.txt'}',weight:1}}}}"
+    out = run_cli("scaling-prepare", mix, f"data.cache_dir={tmp_path / 'cache'}", "data.max_bytes=null", check=True)
+    meta = json.loads(out.stdout.split("\n", 1)[1])
+    assert set(meta["sources"]) == {"a", "b"} and meta["sources"]["a"]["weight"] == 3
+    bad = run_cli("scaling-prepare", "data.sources={a:{source:")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: data.sources=")
+
+
+# ---------------------------------------------------------------------------------------------------
+# token files: an id beyond the vocabulary
+
+
+def test_an_id_beyond_the_vocabulary_names_the_file_and_offset(tmp_path):
+    tokens = np.arange(5000, dtype=np.uint16) % 300
+    tokens[4321] = 999
+    path = tmp_path / "ids.bin"
+    tokens.tofile(path)
+    with pytest.raises(DataError, match=rf"{path}: token id 999 at token offset 4321 is beyond the vocabulary of 300"):
+        prepare_data(DataConfig(source=str(path), vocab_size=300, cache_dir=str(tmp_path / "c"), max_bytes=None))
