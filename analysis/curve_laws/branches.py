@@ -1,19 +1,26 @@
 """WSD branches never trained: fit a curve law to a trunk and one or two cooldowns, predict the others.
 
+    trunk, branches = split_trunk(load_curves("runs/wsd", loss="val/loss"))
     table = predict_branches(trunk, branches, branch_points=[4000, 8000, 16000], cooldowns=[800, 2000])
     table[["branch_step", "cooldown_steps", "loss", "loss_low", "loss_high", "predicted"]]
 
 The trunk is the constant-lr run (after its warmup); each trained branch leaves it at its branch point
 and cools down. The law is fitted to the trunk and the branches together (each branch's lr: the trunk's
-up to its branch point, then its own logged lr), then every (branch point, cooldown length) of the grid
-is predicted: the trunk's lr up to the branch point, a cooldown of ``shape`` down to ``final`` of the
-peak. Rows of the trained branches are in the table too (``predicted=False``, with ``measured``).
+up to its branch point, then its own), then every (branch point, cooldown length) of the grid is
+predicted: the trunk's lr up to the branch point, a cooldown of ``shape`` down to ``final`` of the peak.
+Rows of the trained branches are in the table too (``predicted=False``, with ``measured``).
+
+Harness run records (frames of ``load_curves``, with a ``path`` column) get each run's exact lr rebuilt
+from its ``config.yaml``; other tables use the logged lr, interpolated between the logged steps. Rows
+whose loss is missing (``load_curves(..., loss="val/loss")`` between evaluations) are left out of the
+fit but their lr is used. The validation loss at evaluation points is the better choice: the training
+loss of one batch is noisy (bench/RESULTS.md, "WSD cooldowns never trained").
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,51 +33,292 @@ from analysis.curve_laws.fit import fit_loss_curve
 BRANCH_SHAPES = sch.SHAPES + ("step",)
 
 
+@dataclass(frozen=True)
+class _Cols:
+    run: str = "run_id"
+    step: str = "step"
+    lr: str = "lr"
+    loss: str = "loss"
+
+
+@dataclass
+class _Run:
+    """One run ready to fit: its rows with a loss, the lr at every step, and (a branch) where it leaves the trunk."""
+
+    run_id: str
+    rows: pd.DataFrame
+    lrs: np.ndarray
+    horizon: int
+    branch_step: int = 0
+    measured: float = float("nan")
+
+    @property
+    def cooldown_steps(self) -> int:
+        return self.horizon - self.branch_step
+
+
+@dataclass
+class _Trunk(_Run):
+    warmup: int = 0
+    peak: float = 0.0
+    tokens_per_step: float | None = None
+
+
 def _frame(curve: Any, what: str) -> pd.DataFrame:
-    if isinstance(curve, pd.DataFrame):
-        return curve
     try:
-        return pd.DataFrame(curve)
+        frame = curve if isinstance(curve, pd.DataFrame) else pd.DataFrame(curve)
     except (TypeError, ValueError):
-        raise AnalysisInputError(f"{what}: expected a DataFrame with step, lr, loss columns") from None
+        frame = None
+    if curve is None or frame is None or frame.empty:
+        got = "missing" if curve is None else ("no rows" if frame is not None else f"a {type(curve).__name__}")
+        raise AnalysisInputError(f"{what}: {got}; expected a DataFrame with step, lr, loss columns")
+    return frame
 
 
-def _cooldown_lrs(base: np.ndarray, bp: int, cool: int, shape: str, final: float, peak: float) -> np.ndarray:
-    """The trunk's lr to step ``bp``, then a cooldown of ``cool`` steps of ``shape`` to ``final * peak``."""
-    total = bp + cool
-    head = base[: bp + 1] if base.size > bp else np.r_[base, np.full(bp + 1 - base.size, peak)]
-    s = np.arange(bp + 1, total + 1, dtype=float)
-    if shape == "step":
-        tail = np.full(s.size, final * peak)
-    else:
-        tail = peak * sch.cooldown_shape(shape, (s - bp) / cool, final)
-    return np.r_[head, tail]
+def _numbers(frame: pd.DataFrame, col: str, rid: str) -> np.ndarray:
+    if col not in frame.columns:
+        raise AnalysisInputError(f"run {rid}: column {col!r} is missing (columns: {', '.join(map(str, frame.columns))})")
+    return pd.to_numeric(frame[col], errors="coerce").to_numpy(float)
 
 
-def _branch_start(rid: str, frame: pd.DataFrame, steps: np.ndarray, lr: np.ndarray | None, peak: float,
-                  tokens_per_step: float | None, step_col: str) -> int:
+def _tokens_per_step(frame: pd.DataFrame, step_col: str) -> float | None:
+    if "tokens" not in frame.columns:
+        return None
+    f = frame[(pd.to_numeric(frame[step_col], errors="coerce") > 0) & frame["tokens"].notna()]
+    return float(f["tokens"].iloc[-1]) / float(f[step_col].iloc[-1]) if len(f) else None
+
+
+def _logged_lrs(rid: str, frame: pd.DataFrame, cols: _Cols, last: int) -> np.ndarray:
+    """The lr at every step 0..last from the logged lr of every row that has one (loss or not)."""
+    steps, lr = _numbers(frame, cols.step, rid), _numbers(frame, cols.lr, rid)
+    ok = np.isfinite(steps) & np.isfinite(lr)
+    if not ok.any():
+        raise AnalysisInputError(f"run {rid}: column {cols.lr!r} has no value; the lr is needed (or pass schedules=)")
+    lrs = cdata.interpolate_lr(rid, steps[ok].astype(np.int64), lr[ok], cols.lr)
+    return np.r_[lrs, np.full(max(0, last + 1 - lrs.size), lrs[-1])]
+
+
+def _loss_rows(rid: str, frame: pd.DataFrame, cols: _Cols) -> pd.DataFrame:
+    loss = _numbers(frame, cols.loss, rid)
+    rows = frame[np.isfinite(loss)]
+    if rows.empty:
+        raise AnalysisInputError(f"run {rid}: column {cols.loss!r} has no value (choose another loss column)")
+    return rows
+
+
+def _config_schedules(trunk_id: str, trunk: pd.DataFrame, branches: Mapping[str, pd.DataFrame],
+                      cols: _Cols) -> dict[str, np.ndarray]:
+    """Exact lr arrays of harness run records (frames with a ``path`` column), rebuilt from each config."""
+    frames = {trunk_id: trunk, **branches}
+    if cols.step != "step" or not all("path" in f.columns for f in frames.values()):
+        return {}
+    long = [f.assign(run_id=rid, trunk=None if rid == trunk_id else trunk_id) for rid, f in frames.items()]
+    return cdata.harness_schedules(pd.concat(long, ignore_index=True))[0]
+
+
+def _trunk(rid: str, frame: pd.DataFrame, schedule: Any, cols: _Cols) -> _Trunk:
+    rows = _loss_rows(rid, frame, cols)
+    last = int(_numbers(rows, cols.step, rid).max())
+    lrs = schedule if schedule is not None else _logged_lrs(rid, frame, cols, last)
+    curve = cdata.prepare({rid: rows}, {rid: lrs}, step_col=cols.step, lr_col=cols.lr, loss_col=cols.loss)[0]
+    w = sch.warmup_of(curve.lrs)
+    stable = curve.lrs[max(w, 1):]
+    peak = float(stable.max())
+    if np.any(np.abs(stable - peak) > 1e-6 * peak):
+        raise AnalysisInputError(f"trunk_curve: column {cols.lr!r} is not constant after the warmup (from "
+                                 f"{stable.min():g} to {peak:g}); a WSD trunk runs at its peak lr")
+    return _Trunk(rid, rows, curve.lrs, curve.horizon, warmup=w, peak=peak,
+                  tokens_per_step=_tokens_per_step(frame, cols.step))
+
+
+def _branch_start(rid: str, frame: pd.DataFrame, trunk: _Trunk, cols: _Cols, tokens_per_step: float | None) -> int:
     """The branch point of a trained branch: a ``branch_step`` column, ``branch_tokens`` (harness records),
     else from its lr: the last logged step at the peak, or the line through its first two cooldown points
     extrapolated back to the peak (exact for a linear cooldown)."""
-    if "branch_step" in frame.columns and frame["branch_step"].notna().any():
-        return int(frame["branch_step"].dropna().iloc[0])
-    if "branch_tokens" in frame.columns and frame["branch_tokens"].notna().any():
-        per = tokens_per_step
-        if per is None and "tokens" in frame.columns:
-            f = frame[frame[step_col] > 0]
-            per = float(f["tokens"].iloc[-1]) / float(f[step_col].iloc[-1]) if len(f) else None
-        if per:
-            return int(round(float(frame["branch_tokens"].dropna().iloc[0]) / per))
-    if lr is None:
-        raise AnalysisInputError(f"run {rid}: column 'lr' is missing, and no branch_step or branch_tokens column "
-                                 "tells where the branch leaves the trunk")
-    at_peak = np.flatnonzero(lr >= peak * (1 - 1e-9))
+    for col in ("branch_step", "branch_tokens"):
+        if col in frame.columns and frame[col].notna().any():
+            value = float(frame[col].dropna().iloc[0])
+            per = 1.0 if col == "branch_step" else (tokens_per_step or _tokens_per_step(frame, cols.step))
+            if per:
+                return int(round(value / per))
+    steps, lr = _numbers(frame, cols.step, rid), _numbers(frame, cols.lr, rid)
+    ok = np.isfinite(steps) & np.isfinite(lr)
+    steps, lr = steps[ok], lr[ok]
+    if not steps.size:
+        raise AnalysisInputError(f"run {rid}: column {cols.lr!r} has no value, and no branch_step or branch_tokens "
+                                 "column tells where the branch leaves the trunk")
+    at_peak = np.flatnonzero(lr >= trunk.peak * (1 - 1e-9))
     if at_peak.size:
         return int(steps[at_peak[-1]])
-    if steps.size >= 2 and lr[1] < lr[0] < peak:
-        drop_per_step = (lr[0] - lr[1]) / (steps[1] - steps[0])
-        return int(round(steps[0] - (peak - lr[0]) / drop_per_step))
+    if steps.size >= 2 and lr[1] < lr[0] < trunk.peak:
+        return int(round(steps[0] - (trunk.peak - lr[0]) * (steps[1] - steps[0]) / (lr[0] - lr[1])))
     return int(steps[0]) - 1
+
+
+def _branch(rid: str, frame: pd.DataFrame, trunk: _Trunk, schedule: Any, cols: _Cols) -> _Run:
+    """A trained branch: its rows after its branch point, its lr (the trunk's up to there, then its own)."""
+    bp = _branch_start(rid, frame, trunk, cols, trunk.tokens_per_step)
+    if bp > trunk.horizon:
+        raise AnalysisInputError(f"run {rid}: branch point step {bp} is beyond the trunk's last step {trunk.horizon}")
+    if bp < max(trunk.warmup, 1):
+        raise AnalysisInputError(f"run {rid}: branch point step {bp} is inside the trunk's {trunk.warmup}-step warmup")
+    rows = _loss_rows(rid, frame, cols)
+    own = rows[_numbers(rows, cols.step, rid) > bp]
+    if len(own) < 2:
+        raise AnalysisInputError(f"run {rid}: column {cols.loss!r}: {len(own)} point(s) after its branch point "
+                                 f"{bp}; a trained branch needs at least 2 points of its cooldown")
+    last = int(_numbers(own, cols.step, rid).max())
+    if schedule is None:
+        logged = frame[_numbers(frame, cols.step, rid) > bp]
+        steps, lr = _numbers(logged, cols.step, rid), _numbers(logged, cols.lr, rid)
+        ok = np.isfinite(steps) & np.isfinite(lr)
+        if not ok.any():
+            raise AnalysisInputError(f"run {rid}: column {cols.lr!r} is missing after the branch point {bp}; "
+                                     "the branch's cooldown lr is needed")
+        if np.any(lr[ok] < 0):
+            raise AnalysisInputError(f"run {rid}: column {cols.lr!r} has a negative lr after the branch point {bp}")
+        tail = np.interp(np.arange(bp + 1, last + 1), np.r_[bp, steps[ok]], np.r_[trunk.peak, lr[ok]])
+        schedule = np.r_[trunk.lrs[: bp + 1], tail]
+    lrs = cdata.schedule_array(rid, schedule, last)
+    return _Run(rid, own, lrs, last, branch_step=bp, measured=float(_numbers(own, cols.loss, rid)[-1]))
+
+
+def _cooldown_lrs(trunk: _Trunk, bp: int, cool: int, shape: str, final: float) -> np.ndarray:
+    """The trunk's lr to step ``bp``, then a cooldown of ``cool`` steps of ``shape`` to ``final * peak``."""
+    s = np.arange(bp + 1, bp + cool + 1, dtype=float)
+    if shape == "step":
+        tail = np.full(s.size, final * trunk.peak)
+    else:
+        tail = trunk.peak * sch.cooldown_shape(shape, (s - bp) / cool, final)
+    return np.r_[trunk.lrs[: bp + 1], tail]
+
+
+def _shape_of(trunk: _Trunk, trained: Sequence[_Run], final: float) -> str:
+    """The cooldown shape that reproduces the trained branches' lr best (exact for the harness's)."""
+    def misfit(shape: str) -> float:
+        if shape == "geometric" and final <= 0:
+            return np.inf
+        return sum(float(np.abs(_cooldown_lrs(trunk, b.branch_step, b.cooldown_steps, shape, final) - b.lrs).sum())
+                   for b in trained)
+    return min(BRANCH_SHAPES, key=misfit)
+
+
+def _steps_of(values: Sequence[float] | None, tokens: Sequence[float] | None, per: float | None,
+              what: str) -> list[int] | None:
+    if tokens is not None:
+        if not per:
+            raise AnalysisInputError(f"{what}_tokens: tokens_per_step is needed (or a 'tokens' column in the trunk) "
+                                     "to turn tokens into steps")
+        return [int(round(float(t) / per)) for t in tokens]
+    return None if values is None else [int(v) for v in values]
+
+
+def _grid(trunk: _Trunk, trained: Sequence[_Run], points: list[int] | None, lengths: list[int] | None,
+          cooldown_fraction: float | None) -> list[tuple[int, int]]:
+    """Every (branch point, cooldown length) to predict, checked against the trunk."""
+    if points is None:
+        spread = np.linspace(max(trunk.warmup + 1, 0.25 * trunk.horizon), trunk.horizon, 8).round().astype(int)
+        points = sorted(set(spread.tolist()) | {b.branch_step for b in trained})
+    if cooldown_fraction is not None and not 0 < float(cooldown_fraction) < 1:
+        raise AnalysisInputError(f"cooldown_fraction: {cooldown_fraction!r}; must lie in (0, 1)")
+    if lengths is None and cooldown_fraction is None:
+        lengths = sorted({b.cooldown_steps for b in trained})
+    for cool in lengths or []:
+        if cool < 1:
+            raise AnalysisInputError(f"cooldowns: {cool} steps; a cooldown lasts at least 1 step")
+    grid = []
+    for bp in points:
+        if bp < max(trunk.warmup, 1):
+            raise AnalysisInputError(f"branch_points: step {bp} is inside the trunk's {trunk.warmup}-step warmup")
+        if bp > trunk.horizon:
+            raise AnalysisInputError(f"branch_points: step {bp} is beyond the trunk's last step {trunk.horizon}; "
+                                     "a branch leaves the trunk where the trunk has trained")
+        if cooldown_fraction:
+            grid.append((bp, max(1, int(round(cooldown_fraction / (1 - cooldown_fraction) * bp)))))
+        else:
+            grid += [(bp, cool) for cool in lengths]
+    return grid
+
+
+def _finals(final: float | Sequence[float] | None, trunk: _Trunk, trained: Sequence[_Run]) -> list[float]:
+    finals = [float(trained[0].lrs[-1] / trunk.peak)] if final is None else \
+        ([float(final)] if np.ndim(final) == 0 else [float(f) for f in final])
+    for f in finals:
+        if not 0 <= f <= 1:
+            raise AnalysisInputError(f"final: {f!r}; must be a fraction of the peak lr in [0, 1]")
+    return finals
+
+
+def _row(res: Any, lrs: np.ndarray, bp: int, f: float, **extra: Any) -> dict[str, Any]:
+    pred = res.predict(lrs, [lrs.size - 1]).iloc[-1]
+    return {"branch_step": bp, "cooldown_steps": lrs.size - 1 - bp, "total_steps": lrs.size - 1,
+            "final_fraction": f, "loss": float(pred["loss"]), "loss_low": float(pred["loss_low"]),
+            "loss_high": float(pred["loss_high"]), **extra}
+
+
+def _table(rows: list[dict[str, Any]], per: float | None) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    order = ["branch_step", "cooldown_steps", "total_steps"]
+    if per:
+        for col in order:
+            table[col.replace("_steps", "_tokens").replace("_step", "_tokens")] = table[col] * per
+        order += ["branch_tokens", "cooldown_tokens", "total_tokens"]
+    table = table[order + [c for c in table.columns if c not in order]]
+    return table.sort_values(["branch_step", "cooldown_steps", "final_fraction", "predicted"]).reset_index(drop=True)
+
+
+def _run_id(frame: pd.DataFrame, run_col: str, default: str, what: str) -> str:
+    if run_col not in frame.columns or not frame[run_col].notna().any():
+        return default
+    ids = list(dict.fromkeys(frame[run_col].dropna().astype(str)))
+    if len(ids) > 1:
+        raise AnalysisInputError(f"{what}: column {run_col!r} holds {len(ids)} runs ({', '.join(ids[:3])}...); "
+                                 "give one trunk")
+    return ids[0]
+
+
+def _branch_frames(branch_curves: Any, run_col: str) -> dict[str, pd.DataFrame]:
+    if branch_curves is None or (isinstance(branch_curves, Mapping) and not branch_curves):
+        raise AnalysisInputError("branch_curves: give at least one trained branch")
+    if isinstance(branch_curves, pd.DataFrame) and run_col not in branch_curves.columns:
+        return {"branch": _frame(branch_curves, "branch_curves")}
+    return {rid: _frame(f, f"branch_curves: run {rid}") for rid, f in cdata.as_frames(branch_curves, run_col).items()}
+
+
+def _inputs(trunk_curve: Any, branch_curves: Any, cols: _Cols, schedules: Mapping[str, Any] | None,
+            trunk_schedule: Any, tokens_per_step: float | None) -> tuple[_Trunk, list[_Run]]:
+    """The checked trunk and trained branches, each with its lr (given, rebuilt from its config, or logged)."""
+    frame = _frame(trunk_curve, "trunk_curve")
+    tid = _run_id(frame, cols.run, "trunk", "trunk_curve")
+    branches = _branch_frames(branch_curves, cols.run)
+    if tid in branches:
+        raise AnalysisInputError(f"branch_curves: a branch has the trunk's id {tid!r}; give the branches other ids")
+    given = {str(k): v for k, v in (schedules or {}).items()}
+    unknown = sorted(set(given) - {tid, *branches})
+    if unknown:
+        raise AnalysisInputError(f"schedules: run(s) {', '.join(unknown)} are neither the trunk ({tid}) nor a branch")
+    if trunk_schedule is not None:
+        given[tid] = trunk_schedule
+    scheds = {**_config_schedules(tid, frame, branches, cols), **given}
+    trunk = _trunk(tid, frame, scheds.get(tid), cols)
+    if tokens_per_step is not None:
+        if not (isinstance(tokens_per_step, (int, float)) and tokens_per_step > 0):
+            raise AnalysisInputError(f"tokens_per_step: {tokens_per_step!r}; must be a number > 0")
+        trunk.tokens_per_step = float(tokens_per_step)
+    return trunk, [_branch(rid, f, trunk, scheds.get(rid), cols) for rid, f in branches.items()]
+
+
+def _predict_grid(res: Any, trunk: _Trunk, trained: Sequence[_Run], grid: list[tuple[int, int]],
+                  finals: list[float], shape: str) -> list[dict[str, Any]]:
+    rows = []
+    for f in finals:
+        cool_shape = _shape_of(trunk, trained, f) if shape == "auto" else shape
+        if cool_shape == "geometric" and f <= 0:
+            raise AnalysisInputError("final: 0 with shape 'geometric'; a geometric cooldown needs final > 0")
+        for bp, cool in grid:
+            rows.append(_row(res, _cooldown_lrs(trunk, bp, cool, cool_shape, f), bp, f, shape=cool_shape,
+                             predicted=True, run_id=None, measured=np.nan))
+    return rows
 
 
 def predict_branches(
@@ -80,159 +328,71 @@ def predict_branches(
     cooldowns: Sequence[int] | None = None,
     *,
     cooldown_fraction: float | None = None,
-    branch_tokens: Sequence[float] | None = None,
-    cooldown_tokens: Sequence[float] | None = None,
+    branch_tokens: Sequence[float] | None = None, cooldown_tokens: Sequence[float] | None = None,
     tokens_per_step: float | None = None,
-    shape: str = "linear",
-    final: float | Sequence[float] | None = None,
+    shape: str = "auto", final: float | Sequence[float] | None = None,
     law: str = "multipower",
-    warmup: str = "code",
-    trunk_schedule: Any = None,
-    bootstrap: int = 0,
-    seed: int = 0,
-    level: float = 0.95,
+    schedules: Mapping[str, Any] | None = None, trunk_schedule: Any = None,
     return_fit: bool = False,
-    step_col: str = "step",
-    lr_col: str = "lr",
-    loss_col: str = "loss",
-    run_col: str = "run_id",
+    run_col: str = "run_id", step_col: str = "step", lr_col: str = "lr", loss_col: str = "loss",
     **fit_kwargs: Any,
 ) -> pd.DataFrame | tuple[pd.DataFrame, Any]:
     """Final loss of WSD cooldowns never trained, from a trunk and one or two trained branches.
 
-    trunk_curve: the trunk's frame (step, lr, loss; constant lr after the warmup).
+    trunk_curve: the trunk's frame (step, lr, loss; constant lr after the warmup); rows without a loss
+      are left out of the fit.
     branch_curves: the trained branches: a long frame with ``run_col``, a mapping id -> frame, or one frame.
       Each branch's branch point is its ``branch_step`` column, else ``branch_tokens`` (a harness record,
       with ``tokens`` or ``tokens_per_step``), else read off its lr; rows at or before it are ignored.
     branch_points / cooldowns: steps of the grid to predict (every pair). Defaults: the trained branches'
       points and 8 points spread over the trunk; the trained cooldown lengths. ``cooldown_fraction`` f
       instead gives each branch point bp the cooldown f / (1 - f) bp (the harness's branching: the branch of
-      budget D starts at (1 - f) D). ``branch_tokens`` / ``cooldown_tokens`` give them in tokens (needs
-      ``tokens_per_step`` or a ``tokens`` column).
+      budget D starts at (1 - f) D). ``branch_tokens`` / ``cooldown_tokens`` give them in tokens.
     shape: cooldown shape of the predicted branches (linear, sqrt, geometric, cosine, or step: an immediate
-      drop); final: lr at the end as a fraction of the peak (default: the trained branches' last lr), or
-      several (each is a row).
-    law, warmup, bootstrap, seed, level, fit_kwargs: as ``fit_loss_curve``; the band needs ``bootstrap``.
+      drop; ``auto``: the one that reproduces the trained branches' lr); final: lr at the end as a fraction
+      of the peak (default: the first trained branch's), or several (each is a row).
+    schedules: run id -> lr at every step (overrides the lr rebuilt from a harness config or the logged one).
+    fit_kwargs: to ``fit_loss_curve`` (``warmup``, ``bootstrap`` for the band, ``seed``, ``level``, ...).
     Returns the table: branch_step, cooldown_steps, total_steps (and the same in tokens when known),
-    final_fraction, loss (predicted final loss), loss_low, loss_high, predicted, run_id, measured.
+    final_fraction, loss (predicted final loss), loss_low, loss_high, shape, predicted, run_id, measured.
     With ``return_fit`` also the fit (a curve ``FitResult``).
     """
-    if shape not in BRANCH_SHAPES:
-        raise AnalysisInputError(f"shape: {shape!r} is not one of {', '.join(map(repr, BRANCH_SHAPES))}")
-    trunk = _frame(trunk_curve, "trunk_curve")
-    if isinstance(branch_curves, pd.DataFrame) and run_col not in branch_curves.columns:
-        branches = {"branch": branch_curves}
-    else:
-        branches = cdata.as_frames(branch_curves, run_col)
-    if not branches:
-        raise AnalysisInputError("branch_curves: give at least one trained branch")
-    trunk_id = "trunk"
-    if trunk_id in branches:
-        raise AnalysisInputError("branch_curves: a branch is named 'trunk'; give the branches other ids")
-    trunk_c = cdata.prepare({trunk_id: trunk}, {trunk_id: trunk_schedule} if trunk_schedule is not None else None,
-                            step_col=step_col, lr_col=lr_col, loss_col=loss_col)[0]
-    base = trunk_c.lrs
-    w = sch.warmup_of(base)
-    peak = float(base[max(w, 1):].max())
-    stable = base[max(w, 1):]
-    if np.any(np.abs(stable - peak) > 1e-6 * peak):
-        raise AnalysisInputError(f"trunk_curve: column {lr_col!r} is not constant after the warmup (from "
-                                 f"{stable.min():g} to {peak:g}); a WSD trunk runs at its peak lr")
-    if tokens_per_step is None and "tokens" in trunk.columns:
-        f = trunk[trunk[step_col] > 0]
-        tokens_per_step = float(f["tokens"].iloc[-1]) / float(f[step_col].iloc[-1]) if len(f) else None
-
-    fit_curves = {trunk_id: trunk}
-    schedules = {trunk_id: base}
-    trained = []
-    for rid, frame in branches.items():
-        steps = pd.to_numeric(frame[step_col], errors="coerce").to_numpy(float) if step_col in frame else None
-        if steps is None:
-            raise AnalysisInputError(f"run {rid}: column {step_col!r} is missing")
-        lr = pd.to_numeric(frame[lr_col], errors="coerce").to_numpy(float) if lr_col in frame else None
-        bp = _branch_start(rid, frame, steps, lr, peak, tokens_per_step, step_col)
-        if bp > trunk_c.horizon:
-            raise AnalysisInputError(f"run {rid}: branch point step {bp} is beyond the trunk's last step "
-                                     f"{trunk_c.horizon}")
-        if bp < w:
-            raise AnalysisInputError(f"run {rid}: branch point step {bp} is inside the trunk's {w}-step warmup")
-        own = frame[steps > bp]
-        if len(own) < 2:
-            raise AnalysisInputError(f"run {rid}: column {step_col!r}: fewer than 2 points after its branch point "
-                                     f"{bp}; a trained branch needs its cooldown logged")
-        own_steps = pd.to_numeric(own[step_col]).to_numpy(np.int64)
-        if lr is None:
-            raise AnalysisInputError(f"run {rid}: column {lr_col!r} is missing; the branch's cooldown lr is needed")
-        own_lr = pd.to_numeric(own[lr_col]).to_numpy(float)
-        if np.any(~np.isfinite(own_lr)) or np.any(own_lr < 0):
-            raise AnalysisInputError(f"run {rid}: column {lr_col!r} has a NaN or negative lr after the branch point")
-        s = np.arange(bp + 1, own_steps[-1] + 1)
-        tail = np.interp(s, np.r_[bp, own_steps], np.r_[peak, own_lr])
-        schedules[str(rid)] = np.r_[base[: bp + 1], tail]
-        fit_curves[str(rid)] = own
-        trained.append({"run_id": str(rid), "branch_step": bp, "cooldown_steps": int(own_steps[-1] - bp),
-                        "final_fraction": float(own_lr[-1] / peak), "measured": float(pd.to_numeric(own[loss_col]).iloc[-1])})
-
-    res = fit_loss_curve(fit_curves, law, schedules=schedules, warmup=warmup, bootstrap=bootstrap, seed=seed,
-                         level=level, step_col=step_col, lr_col=lr_col, loss_col=loss_col, **fit_kwargs)
-
-    per = tokens_per_step
-    if branch_tokens is not None or cooldown_tokens is not None:
-        if not per:
-            raise AnalysisInputError("branch_tokens / cooldown_tokens: tokens_per_step is needed (or a 'tokens' "
-                                     "column in the trunk) to turn tokens into steps")
-    points = [int(round(float(t) / per)) for t in branch_tokens] if branch_tokens is not None else \
-        (list(branch_points) if branch_points is not None else None)
-    if points is None:
-        grid = np.linspace(max(w + 1, 0.25 * trunk_c.horizon), trunk_c.horizon, 8).round().astype(int)
-        points = sorted(set(grid.tolist()) | {t["branch_step"] for t in trained})
-    lengths = [int(round(float(t) / per)) for t in cooldown_tokens] if cooldown_tokens is not None else \
-        (list(cooldowns) if cooldowns is not None else None)
-    if lengths is None and cooldown_fraction is None:
-        lengths = sorted({t["cooldown_steps"] for t in trained})
-    if cooldown_fraction is not None and not 0 < float(cooldown_fraction) < 1:
-        raise AnalysisInputError(f"cooldown_fraction: {cooldown_fraction!r}; must lie in (0, 1)")
-    finals = [t["final_fraction"] for t in trained][:1] if final is None else \
-        ([float(final)] if np.ndim(final) == 0 else [float(f) for f in final])
-    for f in finals:
-        if not 0 <= f <= 1:
-            raise AnalysisInputError(f"final: {f!r}; must be a fraction of the peak lr in [0, 1]")
-    if shape == "geometric" and min(finals) <= 0:
-        raise AnalysisInputError("final: 0 with shape 'geometric'; a geometric cooldown needs final > 0")
-
-    rows = []
-    for bp in points:
-        bp = int(bp)
-        if bp < max(w, 1):
-            raise AnalysisInputError(f"branch_points: step {bp} is inside the trunk's {w}-step warmup")
-        cools = [max(1, int(round(cooldown_fraction / (1 - cooldown_fraction) * bp)))] if cooldown_fraction \
-            else [int(c) for c in lengths]
-        for cool in cools:
-            if cool < 1:
-                raise AnalysisInputError(f"cooldowns: {cool}; a cooldown lasts at least 1 step")
-            for f in finals:
-                lrs = _cooldown_lrs(base, bp, cool, shape, f, peak)
-                pred = res.predict(lrs, [bp + cool]).iloc[-1]
-                rows.append({"branch_step": bp, "cooldown_steps": cool, "total_steps": bp + cool, "final_fraction": f,
-                             "loss": float(pred["loss"]), "loss_low": float(pred["loss_low"]),
-                             "loss_high": float(pred["loss_high"]), "predicted": True, "run_id": None,
-                             "measured": np.nan})
-    if any(r["branch_step"] > trunk_c.horizon for r in rows):
-        warnings.warn(f"branch points beyond the trunk's last step {trunk_c.horizon}: the trunk itself is "
-                      "extrapolated there", stacklevel=2)
-    for t in trained:
-        sched = schedules[t["run_id"]]
-        pred = res.predict(sched, [sched.size - 1]).iloc[-1]
-        rows.append({**{k: t[k] for k in ("branch_step", "cooldown_steps", "final_fraction")},
-                     "total_steps": t["branch_step"] + t["cooldown_steps"], "loss": float(pred["loss"]),
-                     "loss_low": float(pred["loss_low"]), "loss_high": float(pred["loss_high"]), "predicted": False,
-                     "run_id": t["run_id"], "measured": t["measured"]})
-    table = pd.DataFrame(rows)
-    order = ["branch_step", "cooldown_steps", "total_steps"]
-    if per:
-        for col in ("branch", "cooldown", "total"):
-            table[f"{col}_tokens"] = table[f"{col}_steps"] * per
-        order += ["branch_tokens", "cooldown_tokens", "total_tokens"]
-    table = table[order + [c for c in table.columns if c not in order]]
-    table = table.sort_values(["branch_step", "cooldown_steps", "final_fraction", "predicted"]).reset_index(drop=True)
+    if shape != "auto" and shape not in BRANCH_SHAPES:
+        raise AnalysisInputError(f"shape: {shape!r} is not one of 'auto', {', '.join(map(repr, BRANCH_SHAPES))}")
+    cols = _Cols(run_col, step_col, lr_col, loss_col)
+    trunk, trained = _inputs(trunk_curve, branch_curves, cols, schedules, trunk_schedule, tokens_per_step)
+    runs = [trunk, *trained]
+    res = fit_loss_curve({r.run_id: r.rows for r in runs}, law, schedules={r.run_id: r.lrs for r in runs},
+                         run_col=run_col, step_col=step_col, lr_col=lr_col, loss_col=loss_col, **fit_kwargs)
+    per = trunk.tokens_per_step
+    grid = _grid(trunk, trained, _steps_of(branch_points, branch_tokens, per, "branch"),
+                 _steps_of(cooldowns, cooldown_tokens, per, "cooldown"), cooldown_fraction)
+    rows = _predict_grid(res, trunk, trained, grid, _finals(final, trunk, trained), shape)
+    rows += [_row(res, b.lrs, b.branch_step, float(b.lrs[-1] / trunk.peak), shape=None, predicted=False,
+                  run_id=b.run_id, measured=b.measured) for b in trained]
+    table = _table(rows, per)
     return (table, res) if return_fit else table
+
+
+def split_trunk(curves: Any, trunk: str | None = None, *, run_col: str = "run_id") -> tuple[pd.DataFrame, dict]:
+    """(the trunk's rows, {branch id: rows}) of a frame of harness curves (``load_curves``): the runs whose
+    ``trunk`` column names the trunk, and the trunk's own rows. ``trunk``: which one, when there are several."""
+    frame = _frame(curves, "curves")
+    for col in (run_col, "trunk"):
+        if col not in frame.columns:
+            raise AnalysisInputError(f"curves: column {col!r} is missing; expected harness curves with WSD branches "
+                                     "(load_curves of a branching sweep)")
+    named = list(dict.fromkeys(frame["trunk"].dropna().astype(str)))
+    if not named:
+        raise AnalysisInputError("curves: column 'trunk' is empty; no run is a WSD branch")
+    if trunk is None and len(named) > 1:
+        raise AnalysisInputError(f"trunk: the curves hold branches of {len(named)} trunks ({', '.join(named)}); "
+                                 "name one")
+    tid = named[0] if trunk is None else str(trunk)
+    if tid not in named:
+        raise AnalysisInputError(f"trunk: {tid!r} is not the trunk of any branch (trunks: {', '.join(named)})")
+    rows = frame[frame[run_col].astype(str) == tid]
+    if rows.empty:
+        raise AnalysisInputError(f"curves: the trunk run {tid} of the branches is not in the curves; load it too")
+    own = frame[frame["trunk"].astype(str) == tid]
+    return rows, {str(rid): g for rid, g in own.groupby(run_col, sort=False)}
