@@ -38,12 +38,15 @@ def evaluate(result: Any, curves: Any, schedules: Mapping[str, Any] | None = Non
              step_col: str = "step", lr_col: str = "lr", loss_col: str = "loss", mean: bool = True) -> pd.DataFrame:
     """Per-run metrics of a curve law's prediction of ``curves`` (as ``fit_loss_curve`` takes them).
 
-    result: a curve FitResult (``fit_loss_curve`` or ``curve_law``). Columns: run_id, points, R2, MAE,
+    result: a curve FitResult (``fit_loss_curve`` or ``curve_law``). schedules: run id -> lr array or spec;
+    those of runs not in ``curves`` are ignored (one mapping may serve a train and a test split). Columns: run_id, points, R2, MAE,
     RMSE, PredE, WorstE, final_step, final_loss, final_pred, final_error (pred - loss at the last step);
     with ``mean`` a last row ``run_id="mean"`` averages the metrics over the runs, as the paper reports them.
     """
     from analysis.curve_laws import data as cdata
 
+    present = set(cdata.as_frames(curves, run_col))
+    schedules = {k: v for k, v in (schedules or {}).items() if str(k) in present}
     runs = cdata.prepare(curves, schedules, run_col=run_col, step_col=step_col, lr_col=lr_col, loss_col=loss_col)
     rows = []
     for c in runs:

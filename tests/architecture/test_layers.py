@@ -23,7 +23,7 @@ PACKAGES = ("scaling", "analysis")
 MAX_MODULE_LINES = 400  # "about 350"
 MAX_FUNCTION_LINES = 70  # "about 60"
 # Known to be too long, to be split next (listed here so that nothing else may grow past the limits).
-KNOWN_TOO_LONG = {"analysis.curve_laws.fit: 447 lines", "analysis.curve_laws.fit.fit_loss_curve: 134 lines"}
+KNOWN_TOO_LONG: set[str] = set()
 
 
 def _modules() -> dict[str, Path]:
