@@ -117,6 +117,9 @@ def _check(args: argparse.Namespace) -> None:
         raise AnalysisInputError(f"--delta: {args.delta}; must be > 0")
     if args.window and args.window <= 1:
         raise AnalysisInputError(f"--window: {args.window}; must be a factor > 1, or 0 for all points")
+    from analysis.curve_laws.cli import check_arguments
+
+    check_arguments(args)  # --law, --warmup, --predict only with --approach curve, and the reverse
 
 
 def _run(args: argparse.Namespace) -> int:

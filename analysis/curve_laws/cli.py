@@ -23,20 +23,39 @@ from analysis.errors import AnalysisInputError
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     """The options of the curve approach (added to scaling-fit's parser)."""
-    group.add_argument("--law", default="multipower", choices=("multipower", "tissue"),
+    group.add_argument("--law", choices=("multipower", "tissue"),
                        help="curve approach: Multi-Power Law (default) or Tissue et al.'s momentum law")
-    group.add_argument("--warmup", default="code", choices=("code", "paper"),
+    group.add_argument("--warmup", choices=("code", "paper"),
                        help="curve approach: warmup convention, code (released code, default) or paper")
     group.add_argument("--predict", action="append", default=[], metavar="SCHEDULE",
                        help="curve approach: predict the loss along SCHEDULE, e.g. cosine:steps=72000,final=0.1 "
                             "or wsd:steps=24000,cooldown=0.2,shape=sqrt (repeatable; see docs/curve_laws.md)")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """The curve options only with --approach curve, and the options of the other fits not with it."""
+    curve_only = [f"--{name}" for name in ("law", "warmup", "predict") if getattr(args, name)]
+    if args.approach != "curve":
+        if curve_only:
+            raise AnalysisInputError(f"{', '.join(curve_only)}: only with --approach curve (got --approach "
+                                     f"{args.approach})")
+        return
+    others = [flag for flag, used in (("--lr-rule", args.lr_rule is not None), ("--drop-highest", args.drop_highest),
+                                      ("--params-col", args.params_col), ("--tokens-col", args.tokens_col),
+                                      ("--flops-col", args.flops_col), ("--wandb", args.wandb)) if used]
+    if others:
+        raise AnalysisInputError(f"{', '.join(others)}: not used by --approach curve (its options: --law, --warmup, "
+                                 "--predict, --loss-col, --filter, --bootstrap, --seed, --level, --delta, --json, --out)")
+
+
 def run_curve(args: argparse.Namespace, captured) -> int:
     """Fit, print (readable or JSON), and with --out write fit.json, the plot and report.md."""
     from analysis.curve_laws.data import read_curves
     from analysis.curve_laws.fit import fit_loss_curve
+    from analysis.curve_laws.schedules import parse_schedule
 
+    for spec in args.predict:  # a bad spec fails before the fit (peak and warmup come from the fit later)
+        _flag("--predict", parse_schedule, spec, {"peak": 1.0})
     notes: list[str] = []
     curves, schedules, more = captured(notes, read_curves, args.source, loss_col=args.loss_col)
     notes += [n for n in more if n not in notes]
@@ -49,16 +68,18 @@ def run_curve(args: argparse.Namespace, captured) -> int:
             raise AnalysisInputError(f"--filter {expr!r}: no curve row is left")
     keep = set(curves["run_id"].astype(str)) if "run_id" in curves else set()
     schedules = {k: v for k, v in schedules.items() if k in keep}
-    res = captured(notes, fit_loss_curve, curves, args.law, schedules=schedules or None, warmup=args.warmup,
-                   bootstrap=args.bootstrap, seed=args.seed, level=args.level, delta=args.delta)
+    res = captured(notes, fit_loss_curve, curves, args.law or "multipower", schedules=schedules or None,
+                   warmup=args.warmup or "code", bootstrap=args.bootstrap, seed=args.seed, level=args.level, delta=args.delta)
     predictions = []
     for spec in args.predict:
-        table = captured(notes, res.predict, spec)
+        table = _flag("--predict", captured, notes, res.predict, spec)
         predictions.append(table.assign(schedule=spec))
     if predictions:
         res.tables["predictions"] = pd.concat(predictions, ignore_index=True)
-    for note in notes:
+    own = [n for n in notes if n not in res.warnings]  # the fit's warnings: in its summary, JSON and report
+    for note in notes if args.json else own:
         print(f"warning: {note}", file=sys.stderr)
+    notes = own
     if args.json:
         print(json.dumps({"curve": result_json(res)}, indent=2))
     else:
@@ -68,9 +89,15 @@ def run_curve(args: argparse.Namespace, captured) -> int:
 
         written = captured(notes, write_report, args.out, {"curve": res}, notes=notes, source=str(args.source))
         print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
-    if getattr(args, "wandb", None):
-        print("warning: --wandb is not supported with --approach curve; the fit was not logged", file=sys.stderr)
     return 0
+
+
+def _flag(flag: str, fn, *args: Any) -> Any:
+    """``fn(*args)``, its input errors prefixed by the flag they came from."""
+    try:
+        return fn(*args)
+    except AnalysisInputError as err:
+        raise AnalysisInputError(f"{flag}: {err}") from None
 
 
 def result_json(res: Any) -> dict[str, Any]:
