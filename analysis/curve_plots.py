@@ -9,7 +9,7 @@ Like ``analysis.plots``: matplotlib without pyplot state, one file per format, t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -50,12 +50,18 @@ def plot_curve_fit(res: FitResult, path: str | Path, *, predictions: Mapping[str
     ax, ax_lr = fig.subplots(1, 2, width_ratios=(3, 2))
     cmap = colormaps["tab10"]
     runs = list(dict.fromkeys(data["run_id"]))
+    model = res.tables.get("model")
+    full = getattr(model, "schedules", {}) or {}  # each fitted run's lr at every step, warmup included
     for i, rid in enumerate(runs):
         g = data[data["run_id"] == rid]
         colour = cmap(i % 10)
         ax.scatter(g["step"], g["loss"], s=6, color=colour, alpha=0.6, lw=0, gid=f"data-{rid}")
         ax.plot(g["step"], g["fitted"], color=colour, lw=1.3, label=f"{rid} (fitted)")
-        ax_lr.plot(g["step"], g["lr"], color=colour, lw=1.0)
+        lrs = full.get(rid)
+        if lrs is not None:
+            ax_lr.plot(np.arange(1, len(lrs)), lrs[1:], color=colour, lw=1.0)
+        else:
+            ax_lr.plot(g["step"], g["lr"], color=colour, lw=1.0)
     for j, (label, table) in enumerate(predictions.items()):
         colour = cmap((len(runs) + j) % 10)
         if measured is not None and "run_id" in measured and label in set(measured["run_id"].astype(str)):
@@ -75,7 +81,9 @@ def plot_curve_fit(res: FitResult, path: str | Path, *, predictions: Mapping[str
     ax.set_title(f"{law} fit ({res.diagnostics.get('warmup_convention', '')} warmup): "
                  f"RMSE {res.diagnostics.get('rmse', float('nan')):.4f}")
     handles, _ = ax.get_legend_handles_labels()
-    handles.append(Line2D([], [], color="gray", ls="", marker="o", ms=3, label="measured"))
+    handles.append(Line2D([], [], color="gray", ls="", marker="o", ms=3, label="logged loss (points)"))
+    if measured is not None:
+        handles.append(Line2D([], [], color="0.55", ls="", marker="o", ms=3, label="measured, not fitted"))
     ax.legend(handles=handles, fontsize=7, loc="upper right")
     ax_lr.set_xlabel("step")
     ax_lr.set_ylabel("learning rate")

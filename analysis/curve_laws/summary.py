@@ -21,6 +21,11 @@ def curve_markdown(res: Any, table) -> list[str]:
     d = res.diagnostics
     lines = ["## Loss curves", "", f"Law: {d.get('law_name', '')}, warmup convention {d.get('warmup', '')}. "
              f"{d.get('n_runs', '?')} runs, {d.get('n_points', '?')} points, RMSE {d.get('rmse', float('nan')):.4g}.", ""]
+    if d.get("horizon"):
+        from analysis.curve_laws.fit import EXTRAPOLATION
+
+        lines += [f"Longest fitted curve: {d['horizon']} steps (peak lr {d.get('peak_lr', float('nan')):.3g}); a "
+                  f"prediction beyond {EXTRAPOLATION * d['horizon']:.0f} steps is an extrapolation and warns.", ""]
     if d.get("lr_interpolated"):
         lines += [f"The lr of {', '.join(map(str, d['lr_interpolated']))} is interpolated from the logged values.", ""]
     metrics = res.tables.get("metrics")
@@ -28,6 +33,7 @@ def curve_markdown(res: Any, table) -> list[str]:
         lines += ["Fit per run (R2, MAE, RMSE, PredE = mean |pred - loss| / loss, WorstE = max):", "", table(metrics), ""]
     f = finals(res)
     if len(f):
-        band = "" if f["loss_low"].notna().any() else " (no band: run with --bootstrap N)"
+        band = f" ({100 * res.level:g}% bootstrap band over {d.get('bootstrap_over', 'runs')})" \
+            if f["loss_low"].notna().any() else " (no band: run with --bootstrap N)"
         lines += [f"Predicted loss at the end of each schedule{band}:", "", table(f), ""]
     return lines
