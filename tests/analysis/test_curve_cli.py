@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from helpers import TINY, read_metrics, run_cli, run_dirs
 
 from analysis import curve_law
@@ -44,6 +45,32 @@ def test_the_lr_of_real_runs_is_rebuilt_from_their_configs_exactly(runs):
         lrs = schedules[run_dir.name]
         assert lrs.size == 40 and lrs[0] == 0.0
         np.testing.assert_allclose(lrs[[s for s, _ in logged]], [lr for _, lr in logged], rtol=1e-12)
+
+
+def test_a_wsd_branch_runs_its_trunks_lr_up_to_its_branch_point(tmp_path):
+    """A trunk and a cooldown branch (their warmups differ: 10% of 80 and of 60 steps): the branch's lr is
+    the trunk's up to the branch point and its own config's after, as the loop ran them."""
+    from scaling.run.training import run_training
+    from scaling.sweep.expand import compose_run_config
+
+    mine = ("train.batch_size", "train.tokens", "train.final_eval_tokens")  # 256 tokens a step, a short final eval
+    small = [o for o in TINY if not o.startswith(mine)] + [
+        "train.batch_size=4", "train.final_eval_tokens=1024", "train.checkpoint_every=0", "train.log_every=1",
+        "optim.warmup_fraction=0.1", "optim.cooldown_fraction=0.25"]
+    trunk, branch = tmp_path / "trunk", tmp_path / "branch"
+    run_training(compose_run_config([*small, "optim.schedule=constant", "train.tokens=20480",
+                                     "train.keep_at_tokens=[10240]"]), trunk)
+    run_training(compose_run_config([*small, "optim.schedule=wsd", "train.tokens=15360", f"train.branch_from={trunk}",
+                                     "train.branch_tokens=10240"]), branch)
+    curves, schedules, notes = read_curves(tmp_path)
+    assert notes == [] and schedules["trunk"].size == 81 and schedules["branch"].size == 61
+    np.testing.assert_array_equal(schedules["branch"][:41], schedules["trunk"][:41])
+    own = sch.schedule_from_config(yaml.safe_load((branch / "config.yaml").read_text()))
+    assert not np.array_equal(own[:41], schedules["trunk"][:41])  # a warmup of 6 steps, not the trunk's 8
+    np.testing.assert_array_equal(schedules["branch"][41:], own[41:])
+    logged = [(row["step"], row["lr"]) for row in read_metrics(branch)]
+    assert logged[0][0] == 41
+    np.testing.assert_allclose(schedules["branch"][[s for s, _ in logged]], [lr for _, lr in logged], rtol=1e-12)
 
 
 def test_fit_real_run_folders_and_write_the_plot_and_the_report(runs, tmp_path):
