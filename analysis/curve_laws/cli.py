@@ -29,7 +29,8 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="curve approach: warmup convention, code (released code, default) or paper")
     group.add_argument("--predict", action="append", default=[], metavar="SCHEDULE",
                        help="curve approach: predict the loss along SCHEDULE, e.g. cosine:steps=72000,final=0.1 "
-                            "or wsd:steps=24000,cooldown=0.2,shape=sqrt (repeatable; see docs/curve_laws.md)")
+                            "or wsd:steps=24000,cooldown=0.2,shape=sqrt, or a fitted run's id (repeatable; see "
+                            "docs/curve_laws.md)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -54,8 +55,6 @@ def run_curve(args: argparse.Namespace, captured) -> int:
     from analysis.curve_laws.fit import fit_loss_curve
     from analysis.curve_laws.schedules import parse_schedule
 
-    for spec in args.predict:  # a bad spec fails before the fit (peak and warmup come from the fit later)
-        _flag("--predict", parse_schedule, spec, {"peak": 1.0})
     notes: list[str] = []
     curves, schedules, more = captured(notes, read_curves, args.source, loss_col=args.loss_col)
     notes += [n for n in more if n not in notes]
@@ -68,6 +67,9 @@ def run_curve(args: argparse.Namespace, captured) -> int:
             raise AnalysisInputError(f"--filter {expr!r}: no curve row is left")
     keep = set(curves["run_id"].astype(str)) if "run_id" in curves else set()
     schedules = {k: v for k, v in schedules.items() if k in keep}
+    for spec in args.predict:  # a bad spec fails before the fit (peak and warmup come from the fit later)
+        if spec not in keep:  # a fitted run's id predicts along its own schedule
+            _flag("--predict", parse_schedule, spec, {"peak": 1.0})
     res = captured(notes, fit_loss_curve, curves, args.law or "multipower", schedules=schedules or None,
                    warmup=args.warmup or "code", bootstrap=args.bootstrap, seed=args.seed, level=args.level, delta=args.delta)
     predictions = []

@@ -112,13 +112,16 @@ def fit_here(capsys, *args) -> tuple[dict, str]:
 
 def test_fit_a_csv_table_of_curves_to_json(table, capsys):
     res, err = fit_here(capsys, table, "--approach", "curve", "--law", "multipower", "--predict",
-                        "cosine:steps=72000,final=0.1", "--predict", "constant:steps=72000")
+                        "cosine:steps=72000,final=0.1", "--predict", "constant:steps=72000", "--predict", "wsdcon_9")
     assert err.count("the warmup is missing, a linear ramp from 0") == 3  # the CSVs start at step 2160
     assert set(res["estimates"]) == {"L0", "A", "alpha", "B", "C", "beta", "gamma"}
     assert sorted(res["diagnostics"]["lr_interpolated"]) == ["constant_24000", "cosine_24000", "wsdcon_9"]
     assert res["diagnostics"]["rmse"] < 0.005 and res["diagnostics"]["warmup_convention"] == "code"
     final = {row["schedule"]: row for row in res["predictions"]}
-    assert set(final) == {"cosine:steps=72000,final=0.1", "constant:steps=72000"}
+    assert set(final) == {"cosine:steps=72000,final=0.1", "constant:steps=72000", "wsdcon_9"}
+    fitted = {row["run_id"]: row for row in res["metrics"]}["wsdcon_9"]  # a fitted run's id: its own schedule
+    assert final["wsdcon_9"]["step"] == fitted["final_step"]
+    assert final["wsdcon_9"]["loss"] == pytest.approx(fitted["final_fitted"], rel=1e-8)  # JSON keeps 10 digits
     cos, const = final["cosine:steps=72000,final=0.1"], final["constant:steps=72000"]
     assert cos["step"] == const["step"] == 72000 and cos["lr"] == pytest.approx(3e-5)
     assert 2.7 < cos["loss"] < const["loss"] < 3.0  # the cooldown pays at the same length
