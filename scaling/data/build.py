@@ -7,6 +7,7 @@ atomic rename.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -15,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from scaling.data import pipeline
+from scaling.data import hf, pipeline
 from scaling.data.encode import decode_task
 from scaling.data.pretokenized import IdsOnly, is_token_source, token_shards
 from scaling.data.shards import shard_dtype
@@ -47,6 +48,8 @@ class Source:
 def resolve(cfg) -> Source:
     """Plan a source: documents or token files, the held-out files, the tokenizer and separators."""
     kind, root, inputs = resolve_inputs(cfg.source)
+    if kind == "hf" and cfg.val_source is None and (held := hf.validation_folder(Path(root), cfg.source)):
+        cfg = dataclasses.replace(cfg, val_source=held)  # a DatasetDict's validation split
     val_inputs = resolve_inputs(cfg.val_source)[2] if cfg.val_source is not None else []
     if is_token_source(inputs):
         tok = _fixed_tokenizer(cfg, tokens=True)

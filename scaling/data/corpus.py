@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from scaling.data import hf
 from scaling.errors import DataError
 
-ALLOWED_SOURCES = "'stdlib', a text file, a folder of text files, or a glob matching text files"
+ALLOWED_SOURCES = "'stdlib', a file, a folder (of files, or a saved Hugging Face dataset), or a glob matching files"
 
 
 @dataclass
@@ -67,6 +68,8 @@ def resolve_source(source: str) -> tuple[str, Path, list[Path]]:
         return "file", path.parent, [path]
     if path.is_dir():
         root = path.resolve()
+        if hf.is_dataset_folder(root):  # written by datasets' save_to_disk: its arrow files
+            return "hf", root, hf.dataset_files(root, source)
         return "folder", root, _walk(root)
     raise DataError(f"data.source={source!r} does not exist; allowed: {ALLOWED_SOURCES}")
 

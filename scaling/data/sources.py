@@ -3,7 +3,8 @@
 A source is ``stdlib``, a file, a folder, a glob, or a list of these. Each file is one of:
 ``text`` (one file = one document), ``jsonl`` (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``: one JSON object a
 line, the text in ``data.text_field``), ``parquet`` (streamed in record batches, the text in the column
-``data.text_field``), or ``tokens`` (pre-tokenized shards, ``scaling.data.pretokenized``).
+``data.text_field``), ``arrow`` (a saved Hugging Face dataset's files, ``scaling.data.hf``), or ``tokens``
+(pre-tokenized shards, ``scaling.data.pretokenized``).
 
 The plan (``plan_source``) fixes everything preparation needs before any tokenizing: the files in order,
 the cap, the split rule and the fingerprint. ``iter_tasks`` then cuts the reading into tasks of about 4 MB
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from scaling.data import hf
 from scaling.data.corpus import _decode, _partial_tail, resolve_source
 from scaling.errors import DataError
 
@@ -33,7 +35,7 @@ TOKEN_SUFFIXES = (".bin", ".npy")
 class Input:
     path: Path
     rel: str
-    kind: str  # text | jsonl | parquet | tokens
+    kind: str  # text | jsonl | parquet | arrow | tokens
     size: int
     take: Optional[int] = None  # text files: bytes read (the cap cuts the last one)
 
@@ -41,7 +43,7 @@ class Input:
 @dataclass
 class Plan:
     source: Any
-    kind: str  # stdlib | file | folder | glob | list
+    kind: str  # stdlib | file | folder | hf | glob | list
     root: str
     inputs: list[Input]
     mode: str  # position (one text file) | files (whole text files held out) | docs (held out by document hash)
@@ -63,6 +65,8 @@ def file_kind(path: Path) -> str:
         return "jsonl"
     if name.endswith(".parquet"):
         return "parquet"
+    if name.endswith(".arrow"):
+        return "arrow"
     return "text"
 
 
@@ -204,6 +208,8 @@ def iter_tasks(plan: Plan, text_field: str) -> Iterator[tuple]:
             yield from _jsonl_tasks(i, text_field, plan.mode)
         elif i.kind == "parquet":
             yield from _parquet_tasks(i, text_field, plan.mode)
+        elif i.kind == "arrow":
+            yield from hf.arrow_tasks(i.path, i.rel, text_field, plan.mode)
     if batch:
         yield ("text", batch)
 

@@ -35,6 +35,53 @@ def interrupt(run_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# a local Hugging Face dataset folder
+
+
+def hf_datasets():
+    return pytest.importorskip("datasets", reason="the datasets library is not installed (pip install '.[hf]')")
+
+
+def test_a_saved_dataset_dict_gives_its_train_and_validation_splits(tmp_path):
+    datasets = hf_datasets()
+    val_docs = [f"Held out {i}: a quiet heron.\n" for i in range(40)]
+    splits = {"train": DOCS, "validation": val_docs, "test": ["never read\n"] * 5}
+    datasets.DatasetDict({k: datasets.Dataset.from_dict({"body": v, "id": list(range(len(v)))})
+                          for k, v in splits.items()}).save_to_disk(str(tmp_path / "dd"))
+    p = prepare_data(DataConfig(source=str(tmp_path / "dd"), text_field="body", cache_dir=str(tmp_path / "c"),
+                                max_bytes=None))
+    assert p.tokenizer.decode(np.asarray(p.train).tolist()) == "".join(DOCS)  # in order, all of train
+    assert p.tokenizer.decode(np.asarray(p.val).tolist()) == "".join(val_docs)  # the validation split, not test
+    assert p.meta["source_kind"] == "hf" and p.meta["val_source"] == str((tmp_path / "dd" / "validation").resolve())
+    with pytest.raises(DataError, match=r"dd/train/data-00000-of-00001\.arrow: no column data\.text_field='text'; "
+                                        r"columns: body, id"):
+        prepare_data(DataConfig(source=str(tmp_path / "dd"), cache_dir=str(tmp_path / "c"), max_bytes=None))
+
+
+def test_a_saved_dataset_is_held_out_by_document_and_trains(tmp_path):
+    datasets = hf_datasets()
+    datasets.Dataset.from_dict({"text": DOCS}).save_to_disk(str(tmp_path / "ds"), max_shard_size="4KB")
+    folder = prepare_data(DataConfig(source=str(tmp_path / "ds"), cache_dir=str(tmp_path / "cache"), max_bytes=None))
+    files = prepare_data(DataConfig(source=str(tmp_path / "ds" / "*.arrow"), cache_dir=str(tmp_path / "cache"),
+                                    max_bytes=None))
+    assert folder.meta["files"] > 1 and folder.meta["train_docs"] + folder.meta["val_docs"] == len(DOCS)
+    assert 0 < folder.meta["val_docs"] < 0.15 * len(DOCS)
+    assert folder.fingerprint == files.fingerprint  # the loose arrow files read as the folder is
+    result, run_dir = train(tmp_path, f"data.source={tmp_path / 'ds'}")
+    assert result["status"] == "completed" and result["val_bpb"] > 0
+    assert json.loads((run_dir / DATA_FILE).read_text())["fingerprint"] == folder.fingerprint
+
+
+def test_without_the_datasets_library_the_error_says_how_to_install_it(tmp_path, monkeypatch):
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "state.json").write_text("{}")
+    monkeypatch.setitem(__import__("sys").modules, "datasets", None)  # import datasets raises ImportError
+    with pytest.raises(DataError, match=r"^data\.source='.*ds' is a Hugging Face dataset: reading it needs the "
+                                        r"datasets library; install the extra: pip install '\.\[hf\]'"):
+        prepare_data(DataConfig(source=str(tmp_path / "ds"), cache_dir=str(tmp_path / "c")))
+
+
+# ---------------------------------------------------------------------------------------------------
 # resume checks the data's fingerprint
 
 
