@@ -1,8 +1,9 @@
 """``scaling-train``: one training run (or a Hydra multirun of them) as a Hydra app over ``conf/``.
 
 The entry point only wires: Hydra composes the config, ``task`` records a sweep's skipped run or hands
-the config to ``scaling.run.training.run_training``. A single run from the shell reports a user error
-as one line and exit status 2; a sweep's run records it as ``failed``.
+the config to ``scaling.run.training.run_training``, with the estimate of the final loss while it trains
+(``scaling.study.forecast``, ``train.forecast_every``) as an extra hook. A single run from the shell
+reports a user error as one line and exit status 2; a sweep's run records it as ``failed``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 
 from scaling.config import CONF_DIR
 from scaling.run.training import USER_ERRORS, run_training
+from scaling.study.forecast import forecast_hooks
 from scaling.sweep.registry import configure_runtime
 from scaling.sweep.resolvers import skipped_result
 
@@ -39,10 +41,11 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     skipped = skipped_result(cfg, run_dir)
     if skipped is not None:
         return skipped
+    hooks = forecast_hooks(cfg)
     if HydraConfig.get().mode.name == "MULTIRUN":
-        return run_training(cfg, run_dir)
+        return run_training(cfg, run_dir, extra_hooks=hooks)
     with user_errors_exit():
-        return run_training(cfg, run_dir, record_user_errors=False)
+        return run_training(cfg, run_dir, record_user_errors=False, extra_hooks=hooks)
 
 
 def main() -> None:

@@ -1,7 +1,12 @@
 """The duties of the training loop as hooks, each owning its cadence: the metrics line and divergence
 (``MetricsHook``), evaluation (``EvalHook``), the run record and its W&B mirror (``RecordHook``), the
 console (``ConsoleHook``), checkpoints and the preemption hand-off (``CheckpointHook`` with its
-``Checkpointer``). ``scaling.run.training`` puts them in this order."""
+``Checkpointer``). ``scaling.run.training`` puts them in this order.
+
+Extension point: ``run_training(cfg, run_dir, extra_hooks=[factory, ...])``. Each factory receives the
+run's ``HookContext`` and returns a hook (or None); these hooks run after evaluation and before the record,
+so keys they add to ``event.row`` land in ``metrics.jsonl``, the W&B mirror and, for ``pred/...`` keys, the
+progress bar. Layers above the run (the study's forecast, ``scaling.study.forecast``) plug in this way."""
 
 from __future__ import annotations
 
@@ -9,20 +14,39 @@ import logging
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from scaling.config import RunConfig
 from scaling.run.checkpoint import save_checkpoint
 from scaling.run.distributed import DistContext
 from scaling.run.evaluate import Evaluator
-from scaling.run.loop import StepEvent
+from scaling.run.loop import Hook, StepEvent
 from scaling.run.record import RunRecord
 from scaling.run.sizes import RunSizes
 from scaling.run.state import TrainState
 
 log = logging.getLogger("scaling.train")
+PRED_PREFIX = "pred/"  # keys of estimates (e.g. pred/final_loss, pred/final_loss_low, pred/final_loss_high)
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What a hook factory of ``run_training(..., extra_hooks=...)`` learns about the run it joins."""
+
+    run: RunConfig  # the typed config
+    run_dir: Path
+    steps: int  # optimizer steps of the whole run
+    start_step: int  # steps already done (a resumed run)
+    lrs: Sequence[float]  # the run's own schedule: lrs[s] is the lr of step s (s = 1..steps), lrs[0] = 0
+    is_main: bool  # the writing rank (the only one whose rows are recorded)
+    history: Callable[[], list[dict[str, Any]]]  # the rows already in metrics.jsonl (writing rank; else [])
+
+
+HookFactory = Callable[[HookContext], Optional[Hook]]
 
 
 class MetricsHook:
@@ -94,14 +118,18 @@ class ConsoleHook:
                  ctx: DistContext):
         self.bar = _progress_bar(show, total, initial) if ctx.is_main else None
         self.total, self.log_every, self.tokens_per_step, self.ctx = total, log_every, tokens_per_step, ctx
+        self.pred: dict[str, str] = {}  # the latest pred/... estimates, shown until newer ones arrive
 
     def after_step(self, ev: StepEvent) -> None:
         row = ev.row
+        if row is not None:
+            self.pred = pred_postfix(row) or self.pred
         if row is not None and self.bar is not None:
-            self.bar.set_postfix(loss=f"{row['train/loss']:.4f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+            self.bar.set_postfix(loss=f"{row['train/loss']:.4f}", tok_s=f"{row['tokens_per_s']:,.0f}", **self.pred)
         elif row is not None and self.ctx.is_main and (ev.step % (self.log_every * 10) == 0 or ev.is_last):
-            log.info("step %d/%d tokens %d loss %.4f lr %.3g tok/s %.0f", ev.step, self.total,
-                     ev.step * self.tokens_per_step, row["train/loss"], ev.lr, row["tokens_per_s"])
+            log.info("step %d/%d tokens %d loss %.4f lr %.3g tok/s %.0f%s", ev.step, self.total,
+                     ev.step * self.tokens_per_step, row["train/loss"], ev.lr, row["tokens_per_s"],
+                     "".join(f" {k} {v}" for k, v in self.pred.items()))
         if self.bar is not None and not ev.stop:
             self.bar.update(1)
 
@@ -143,6 +171,22 @@ class CheckpointHook:
         if preempted:
             self.before_handoff()
             self.guard.handoff()
+
+
+def pred_postfix(row: dict[str, Any]) -> dict[str, str]:
+    """The ``pred/...`` estimates of a metrics row as progress-bar fields: ``pred/final_loss`` with its
+    ``_low`` and ``_high`` band becomes ``final_loss='2.3012 [2.2903, 2.3074]'``."""
+    keys = [k for k in row if k.startswith(PRED_PREFIX) and isinstance(row[k], (int, float))]
+    out = {}
+    for key in keys:
+        if key.endswith(("_low", "_high")) and key.rsplit("_", 1)[0] in row:
+            continue
+        text = f"{row[key]:.4f}"
+        low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+            text += f" [{low:.4f}, {high:.4f}]"
+        out[key[len(PRED_PREFIX):].replace("/", "_")] = text
+    return out
 
 
 def _progress_bar(show: Optional[bool], total: int, initial: int) -> Any:

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -29,7 +29,8 @@ from scaling.run.checkpoint import check_resume_data, load_latest_checkpoint
 from scaling.run.distributed import DistContext, setup_distributed, teardown_distributed
 from scaling.run.evaluate import Evaluator
 from scaling.run.hardware import peak_flops, resolve_device
-from scaling.run.hooks import (CheckpointHook, Checkpointer, ConsoleHook, EvalHook, MetricsHook, RecordHook)
+from scaling.run.hooks import (CheckpointHook, Checkpointer, ConsoleHook, EvalHook, HookContext, HookFactory,
+                               MetricsHook, RecordHook)
 from scaling.run.loop import train_loop
 from scaling.run.record import RunRecord
 from scaling.run.schedule import lr_multiplier
@@ -51,11 +52,14 @@ def check_run_config(cfg: Any) -> None:
                          repeat.max_unique_epochs(cfg.sweep))
 
 
-def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True) -> dict[str, Any]:
+def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True,
+                 extra_hooks: Sequence[HookFactory] = ()) -> dict[str, Any]:
     """Train one run into ``run_dir`` and return its result record (see DESIGN.md).
 
     Any failure is recorded as ``failed`` with its error before it is raised again; a bad config or bad
     data too, unless ``record_user_errors`` is false (a single run from the shell, which just reports it).
+    extra_hooks: factories called with the run's ``HookContext``; their hooks run after evaluation and
+    before the record (``scaling.run.hooks``), e.g. the forecast of ``scaling.study.forecast``.
     """
     run_dir, start_time = Path(run_dir), time.time()
     record = RunRecord(run_dir)
@@ -85,7 +89,7 @@ def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True)
             record.open_metrics(resume_step=state.step)
             mirror = wandb_mirror.start(cfg, run_dir, run_dir.name, state.wandb_id or None, info)
             state.wandb_id = getattr(mirror, "wandb_id", None) or ""
-        outcome = _train(run, sizes, prepared, state, device, ctx, record, mirror, run_dir, start_time)
+        outcome = _train(run, sizes, prepared, state, device, ctx, record, mirror, run_dir, start_time, extra_hooks)
         result = {"run_id": run_dir.name, "group": run.group, **outcome, "model": info["shape"],
                   "params": sizes.params, "tokens": sizes.tokens, "objective": run.model.objective,
                   "predicted_tokens": sizes.steps * sizes.batch_size * predicted_per_window(run.model, sizes.context),
@@ -144,7 +148,8 @@ def _initial_state(cfg: Any, run: RunConfig, run_dir: Path, sizes: RunSizes, voc
 
 
 def _train(cfg: RunConfig, sizes: RunSizes, prepared: PreparedData, state: TrainState, device: torch.device,
-           ctx: DistContext, record: RunRecord, mirror: Any, run_dir: Path, start_time: float) -> dict[str, Any]:
+           ctx: DistContext, record: RunRecord, mirror: Any, run_dir: Path, start_time: float,
+           extra_hooks: Sequence[HookFactory] = ()) -> dict[str, Any]:
     """Build the step, the batches and the hooks, iterate, and return the outcome fields of the record."""
     t = cfg.train
     autocast = autocast_for(t.precision, device)
@@ -159,7 +164,10 @@ def _train(cfg: RunConfig, sizes: RunSizes, prepared: PreparedData, state: Train
     guard = preemption.install()
     metrics = MetricsHook(sizes, t.log_every, ctx, peak_flops(device))
     console = ConsoleHook(t.progress, sizes.steps, state.step, t.log_every, sizes.tokens_per_step, ctx)
-    hooks = [metrics, EvalHook(evaluator, t.eval_every), RecordHook(record, mirror, ctx), console,
+    lr_at = lambda s: cfg.optim.lr * lr_multiplier(s, sizes.steps, cfg.optim)  # noqa: E731
+    hooks = [metrics, EvalHook(evaluator, t.eval_every),
+             *_extra_hooks(extra_hooks, cfg, run_dir, sizes.steps, state.step, lr_at, ctx, record),
+             RecordHook(record, mirror, ctx), console,
              CheckpointHook(checkpointer, t.checkpoint_every, guard, before_handoff=record.close)]
     step = OptimizerStep(state.model, wrap_model(state.model, cfg, device, ctx), state.optimizer,
                          cfg.optim.grad_clip, autocast, ctx)
@@ -167,8 +175,7 @@ def _train(cfg: RunConfig, sizes: RunSizes, prepared: PreparedData, state: Train
                               device, rank=ctx.rank, world_size=ctx.world_size, micro_batch_size=sizes.micro_batch_size)
     trained_on = objective_batches(iter(batches), cfg.model, vocab_size, t.seed, sizes.batch_size, ctx)
     try:
-        last = train_loop(state, sizes.steps, lambda s: cfg.optim.lr * lr_multiplier(s, sizes.steps, cfg.optim),
-                          trained_on, step, hooks)
+        last = train_loop(state, sizes.steps, lr_at, trained_on, step, hooks)
     finally:
         guard.uninstall()
         batches.close()
@@ -185,3 +192,14 @@ def _train(cfg: RunConfig, sizes: RunSizes, prepared: PreparedData, state: Train
                       if f"val/{k}" in row}}
     elapsed = wall_time()
     return {**outcome, "wall_time": elapsed, "tokens_per_second": sizes.tokens / max(elapsed, 1e-9)}
+
+
+def _extra_hooks(factories: Sequence[HookFactory], run: RunConfig, run_dir: Path, steps: int, start_step: int,
+                 lr_at: Any, ctx: DistContext, record: RunRecord) -> list[Any]:
+    """The hooks of ``run_training``'s ``extra_hooks`` factories (those that return one)."""
+    if not factories:
+        return []
+    lrs = [0.0] + [lr_at(i) for i in range(steps)]  # lrs[s]: the lr of step s, as the curve logs it
+    context = HookContext(run=run, run_dir=run_dir, steps=steps, start_step=start_step, lrs=lrs,
+                          is_main=ctx.is_main, history=record.read_metrics if ctx.is_main else list)
+    return [h for h in (factory(context) for factory in factories) if h is not None]
