@@ -193,6 +193,10 @@ def interpolate_lr(run: str, steps: np.ndarray, lr: np.ndarray, lr_col: str = "l
     have = np.isfinite(lr)
     if not have.any():
         raise AnalysisInputError(f"{_where(run, lr_col)} has no value; log the lr or pass a schedule")
+    last = int(steps[-1])
+    if not have[-1]:
+        warnings.warn(f"{_where(run, lr_col)}: no lr after step {int(steps[have][-1])}; the last logged lr is held "
+                      f"to step {last}", stacklevel=5)
     steps, lr = steps[have], lr[have]
     nonpos = np.flatnonzero(lr <= 0)
     if nonpos.size:
@@ -206,8 +210,7 @@ def interpolate_lr(run: str, steps: np.ndarray, lr: np.ndarray, lr_col: str = "l
         warnings.warn(f"{_where(run, lr_col)}: the lr is logged from step {steps[0]} on, already at its peak "
                       f"{peak:g}: the warmup is missing, a linear ramp from 0 over steps 0..{steps[0]} is assumed "
                       "(pass schedules= for the real one)", stacklevel=5)
-    s = np.arange(int(steps[-1]) + 1)
-    return np.interp(s, np.r_[0, steps], np.r_[0.0, lr])
+    return np.interp(np.arange(last + 1), np.r_[0, steps], np.r_[0.0, lr])  # flat after the last logged lr
 
 
 # ----------------------------------------------------------------------------- files and run folders

@@ -321,6 +321,10 @@ def test_lr_logged_every_k_steps_is_interpolated_and_a_missing_warmup_warns():
     np.testing.assert_allclose(c.lrs[:51], np.arange(51) / 50 * 1e-3)  # linear between logged steps, 0 at step 0
     sparse = frame(STEPS, lr=np.where(np.arange(20) % 3 == 0, ramp, np.nan))  # every 3rd row only
     np.testing.assert_allclose(prepare(sparse)[0].lrs[:31], np.arange(31) / 50 * 1e-3)
+    with pytest.warns(UserWarning, match=r"run r1: column 'lr': no lr after step 190; the last logged lr is held to "
+                                         r"step 200"):
+        (c,) = prepare(frame(STEPS, lr=np.r_[ramp[:-1], np.nan]))
+    assert c.lrs.size == 201 and c.lrs[-1] == 1e-3
     with pytest.warns(UserWarning, match=r"run r1: column 'lr': the lr is logged from step 100 on, already at its peak "
                                          r"0.001: the warmup is missing, a linear ramp from 0 over steps 0..100"):
         (c,) = prepare(frame(STEPS[9:]))
