@@ -2,6 +2,9 @@
 
 Accepted: a long DataFrame (one row per run and step: ``run_id``, ``step``, ``loss`` and, unless a
 schedule is given, ``lr``), a single run's frame without a run column, or a mapping run id -> frame.
+The curves of this harness's runs (``load_curves``: a ``path`` column to each run folder) get each run's
+lr rebuilt from its ``config.yaml`` unless a schedule is given; runs of several model sizes (an ``N``
+column with several values) are refused.
 ``read_curves`` also reads a CSV / Parquet table, a folder of tables (one file per run, the run id being
 the file name) and a folder of this harness's run records (``load_curves``, with each run's schedule
 rebuilt from its ``config.yaml``).
@@ -82,7 +85,26 @@ def prepare(curves: Any, schedules: Mapping[str, Any] | None = None, *, run_col:
         raise AnalysisInputError(f"schedules: run(s) {', '.join(map(str, unknown))} are not in the curves "
                                  f"(runs: {', '.join(frames)})")
     schedules = {str(k): v for k, v in schedules.items()}
+    if isinstance(curves, pd.DataFrame) and run_col in curves.columns:
+        _one_size(curves, run_col)
+        if "path" in curves.columns and run_col == "run_id":  # this harness's runs (load_curves): lr from config.yaml
+            rebuilt, notes = harness_schedules(curves)
+            for note in notes:
+                warnings.warn(note, stacklevel=3)
+            schedules = {**rebuilt, **schedules}  # a given schedule wins
     return [_curve(rid, frame, schedules.get(rid), step_col, lr_col, loss_col) for rid, frame in frames.items()]
+
+
+def _one_size(curves: pd.DataFrame, run_col: str) -> None:
+    """A curve law describes one model: runs of several sizes (an ``N`` column, as load_curves gives) are refused."""
+    if "N" not in curves.columns:
+        return
+    sizes = pd.to_numeric(curves.groupby(run_col, sort=False)["N"].first(), errors="coerce").dropna().unique()
+    if len(sizes) > 1:
+        shown = ", ".join(f"{n:.4g}" for n in sorted(sizes)[:6]) + (", ..." if len(sizes) > 6 else "")
+        raise AnalysisInputError(f"curves: column 'N' holds {len(sizes)} model sizes ({shown}); a curve law describes "
+                                 f"one model: keep one size, e.g. curves[curves.N == {sorted(sizes)[0]:.0f}] or "
+                                 f"--filter 'N == {sorted(sizes)[0]:.0f}'")
 
 
 def _column(run: str, frame: pd.DataFrame, col: str) -> np.ndarray:
@@ -287,6 +309,8 @@ def harness_schedules(curves: pd.DataFrame) -> tuple[dict[str, np.ndarray], list
     meta = curves.groupby("run_id", sort=False).first()
     for rid, row in meta.iterrows():
         run_dir = Path(str(row["path"]))
+        if not (run_dir / "config.yaml").is_file():  # not a run folder of this harness: its logged lr is used
+            continue
         try:
             config = yaml.safe_load((run_dir / "config.yaml").read_text())
             steps = None

@@ -13,10 +13,11 @@ import pytest
 import yaml
 from helpers import TINY, read_metrics, run_cli, run_dirs
 
-from analysis import curve_law
+from analysis import curve_law, fit_loss_curve, load_curves
 from analysis.cli import main
 from analysis.curve_laws import schedules as sch
-from analysis.curve_laws.data import read_curves
+from analysis.curve_laws.data import prepare, read_curves
+from analysis.errors import AnalysisInputError
 
 CLI = [sys.executable, "-m", "analysis.cli"]
 SCHEDULES = ("cosine", "constant", "wsd")
@@ -45,6 +46,18 @@ def test_the_lr_of_real_runs_is_rebuilt_from_their_configs_exactly(runs):
         lrs = schedules[run_dir.name]
         assert lrs.size == 40 and lrs[0] == 0.0
         np.testing.assert_allclose(lrs[[s for s, _ in logged]], [lr for _, lr in logged], rtol=1e-12)
+
+
+def test_load_curves_of_real_runs_fit_with_their_rebuilt_lr_and_one_size_only(runs):
+    curves = load_curves(runs, loss="train/loss")
+    _, schedules, _ = read_curves(runs)
+    for curve in prepare(curves):  # the Python API: fit_loss_curve(load_curves(...)) rebuilds the lr too
+        assert curve.lr_source == "schedule"
+        np.testing.assert_array_equal(curve.lrs, schedules[curve.run_id])
+    mixed = curves.assign(N=np.where(curves["run_id"] == curves["run_id"].iloc[0], 1e6, curves["N"]))
+    with pytest.raises(AnalysisInputError, match=r"curves: column 'N' holds 2 model sizes \(2.474e\+04, 1e\+06\); a "
+                                                 r"curve law describes one model: keep one size, e.g. curves\[curves.N"):
+        fit_loss_curve(mixed, "tissue")
 
 
 def test_a_wsd_branch_runs_its_trunks_lr_up_to_its_branch_point(tmp_path):
