@@ -74,22 +74,24 @@ def load_checkpoint_at(run_dir: str | Path, step: int, map_location: Any = "cpu"
     return torch.load(checkpoint_path(run_dir, step), map_location=map_location, weights_only=True)
 
 
-def check_resume_data(run_dir: str | Path, prepared: Any, write: bool = True) -> None:
-    """Refuse (DataError) to resume ``run_dir``'s checkpoints on data whose fingerprint is not the one
-    recorded in its ``data.json``; else record this data's (``write``: this process writes the run folder)."""
+def check_resume_data(run_dir: str | Path, prepared: Any, write: bool = True, trunk: str | Path | None = None) -> None:
+    """Refuse (DataError) to resume ``run_dir``'s checkpoints (or, before it has any, to branch from the
+    ``trunk`` run's) on data whose fingerprint is not the one recorded in that run's ``data.json``; else
+    record this data's (``write``: this process writes the run folder)."""
     path = Path(run_dir) / DATA_FILE
     now = {"fingerprint": prepared.fingerprint, "prepared": str(prepared.dir),
            **{k: prepared.meta.get(k) for k in DATA_FIELDS}}
-    before = read_json_object(path) if list_checkpoints(run_dir) else None
+    origin = Path(run_dir) if list_checkpoints(run_dir) or not trunk else Path(trunk)
+    before = read_json_object(origin / DATA_FILE) if list_checkpoints(origin) else None
     if before is not None and before.get("fingerprint") != now["fingerprint"]:
         changed = [f"{k} {before.get(k)!r} -> {now[k]!r}" for k in DATA_FIELDS if before.get(k) != now[k]]
         if not any(before.get(k) != now[k] for k in DATA_FIELDS[:5]):  # same source and tokenizer, other tokens
             changed.insert(0, "the corpus changed")
-        what = ", ".join(changed)
-        raise DataError(f"{run_dir}: its checkpoints were trained on data with fingerprint "
+        fix = (f"delete {origin / 'checkpoints'} to train from the start" if origin == Path(run_dir) else
+               f"train a new trunk: the branch {run_dir} continues this one")
+        raise DataError(f"{origin}: its checkpoints were trained on data with fingerprint "
                         f"{str(before.get('fingerprint'))[:16]}, but the data is now {now['fingerprint'][:16]} "
-                        f"({what}); restore that data, or delete {Path(run_dir) / 'checkpoints'} to train "
-                        "from the start")
-    if write and before != now:
+                        f"({', '.join(changed)}); restore that data, or {fix}")
+    if write and read_json_object(path) != now:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, now)

@@ -78,7 +78,7 @@ def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True,
         check_model_config(run.model, vocab_size)
         sizes = RunSizes(run, vocab_size, ctx.world_size)
         check_context(prepared, sizes.context)
-        check_resume_data(run_dir, prepared, write=ctx.is_main)  # checkpoints resume only on the data they saw
+        check_resume_data(run_dir, prepared, ctx.is_main, run.train.branch_from)  # checkpoints resume on their data
         prepared, repeats = repeat.with_repeats(prepared, run.data.unique_tokens, sizes.context, sizes.batch_size,
                                                 sizes.tokens, repeat.max_unique_epochs(run.sweep))
         state = _initial_state(cfg, run, run_dir, sizes, vocab_size, device)

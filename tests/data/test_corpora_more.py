@@ -12,7 +12,7 @@ from helpers import run_cli
 from scaling.config import DataConfig
 from scaling.data.prepare import prepare_data
 from scaling.errors import ConfigError, DataError
-from scaling.run.checkpoint import DATA_FILE, list_checkpoints
+from scaling.run.checkpoint import DATA_FILE, check_resume_data, list_checkpoints
 from scaling.run.training import run_training
 from scaling.sweep.expand import compose_run_config
 
@@ -126,6 +126,23 @@ def test_a_fresh_start_records_the_data_it_trains_on(tmp_path):
     result, _ = train(tmp_path, f"data.source={corpus}")
     assert result["status"] == "completed"
     assert json.loads((run_dir / DATA_FILE).read_text())["train_tokens"] < 0.8 * len("".join(DOCS))
+
+
+def test_a_branch_refuses_data_other_than_its_trunks(tmp_path):
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("".join(DOCS))
+    trunk_data = prepare_data(DataConfig(source=str(corpus), cache_dir=str(tmp_path / "c"), max_bytes=None))
+    trunk, branch = tmp_path / "trunk", tmp_path / "branch"
+    check_resume_data(trunk, trunk_data)
+    (trunk / "checkpoints").mkdir()
+    (trunk / "checkpoints" / "step_00000010.pt").write_bytes(b"")  # the trunk has a checkpoint to branch from
+    corpus.write_text("".join(DOCS[::-1]))
+    other = prepare_data(DataConfig(source=str(corpus), cache_dir=str(tmp_path / "c"), max_bytes=None))
+    with pytest.raises(DataError, match=rf"^{trunk}: its checkpoints .* \(the corpus changed\); restore that data, or "
+                                        rf"train a new trunk: the branch {branch} continues this one$"):
+        check_resume_data(branch, other, trunk=trunk)
+    check_resume_data(branch, trunk_data, trunk=trunk)  # the trunk's own data: the branch starts
+    assert json.loads((branch / DATA_FILE).read_text())["fingerprint"] == trunk_data.fingerprint
 
 
 def test_the_fingerprint_follows_the_tokens_not_the_cache(tmp_path):
