@@ -2,23 +2,19 @@
 
     trunk, branches = split_trunk(load_curves("runs/wsd", loss="val/loss"))
     table = predict_branches(trunk, branches, branch_points=[4000, 8000, 16000], cooldowns=[800, 2000])
-    table[["branch_step", "cooldown_steps", "loss", "loss_low", "loss_high", "predicted"]]
 
-The trunk is the constant-lr run (after its warmup); each trained branch leaves it at its branch point
-and cools down. The law is fitted to the trunk and the branches together (each branch's lr: the trunk's
-up to its branch point, then its own), then every (branch point, cooldown length) of the grid is
-predicted: the trunk's lr up to the branch point, a cooldown of ``shape`` down to ``final`` of the peak.
-Rows of the trained branches are in the table too (``predicted=False``, with ``measured``).
-
-Harness run records (frames of ``load_curves``, with a ``path`` column) get each run's exact lr rebuilt
-from its ``config.yaml``; other tables use the logged lr, interpolated between the logged steps. Rows
-whose loss is missing (``load_curves(..., loss="val/loss")`` between evaluations) are left out of the
-fit but their lr is used. The validation loss at evaluation points is the better choice: the training
-loss of one batch is noisy (bench/RESULTS.md, "WSD cooldowns never trained").
+The law is fitted to the constant-lr trunk and the trained branches together (a branch's lr: the trunk's
+up to its branch point, then its own); every (branch point, cooldown length) of the grid is then
+predicted with the trunk's lr up to the branch point and a cooldown of ``shape`` down to ``final`` of the
+peak. Harness records (``load_curves`` frames, with ``path``) get each run's exact lr from its
+``config.yaml``, other tables their logged lr, interpolated. Rows without a loss (``val/loss`` between
+evaluations) are left out of the fit. Fit the validation loss: the training loss is noisy and, on a small
+corpus, lower than the validation loss that is measured (bench/RESULTS.md, "WSD cooldowns never trained").
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -88,13 +84,20 @@ def _tokens_per_step(frame: pd.DataFrame, step_col: str) -> float | None:
     return float(f["tokens"].iloc[-1]) / float(f[step_col].iloc[-1]) if len(f) else None
 
 
-def _logged_lrs(rid: str, frame: pd.DataFrame, cols: _Cols, last: int) -> np.ndarray:
-    """The lr at every step 0..last from the logged lr of every row that has one (loss or not)."""
+def _logged_lrs(rid: str, frame: pd.DataFrame, cols: _Cols, last: int, trunk: _Trunk | None = None,
+                bp: int = 0) -> np.ndarray:
+    """The lr at every step 0..last from the lr logged on any row (loss or not). A branch (``trunk`` given):
+    the trunk's lr to its branch point ``bp``, then its own, interpolated from the peak at ``bp``."""
     steps, lr = _numbers(frame, cols.step, rid), _numbers(frame, cols.lr, rid)
-    ok = np.isfinite(steps) & np.isfinite(lr)
+    ok = np.isfinite(steps) & np.isfinite(lr) & (steps > bp)
     if not ok.any():
-        raise AnalysisInputError(f"run {rid}: column {cols.lr!r} has no value; the lr is needed (or pass schedules=)")
-    lrs = cdata.interpolate_lr(rid, steps[ok].astype(np.int64), lr[ok], cols.lr)
+        raise AnalysisInputError(f"run {rid}: column {cols.lr!r} has no value" + (f" after the branch point {bp}"
+                                 if trunk else "") + "; the lr is needed (or pass schedules=)")
+    if trunk is None:
+        lrs = cdata.interpolate_lr(rid, steps[ok].astype(np.int64), lr[ok], cols.lr)
+    else:
+        own = np.interp(np.arange(bp, last + 1), np.r_[bp, steps[ok]], np.r_[trunk.peak, lr[ok]])
+        lrs = np.r_[trunk.lrs[:bp], own]
     return np.r_[lrs, np.full(max(0, last + 1 - lrs.size), lrs[-1])]
 
 
@@ -169,16 +172,7 @@ def _branch(rid: str, frame: pd.DataFrame, trunk: _Trunk, schedule: Any, cols: _
                                  f"{bp}; a trained branch needs at least 2 points of its cooldown")
     last = int(_numbers(own, cols.step, rid).max())
     if schedule is None:
-        logged = frame[_numbers(frame, cols.step, rid) > bp]
-        steps, lr = _numbers(logged, cols.step, rid), _numbers(logged, cols.lr, rid)
-        ok = np.isfinite(steps) & np.isfinite(lr)
-        if not ok.any():
-            raise AnalysisInputError(f"run {rid}: column {cols.lr!r} is missing after the branch point {bp}; "
-                                     "the branch's cooldown lr is needed")
-        if np.any(lr[ok] < 0):
-            raise AnalysisInputError(f"run {rid}: column {cols.lr!r} has a negative lr after the branch point {bp}")
-        tail = np.interp(np.arange(bp + 1, last + 1), np.r_[bp, steps[ok]], np.r_[trunk.peak, lr[ok]])
-        schedule = np.r_[trunk.lrs[: bp + 1], tail]
+        schedule = _logged_lrs(rid, frame, cols, last, trunk, bp)
     lrs = cdata.schedule_array(rid, schedule, last)
     return _Run(rid, own, lrs, last, branch_step=bp, measured=float(_numbers(own, cols.loss, rid)[-1]))
 
@@ -310,14 +304,20 @@ def _inputs(trunk_curve: Any, branch_curves: Any, cols: _Cols, schedules: Mappin
 
 def _predict_grid(res: Any, trunk: _Trunk, trained: Sequence[_Run], grid: list[tuple[int, int]],
                   finals: list[float], shape: str) -> list[dict[str, Any]]:
-    rows = []
+    """Rows of the predicted grid; ``extrapolated``: a cooldown longer than every trained one (a warning)."""
+    rows, longest = [], max(b.cooldown_steps for b in trained)
     for f in finals:
         cool_shape = _shape_of(trunk, trained, f) if shape == "auto" else shape
         if cool_shape == "geometric" and f <= 0:
             raise AnalysisInputError("final: 0 with shape 'geometric'; a geometric cooldown needs final > 0")
         for bp, cool in grid:
             rows.append(_row(res, _cooldown_lrs(trunk, bp, cool, cool_shape, f), bp, f, shape=cool_shape,
-                             predicted=True, run_id=None, measured=np.nan))
+                             predicted=True, extrapolated=cool > longest, run_id=None, measured=np.nan))
+    beyond = sorted({r["cooldown_steps"] for r in rows if r["extrapolated"]})
+    if beyond:
+        warnings.warn(f"cooldowns of {', '.join(map(str, beyond))} steps are longer than every trained branch's "
+                      f"({longest}): the law extrapolates in the cooldown length, errors of 1-3% on the bench "
+                      "(bench/RESULTS.md); train the longest cooldown to predict", stacklevel=3)
     return rows
 
 
@@ -354,22 +354,24 @@ def predict_branches(
     schedules: run id -> lr at every step (overrides the lr rebuilt from a harness config or the logged one).
     fit_kwargs: to ``fit_loss_curve`` (``warmup``, ``bootstrap`` for the band, ``seed``, ``level``, ...).
     Returns the table: branch_step, cooldown_steps, total_steps (and the same in tokens when known),
-    final_fraction, loss (predicted final loss), loss_low, loss_high, shape, predicted, run_id, measured.
+    final_fraction, loss (predicted final loss), loss_low, loss_high, shape, predicted, extrapolated (a
+    cooldown longer than every trained one: warns), run_id, measured.
     With ``return_fit`` also the fit (a curve ``FitResult``).
     """
     if shape != "auto" and shape not in BRANCH_SHAPES:
         raise AnalysisInputError(f"shape: {shape!r} is not one of 'auto', {', '.join(map(repr, BRANCH_SHAPES))}")
     cols = _Cols(run_col, step_col, lr_col, loss_col)
     trunk, trained = _inputs(trunk_curve, branch_curves, cols, schedules, trunk_schedule, tokens_per_step)
-    runs = [trunk, *trained]
-    res = fit_loss_curve({r.run_id: r.rows for r in runs}, law, schedules={r.run_id: r.lrs for r in runs},
-                         run_col=run_col, step_col=step_col, lr_col=lr_col, loss_col=loss_col, **fit_kwargs)
     per = trunk.tokens_per_step
     grid = _grid(trunk, trained, _steps_of(branch_points, branch_tokens, per, "branch"),
                  _steps_of(cooldowns, cooldown_tokens, per, "cooldown"), cooldown_fraction)
-    rows = _predict_grid(res, trunk, trained, grid, _finals(final, trunk, trained), shape)
+    finals = _finals(final, trunk, trained)
+    runs = [trunk, *trained]
+    res = fit_loss_curve({r.run_id: r.rows for r in runs}, law, schedules={r.run_id: r.lrs for r in runs},
+                         run_col=run_col, step_col=step_col, lr_col=lr_col, loss_col=loss_col, **fit_kwargs)
+    rows = _predict_grid(res, trunk, trained, grid, finals, shape)
     rows += [_row(res, b.lrs, b.branch_step, float(b.lrs[-1] / trunk.peak), shape=None, predicted=False,
-                  run_id=b.run_id, measured=b.measured) for b in trained]
+                  extrapolated=False, run_id=b.run_id, measured=b.measured) for b in trained]
     table = _table(rows, per)
     return (table, res) if return_fit else table
 

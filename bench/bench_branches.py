@@ -1,0 +1,127 @@
+"""WSD cooldowns never trained: predict_branches on a real trunk with 4 cooldown branches.
+
+Trains one shape of ``+sweep=wsd_branches`` with ``scaling-train`` (a constant-lr trunk and 4 cooldown
+branches of budgets 2, 3, 4, 6 x ``--unit-steps`` steps, each its own run) on the embedded corpus, then
+fits a loss-curve law to the trunk plus one branch (``--fit-branch``, default the longest) and predicts
+the final validation loss of the other 3, against what they measured. FLOPs saved: the own FLOPs of the 3
+branches not trained over the FLOPs of all 5 runs (the trunk counted once).
+
+    python bench/bench_branches.py                 # ~2 min of training on 2 CPU cores, then the fits
+    python bench/bench_branches.py --runs-dir runs/bench_branches   # keep the runs (reused when rerun)
+
+The fit uses ``val/loss`` at the evaluation points (every ``--eval-every`` steps, on the same held-out
+windows as the final evaluation: ``eval_tokens = final_eval_tokens``). A summary line per law, fitted
+branch and loss column shows what the choice of points does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from analysis import load_curves
+from analysis.curve_laws.branches import predict_branches, split_trunk
+from scaling.sweep.branch_plan import sweep_flops
+
+MULTIPLES = (2, 3, 4, 6)
+LAWS = ("multipower", "tissue")
+TPS = 8 * 64  # tokens per step: batch 8 x context 64
+
+
+def train(runs_dir: Path, args: argparse.Namespace) -> float:
+    """The sweep through scaling-train; returns its wall time."""
+    budgets = ",".join(str(m * args.unit_steps * TPS) for m in MULTIPLES)
+    cmd = [str(Path(sys.executable).parent / "scaling-train"), "+sweep=wsd_branches", f"sweep.budgets=[{budgets}]",
+           f"sweep.shapes=[{{width:{args.width},depth:2}}]", f"sweep.cooldown_fraction={args.cooldown}",
+           "model.context=64", "train.batch_size=8", f"train.eval_every={args.eval_every}", "train.log_every=10",
+           "train.eval_tokens=16384", "train.final_eval_tokens=16384", "train.threads=1", "train.checkpoint_every=0",
+           "data.max_bytes=4000000", "logger=none", f"optim.lr={args.lr}", f"train.seed={args.seed}",
+           f"runs_dir={runs_dir}"]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
+    if proc.returncode != 0:
+        raise SystemExit(f"scaling-train failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return time.time() - t0
+
+
+def held_out(curves, law: str, fit: int, loss: str, warmup: str) -> tuple[list[dict], list[str]]:
+    """Predicted vs measured final val loss of every branch but branch ``fit`` (index by length)."""
+    trunk, branches = split_trunk(curves.assign(loss=curves[loss]))
+    ids = sorted(branches, key=lambda r: branches[r]["step"].max())
+    point = {r: int(branches[r]["branch_tokens"].iloc[0]) // TPS for r in ids}
+    cool = {r: int(branches[r]["step"].max()) - point[r] for r in ids}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table, res = predict_branches(trunk, {ids[fit]: branches[ids[fit]]}, branch_points=sorted(point.values()),
+                                      cooldowns=sorted(set(cool.values())), law=law, warmup=warmup,
+                                      return_fit=True)
+    rows = []
+    for r in ids:
+        if r == ids[fit]:
+            continue
+        pred = table[table["predicted"] & (table["branch_step"] == point[r]) & (table["cooldown_steps"] == cool[r])]
+        measured = float(branches[r]["val/loss"].dropna().iloc[-1])
+        rows.append({"run_id": r, "branch_step": point[r], "cooldown_steps": cool[r], "measured": measured,
+                     "predicted": float(pred["loss"].iloc[0]), "error": float(pred["loss"].iloc[0]) / measured - 1})
+    return rows, res.warnings
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--unit-steps", type=int, default=100, help="branch budgets are 2, 3, 4, 6 x this many steps")
+    ap.add_argument("--cooldown", type=float, default=0.2)
+    ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warmup", default="code", help="warmup convention of the laws (code or paper)")
+    ap.add_argument("--fit-branch", type=int, default=3, help="index (by length) of the branch fitted with the trunk")
+    ap.add_argument("--runs-dir", help="keep the runs here (default: a temporary folder)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        runs_dir = Path(args.runs_dir or tmp)
+        wall = train(runs_dir, args)
+        records = [json.loads(p.read_text()) for p in (runs_dir / "wsd").glob("*/result.json")]
+        curves = load_curves(runs_dir / "wsd", loss="val/loss")
+        t0 = time.time()
+        results = {law: held_out(curves, law, args.fit_branch, "val/loss", args.warmup) for law in LAWS}
+        fit_s = (time.time() - t0) / 2
+        summary = [(law, warmup, k, loss, held_out(curves, law, k, loss, warmup)[0])
+                   for loss in ("val/loss", "train/loss") for warmup in ("code", "paper") for law in LAWS
+                   for k in range(len(MULTIPLES)) if loss == "val/loss" or warmup == args.warmup]
+    by_id = {r["run_id"]: r for r in records}
+    all_flops = sweep_flops(records)
+    saved = sum(by_id[row["run_id"]]["own_flops"]["6nd"] for row in results["tissue"][0])
+    print(f"command: python {' '.join(sys.argv)}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), python "
+          f"{platform.python_version()}; date {datetime.date.today()}; training {wall:.0f} s (5 runs), "
+          f"one fit + predictions {fit_s:.1f} s")
+    print(f"trunk + branches of {[m * args.unit_steps for m in MULTIPLES]} steps (cooldown {args.cooldown}, 1 - sqrt "
+          f"to 0), width {args.width}, depth 2, {TPS} tokens/step, lr {args.lr:g}; fitted: trunk + branch "
+          f"{args.fit_branch} (val/loss every {args.eval_every} steps), warmup convention {args.warmup}, seed {args.seed}")
+    print("| law | branch point | cooldown | measured val loss | predicted | error | within 0.5% |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for law, (rows, warns) in results.items():
+        for r in rows:
+            print(f"| {law} | {r['branch_step']} | {r['cooldown_steps']} | {r['measured']:.4f} | {r['predicted']:.4f} "
+                  f"| {r['error']:+.2%} | {'yes' if abs(r['error']) <= 0.005 else 'no'} |")
+        if warns:
+            print(f"| {law} | fit warnings: {'; '.join(warns)} | | | | | |")
+    print(f"FLOPs (6ND): all 5 runs {all_flops:.3e}; the 3 branches not trained {saved:.3e}: saved {saved / all_flops:.1%}")
+    print("\nerror of each branch not fitted (branch point/cooldown: error), by law, warmup convention, fitted "
+          "branch and loss column:")
+    for law, warmup, k, loss, rows in summary:
+        errs = " ".join(f"{r['branch_step']}/{r['cooldown_steps']}: {r['error']:+.2%}" for r in rows)
+        print(f"  {law:10s} {warmup:5s} trunk + branch {k} ({loss}): {errs}; max {max(abs(r['error']) for r in rows):.2%}")
+
+if __name__ == "__main__":
+    main()
