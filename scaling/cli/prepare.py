@@ -17,14 +17,15 @@ USAGE = """usage: scaling-prepare [data=PRESET] [data.KEY=VALUE ...]
 Prepare (or find in the cache) the token shards a training run with these data settings would use, and
 print the prepared folder and its meta.json. PRESET is a file of conf/data/ (e.g. stdlib,
 shakespeare-char, fineweb-gpt2, jsonl-gpt2). Keys (defaults as in training; docs/data.md):
-  data.source          stdlib | a file | a folder | a glob | a list: text, .jsonl[.gz|.zst], .parquet, token shards
+  data.source          stdlib | a file | a folder | a glob | a list: text, .jsonl[.gz|.zst], .parquet, token shards,
+                       a saved Hugging Face dataset folder (pip install ".[hf]")
   data.tokenizer       byte | char | bpe | gpt2 (tiktoken names) | tiktoken:PATH | hf:PATH | sp:PATH   (byte)
   data.text_field      the text's JSON key or parquet column                                  (text)
   data.doc_sep         auto | bos | eos | both | none (auto: bos where the tokenizer has one)  (auto)
   data.val_source      held-out files (fineweb_val_*.bin, a validation jsonl)                 (null)
   data.val_fraction    held-out share: by file, position or document hash                    (0.05)
   data.val_tokens      held-out token budget per source; null = val_fraction                  (null)
-  data.sources         a mixture: {name: {source: ..., weight: w}}                            ({})
+  data.sources         a mixture: {name:{source:...,weight:w},...} (Hydra's grammar)          (null)
   data.max_bytes       cap on raw text read; null = no cap                                    (16000000)
   data.workers         tokenizing processes (same bytes for any number)                       (1)
   data.shard_tokens    tokens per shard file                                                  (100000000)

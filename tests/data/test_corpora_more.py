@@ -163,6 +163,7 @@ def test_sources_is_a_schema_field_set_without_plus(tmp_path):
     cfg = compose_run_config(["model=tiny", override])
     assert cfg.data.sources.a.weight == 3 and cfg.data.sources.b.source == "/x/b.jsonl"
     assert compose_run_config(["model=tiny"]).data.sources is None
+    assert compose_run_config(["model=tiny", "+" + override]).data.sources.a.weight == 3  # the '+' form still works
     with pytest.raises(ConfigError, match=r"data\.sources='x' is not allowed"):
         DataConfig(sources="x", tokenizer="byte").validate()
 

@@ -76,7 +76,7 @@ def test_bad_mixtures(tmp_path, sources, words):
 @pytest.mark.slow
 def test_mixture_run_reports_sources_and_samples_text(tmp_path):
     paths = corpus(tmp_path)
-    mix = (f"+data.sources={{prose:{{source:'{paths['prose']}',weight:3}},code:{{source:'{paths['code']}',weight:1}},"
+    mix = (f"data.sources={{prose:{{source:'{paths['prose']}',weight:3}},code:{{source:'{paths['code']}',weight:1}},"
            f"held:{{source:'{paths['prose']}',weight:0}}}}")
     run_cli("scaling-train", *TINY, f"runs_dir={tmp_path / 'runs'}", mix, "data.max_bytes=null",
             "train.tokens=8192", check=True)
