@@ -34,6 +34,14 @@ def curve_metrics(loss: Any, pred: Any) -> dict[str, float]:
     }
 
 
+def schedules_of(curves: Any, schedules: Mapping[str, Any] | None, run_col: str = "run_id") -> dict[str, Any]:
+    """The entries of ``schedules`` whose run is in ``curves`` (one mapping may serve several splits)."""
+    from analysis.curve_laws import data as cdata
+
+    present = set(cdata.as_frames(curves, run_col))
+    return {k: v for k, v in (schedules or {}).items() if str(k) in present}
+
+
 def evaluate(result: Any, curves: Any, schedules: Mapping[str, Any] | None = None, *, run_col: str = "run_id",
              step_col: str = "step", lr_col: str = "lr", loss_col: str = "loss", mean: bool = True) -> pd.DataFrame:
     """Per-run metrics of a curve law's prediction of ``curves`` (as ``fit_loss_curve`` takes them).
@@ -45,9 +53,7 @@ def evaluate(result: Any, curves: Any, schedules: Mapping[str, Any] | None = Non
     """
     from analysis.curve_laws import data as cdata
 
-    present = set(cdata.as_frames(curves, run_col))
-    schedules = {k: v for k, v in (schedules or {}).items() if str(k) in present}
-    runs = cdata.prepare(curves, schedules, run_col=run_col, step_col=step_col, lr_col=lr_col, loss_col=loss_col)
+    runs = cdata.prepare(curves, schedules_of(curves, schedules, run_col), run_col=run_col, step_col=step_col, lr_col=lr_col, loss_col=loss_col)
     rows = []
     for c in runs:
         pred = result.predict(c.lrs, c.steps)["loss"].to_numpy()
