@@ -91,7 +91,9 @@ class ForecastHook:
             return
         start = self.clock()
         try:
-            row.update(self._estimate())
+            estimate = self._estimate()
+            row.update(estimate)
+            log.debug("forecast at step %d: %s in %.2f s", ev.step, estimate, self.clock() - start)
         except Exception as err:  # never fail the run: no estimate for this point
             log.debug("forecast at step %d: no estimate (%s: %s)", ev.step, type(err).__name__, err)
         finally:
