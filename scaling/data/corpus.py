@@ -70,7 +70,7 @@ def resolve_source(source: str) -> tuple[str, Path, list[Path]]:
         root = path.resolve()
         if hf.is_dataset_folder(root):  # written by datasets' save_to_disk: its arrow files
             return "hf", root, hf.dataset_files(root, source)
-        return "folder", root, _walk(root)
+        return "folder", root, [p for p in _walk(root) if not hf.is_metadata(p)]
     raise DataError(f"data.source={source!r} does not exist; allowed: {ALLOWED_SOURCES}")
 
 

@@ -32,6 +32,11 @@ def is_dataset_folder(path: Path) -> bool:
     return path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
 
 
+def is_metadata(path: Path) -> bool:
+    """A saved dataset's own JSON files (in a folder read file by file they are not documents)."""
+    return path.name in ("state.json", "dataset_info.json", "dataset_dict.json") and is_dataset_folder(path.parent)
+
+
 def _load(root: Path, source: str):
     try:
         return datasets_module(f"data.source={source!r}").load_from_disk(str(root))

@@ -67,6 +67,9 @@ def test_a_saved_dataset_is_held_out_by_document_and_trains(tmp_path):
     assert folder.meta["files"] > 1 and folder.meta["train_docs"] + folder.meta["val_docs"] == len(DOCS)
     assert 0 < folder.meta["val_docs"] < 0.15 * len(DOCS)
     assert folder.fingerprint == files.fingerprint  # the loose arrow files read as the folder is
+    shutil.copytree(tmp_path / "ds", tmp_path / "around" / "ds")
+    around = prepare_data(DataConfig(source=str(tmp_path / "around"), cache_dir=str(tmp_path / "cache"), max_bytes=None))
+    assert around.meta["train_docs"] + around.meta["val_docs"] == len(DOCS)  # its JSON files are no documents
     result, run_dir = train(tmp_path, f"data.source={tmp_path / 'ds'}")
     assert result["status"] == "completed" and result["val_bpb"] > 0
     assert json.loads((run_dir / DATA_FILE).read_text())["fingerprint"] == folder.fingerprint
