@@ -42,8 +42,8 @@ def run_overrides(*overrides: str) -> list[str]:
     return [o for o in RUN if o.split("=", 1)[0] not in keys] + list(overrides)
 
 
-def train_cli(tmp: Path, *overrides: str) -> Path:
-    """``scaling-train`` in a subprocess (the console script wires the forecast); returns the run folder."""
+def train_cli(tmp: Path, *overrides: str) -> tuple[Path, str]:
+    """``scaling-train`` in a subprocess (the console script wires the forecast): the run folder, the output."""
     cmd = [sys.executable, "-m", "scaling.cli.train", *run_overrides(*overrides), f"runs_dir={tmp / 'runs'}"]
     env = {"WANDB_MODE": "offline", "WANDB_CONFIG_DIR": str(tmp / "wb-config"), "WANDB_CACHE_DIR": str(tmp / "wb"),
            "WANDB_DATA_DIR": str(tmp / "wb"), "NETRC": str(tmp / "no-netrc")}
@@ -53,7 +53,7 @@ def train_cli(tmp: Path, *overrides: str) -> Path:
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_dir,) = [p.parent for p in (tmp / "runs").rglob("result.json")]
-    return run_dir
+    return run_dir, done.stdout + done.stderr
 
 
 def rows_of(run_dir: Path) -> list[dict]:
@@ -62,7 +62,7 @@ def rows_of(run_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_a_real_run_logs_its_estimated_final_loss_with_a_band(tmp_path):
-    run_dir = train_cli(tmp_path, "logger.wandb.mode=offline", "logger.wandb.project=test",
+    run_dir, output = train_cli(tmp_path, "logger.wandb.mode=offline", "logger.wandb.project=test",
                         "train.forecast_every=1", "train.forecast_max_share=1")
     rows = rows_of(run_dir)
     result = json.loads((run_dir / "result.json").read_text())
@@ -82,6 +82,9 @@ def test_a_real_run_logs_its_estimated_final_loss_with_a_band(tmp_path):
     (wb,) = read_offline_runs(run_dir)
     mirrored = {h["step"]: {k: h[k] for k in KEYS if k in h} for h in wb.history if KEYS[0] in h}
     assert mirrored == {r["step"]: {k: r[k] for k in KEYS if k in r} for r in predicted}
+    # the console (a log line every 100 steps without a terminal) shows the latest estimate and its band
+    latest = [r for r in predicted if r["step"] <= 200][-1]
+    assert f"final_loss {latest[KEYS[0]]:.4f} [{latest[KEYS[1]]:.4f}, {latest[KEYS[2]]:.4f}]" in output
 
 
 def test_off_when_forecast_every_is_zero(tmp_path):
@@ -204,3 +207,16 @@ def test_progress_bar_shows_the_latest_estimate(capsys):
         console.after_step(StepEvent(step=step, lr=1e-3, loss=None, is_last=False, row=r))
     console.close()
     assert "final_loss=2.3012 [2.2900, 2.3100]" in capsys.readouterr().err  # kept on the later row
+
+
+def test_only_the_writing_rank_of_a_run_from_its_first_step_forecasts():
+    def context(*overrides: str, is_main: bool = True) -> HookContext:
+        run = typed_config(compose_run_config(["model=tiny", "train.tokens=20480", *overrides]))
+        return HookContext(run=run, run_dir=Path("unused"), steps=40, start_step=0, lrs=[0.0] + [1e-3] * 40,
+                           is_main=is_main, history=list)
+
+    assert isinstance(ForecastHook.from_context(context()), ForecastHook)
+    assert ForecastHook.from_context(context(is_main=False)) is None  # other ranks never fit
+    assert ForecastHook.from_context(context("train.forecast_every=0")) is None
+    branch = context("optim=wsd", "train.branch_from=/trunk", "train.branch_tokens=10240")
+    assert ForecastHook.from_context(branch) is None  # a branch's record starts at its branch point
