@@ -226,9 +226,11 @@ def open_prepared(directory) -> PreparedData:
 
 def data_fingerprint(meta: dict, manifest: dict) -> str:
     """SHA-256 of what a model trained on this folder saw: the vocabulary, the tokenizer's SHA-256, the
-    separators and each shard's split, token count and SHA-256 (a cut token file: its corpus fingerprint
-    and offset). Settings that leave the tokens as they are (workers, cache_dir, a touched file) keep it."""
-    shards = [[s["split"], int(s["tokens"]), s["sha256"] or f"{meta.get('content_hash')}@{s['offset']}"]
+    separators and each shard's split, token count and SHA-256 (a part of a token file: the whole file's
+    SHA-256 and the part's offset). Settings that leave the tokens as they are (workers, cache_dir, a touched
+    file) keep it."""
+    shards = [[s["split"], int(s["tokens"]),
+               s["sha256"] or f"{s.get('part_of') or meta.get('content_hash')}@{s['offset']}"]
               for s in manifest["shards"]]
     return _digest({"vocab_size": meta["vocab_size"], "tokenizer_sha256": meta.get("tokenizer_sha256"),
                     "doc_sep": meta.get("doc_sep"), "shards": shards})

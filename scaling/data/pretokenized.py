@@ -120,10 +120,12 @@ def _position_split(train: list[ShardInfo], val_fraction: float, dtype: np.dtype
         elif lo >= cut:
             out["val"].append(ShardInfo(**{**s.as_dict(), "split": "val", "index": None}))
         else:
-            head = cut - lo
-            out["train"].append(ShardInfo(**{**s.as_dict(), "tokens": head, "sha256": "", "index": None}))
+            head, whole = cut - lo, s.sha256
+            out["train"].append(ShardInfo(**{**s.as_dict(), "tokens": head, "sha256": "", "index": None,
+                                             "part_of": whole}))
             out["val"].append(ShardInfo(**{**s.as_dict(), "split": "val", "tokens": s.tokens - head, "sha256": "",
-                                           "offset": s.offset + head * dtype.itemsize, "index": None}))
+                                           "offset": s.offset + head * dtype.itemsize, "index": None,
+                                           "part_of": whole}))
         pos = hi
     return out
 

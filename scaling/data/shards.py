@@ -94,9 +94,10 @@ class ShardInfo:
     docs: list[int]  # [first, end) global document numbers of documents starting in the shard
     offset: int = HEADER_BYTES  # byte offset of the first token
     index: Optional[str] = None  # the document-start index (.npy of int64 offsets inside the shard)
+    part_of: Optional[str] = None  # a part of a pre-tokenized file (sha256 ""): the whole file's sha256
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "part_of" or v is not None}
 
 
 @dataclass

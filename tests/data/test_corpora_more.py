@@ -2,6 +2,7 @@
 mixtures set on the command line without '+', and a vocabulary overflow named by file and offset."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -155,6 +156,15 @@ def test_the_fingerprint_follows_the_tokens_not_the_cache(tmp_path):
     b = prepare_data(DataConfig(source=str(corpus), cache_dir=str(tmp_path / "b"), max_bytes=None, workers=2))
     c = prepare_data(DataConfig(source=str(corpus), cache_dir=str(tmp_path / "a"), max_bytes=None, val_fraction=0.1))
     assert a.dir != b.dir and a.fingerprint == b.fingerprint != c.fingerprint
+    ids = tmp_path / "train.bin"  # nanoGPT's raw ids, no validation file: cut by position
+    (np.arange(20000) % 250).astype(np.uint16).tofile(ids)
+    raw = DataConfig(source=str(ids), vocab_size=256, cache_dir=str(tmp_path / "a"), max_bytes=None)
+    before = prepare_data(raw)
+    os.utime(ids, (1e9, 1e9))  # touched, not edited: prepared again (a stat fingerprint), the same tokens
+    after = prepare_data(raw)
+    assert after.dir != before.dir and after.fingerprint == before.fingerprint
+    (np.arange(20000) % 249).astype(np.uint16).tofile(ids)
+    assert prepare_data(raw).fingerprint != before.fingerprint
 
 
 # ---------------------------------------------------------------------------------------------------
