@@ -34,6 +34,7 @@ def fit_isoflop(
     seed: int = 0,
     level: float = 0.95,
     budget_rtol: float = 0.05,
+    predicted: Any = None,
 ) -> FitResult:
     """IsoFLOP fit of N_opt = coef_N C^a and D_opt = coef_D C^b.
 
@@ -45,6 +46,9 @@ def fit_isoflop(
       to 4 N_min; at least the 3 nearest sizes); None fits all of the budget's points.
     robust: soft-L1 regression (scipy) instead of least squares, to damp outlying runs.
     bootstrap: resamples of the points within each budget; each redoes the vertices and the lines.
+    predicted: one boolean per run, True where the loss is a prediction (a WSD branch never trained,
+      ``predict_branches`` and ``isoflop_rows``): fitted like the others, counted apart in the diagnostics
+      (``n_measured``, ``n_predicted``), the points table and a warning.
     Estimates ``a``, ``b``, ``coef_N``, ``coef_D``. ``tables["budgets"]``: per-budget vertices, status,
     parabola coefficients; ``tables["points"]``: the input with its budget and whether it was in the
     window. ``predict(C)`` gives a DataFrame of C, N_opt, D_opt, tokens_per_param.
@@ -55,6 +59,7 @@ def fit_isoflop(
     n_, l_, c_ = as_positive("N", N), as_positive("loss", L), as_positive("C", C)
     d_ = as_positive("D", D) if D is not None else None
     n = same_length(N=n_, loss=l_, C=c_, **({"D": d_} if d_ is not None else {}))
+    pred = _predicted(predicted, n)
     enough_points(n, 2 * MIN_SIZES, "an IsoFLOP fit (two budgets of three sizes)")
     label, budgets = _group_budgets(c_, budget_rtol)
     if len(budgets) < 2:
@@ -74,13 +79,16 @@ def fit_isoflop(
     points = pd.DataFrame({"N": n_, "loss": l_, "C": c_, "budget": budgets[label], "in_window": in_window})
     if d_ is not None:
         points["D"] = d_
+    points["predicted"] = pred
     return FitResult(
         approach="isoflop", law="N_opt = coef_N C^a, D_opt = coef_D C^b (vertices of parabolas in log N)",
         estimates=est, stderr=stderr, interval=interval, level=level,
         diagnostics={"converged": True, "bound_hit": [], "n_points": n, "n_budgets": len(table),
                      "n_budgets_used": int(table["used"].sum()), "window": window, "robust": robust,
-                     "D_from": "data" if d_ is not None else "C/(6N)"},
-        warnings=_left_out_warning(table), samples=samples, tables={"budgets": table, "points": points},
+                     "D_from": "data" if d_ is not None else "C/(6N)", "n_measured": int(n - pred.sum()),
+                     "n_predicted": int(pred.sum())},
+        warnings=_left_out_warning(table) + _predicted_warning(pred), samples=samples,
+        tables={"budgets": table, "points": points},
         predict_fn=allocation_predictor(est))
 
 
@@ -116,6 +124,23 @@ def _bootstrap_lines(lx: np.ndarray, loss: np.ndarray, ld: np.ndarray | None, bu
         if len(pts) >= 2:
             draws[i] = list(_lines(np.array(pts)).values())
     return {name: draws[:, j] for j, name in enumerate(names)}
+
+
+def _predicted(predicted: Any, n: int) -> np.ndarray:
+    """The ``predicted`` flags, one per point (all False when not given)."""
+    if predicted is None:
+        return np.zeros(n, dtype=bool)
+    flags = pd.Series(np.asarray(predicted, dtype=object).reshape(-1))
+    if len(flags) != n or not flags.isin([True, False]).all():
+        raise AnalysisInputError(f"predicted: {len(flags)} values for {n} points; give one True/False per run "
+                                 "(True: a predicted loss, never trained)")
+    return flags.astype(bool).to_numpy()
+
+
+def _predicted_warning(pred: np.ndarray) -> list[str]:
+    if not pred.any():
+        return []
+    return [f"{int(pred.sum())} of {pred.size} points are predicted (WSD branches never trained), not measured"]
 
 
 def _left_out_warning(table: pd.DataFrame) -> list[str]:

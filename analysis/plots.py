@@ -33,21 +33,30 @@ def plot_isoflop(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None 
                  formats: Iterable[str] = FORMATS) -> list[Path]:
     """IsoFLOP profiles: loss against N per budget, the fitted parabolas and their minima.
 
-    runs: the runs the fit was made from, in its order; their ``role`` marks WSD branch points.
+    runs: the runs the fit was made from, in its order; their ``role`` marks WSD branch points. Points
+    ``predicted`` (in the fit's points or the runs: branches never trained) are hollow markers.
     """
     style.need(res, "isoflop", "plot_isoflop")
     points, budgets = res.tables["points"], res.tables["budgets"]
     roles = style.roles_of(runs) if runs is not None and len(runs) == len(points) else style.roles_of(points)
-    points = points.assign(**{col.ROLE: roles.to_numpy()})
+    pred = points["predicted"].to_numpy(bool) if "predicted" in points.columns else np.zeros(len(points), bool)
+    if runs is not None and "predicted" in runs.columns and len(runs) == len(points):
+        pred = pred | runs["predicted"].to_numpy(bool)
+    points = points.assign(**{col.ROLE: roles.to_numpy(), "predicted": pred})
     fig, ax = style.figure()
     norm = LogNorm(budgets["C"].min(), budgets["C"].max() * 1.0001)
     cmap = style.cmap()
     for b in budgets.itertuples():
         colour = cmap(norm(b.C))
         pts = points[np.isclose(points["budget"], b.C)]
-        for role, sub in pts.groupby(col.ROLE):
-            ax.scatter(sub["N"], sub["loss"], s=14 if role == col.RUN else 22, color=colour, marker=style.MARKERS[role],
-                       alpha=np.where(sub["in_window"], 1.0, 0.35), gid=f"{role}-points-{b.Index}")
+        for (role, never_trained), sub in pts.groupby([col.ROLE, "predicted"]):
+            alpha = np.where(sub["in_window"], 1.0, 0.35)
+            edges = np.tile(colour, (len(sub), 1))  # hollow: the colour on the edge, faded outside the window
+            edges[:, 3] = alpha
+            paint = {"facecolors": "none", "edgecolors": edges} if never_trained else {"color": colour, "alpha": alpha}
+            gid = f"{'predicted' if never_trained else role}-points-{b.Index}"
+            ax.scatter(sub["N"], sub["loss"], s=14 if role == col.RUN else 22, marker=style.MARKERS[role], gid=gid,
+                       **paint)
         if np.isfinite(b.c2):
             sel = pts[pts["in_window"]]
             x = np.linspace(np.log(sel["N"].min()), np.log(sel["N"].max()), 100)
@@ -59,7 +68,8 @@ def plot_isoflop(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None 
     ax.set_xlabel("N (parameters)")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(f"IsoFLOP profiles: a = {style.fmt(res, 'a')}")
-    style.legend(ax, style.role_proxies(points[col.ROLE]))
+    hollow = [Line2D([], [], ls="", marker="o", mfc="none", color="gray", label="predicted (never trained)")]
+    style.legend(ax, style.role_proxies(points[col.ROLE]) + (hollow if points["predicted"].any() else []))
     style.colorbar(fig, ax, norm, "C (FLOPs)")
     return style.save(fig, path, formats)
 

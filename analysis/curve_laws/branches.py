@@ -15,6 +15,7 @@ corpus, lower than the validation loss that is measured (bench/RESULTS.md, "WSD 
 from __future__ import annotations
 
 import warnings
+from collections import namedtuple
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -29,12 +30,7 @@ from analysis.curve_laws.fit import fit_loss_curve
 BRANCH_SHAPES = sch.SHAPES + ("step",)
 
 
-@dataclass(frozen=True)
-class _Cols:
-    run: str = "run_id"
-    step: str = "step"
-    lr: str = "lr"
-    loss: str = "loss"
+_Cols = namedtuple("_Cols", "run step lr loss", defaults=("run_id", "step", "lr", "loss"))
 
 
 @dataclass
@@ -135,9 +131,8 @@ def _trunk(rid: str, frame: pd.DataFrame, schedule: Any, cols: _Cols) -> _Trunk:
 
 
 def _branch_start(rid: str, frame: pd.DataFrame, trunk: _Trunk, cols: _Cols, tokens_per_step: float | None) -> int:
-    """The branch point of a trained branch: a ``branch_step`` column, ``branch_tokens`` (harness records),
-    else from its lr: the last logged step at the peak, or the line through its first two cooldown points
-    extrapolated back to the peak (exact for a linear cooldown)."""
+    """The branch point: a ``branch_step`` or ``branch_tokens`` (harness) column, else read off the lr: the
+    last step at the peak, or the line through the first two cooldown points back to the peak."""
     for col in ("branch_step", "branch_tokens"):
         if col in frame.columns and frame[col].notna().any():
             value = float(frame[col].dropna().iloc[0])
@@ -235,8 +230,7 @@ def _grid(trunk: _Trunk, trained: Sequence[_Run], points: list[int] | None, leng
 
 
 def _finals(final: float | Sequence[float] | None, trunk: _Trunk, trained: Sequence[_Run]) -> list[float]:
-    finals = [float(trained[0].lrs[-1] / trunk.peak)] if final is None else \
-        ([float(final)] if np.ndim(final) == 0 else [float(f) for f in final])
+    finals = [float(trained[0].lrs[-1] / trunk.peak)] if final is None else [float(f) for f in np.atleast_1d(final)]
     for f in finals:
         if not 0 <= f <= 1:
             raise AnalysisInputError(f"final: {f!r}; must be a fraction of the peak lr in [0, 1]")
@@ -322,28 +316,19 @@ def _predict_grid(res: Any, trunk: _Trunk, trained: Sequence[_Run], grid: list[t
 
 
 def predict_branches(
-    trunk_curve: Any,
-    branch_curves: Any,
-    branch_points: Sequence[int] | None = None,
-    cooldowns: Sequence[int] | None = None,
-    *,
-    cooldown_fraction: float | None = None,
+    trunk_curve: Any, branch_curves: Any, branch_points: Sequence[int] | None = None,
+    cooldowns: Sequence[int] | None = None, *, cooldown_fraction: float | None = None,
     branch_tokens: Sequence[float] | None = None, cooldown_tokens: Sequence[float] | None = None,
-    tokens_per_step: float | None = None,
-    shape: str = "auto", final: float | Sequence[float] | None = None,
-    law: str = "multipower",
-    schedules: Mapping[str, Any] | None = None, trunk_schedule: Any = None,
-    return_fit: bool = False,
-    run_col: str = "run_id", step_col: str = "step", lr_col: str = "lr", loss_col: str = "loss",
-    **fit_kwargs: Any,
+    tokens_per_step: float | None = None, shape: str = "auto", final: float | Sequence[float] | None = None,
+    law: str = "multipower", schedules: Mapping[str, Any] | None = None, trunk_schedule: Any = None,
+    return_fit: bool = False, run_col: str = "run_id", step_col: str = "step", lr_col: str = "lr",
+    loss_col: str = "loss", **fit_kwargs: Any,
 ) -> pd.DataFrame | tuple[pd.DataFrame, Any]:
     """Final loss of WSD cooldowns never trained, from a trunk and one or two trained branches.
 
-    trunk_curve: the trunk's frame (step, lr, loss; constant lr after the warmup); rows without a loss
-      are left out of the fit.
+    trunk_curve: the trunk's frame (step, lr, loss; constant lr after the warmup).
     branch_curves: the trained branches: a long frame with ``run_col``, a mapping id -> frame, or one frame.
-      Each branch's branch point is its ``branch_step`` column, else ``branch_tokens`` (a harness record,
-      with ``tokens`` or ``tokens_per_step``), else read off its lr; rows at or before it are ignored.
+      Its branch point: a ``branch_step`` or ``branch_tokens`` column, else read off its lr.
     branch_points / cooldowns: steps of the grid to predict (every pair). Defaults: the trained branches'
       points and 8 points spread over the trunk; the trained cooldown lengths. ``cooldown_fraction`` f
       instead gives each branch point bp the cooldown f / (1 - f) bp (the harness's branching: the branch of
@@ -377,8 +362,7 @@ def predict_branches(
 
 
 def split_trunk(curves: Any, trunk: str | None = None, *, run_col: str = "run_id") -> tuple[pd.DataFrame, dict]:
-    """(the trunk's rows, {branch id: rows}) of a frame of harness curves (``load_curves``): the runs whose
-    ``trunk`` column names the trunk, and the trunk's own rows. ``trunk``: which one, when there are several."""
+    """(the trunk's rows, {branch id: rows}) of harness curves (``load_curves``); ``trunk``: which, if several."""
     frame = _frame(curves, "curves")
     for col in (run_col, "trunk"):
         if col not in frame.columns:
@@ -387,14 +371,30 @@ def split_trunk(curves: Any, trunk: str | None = None, *, run_col: str = "run_id
     named = list(dict.fromkeys(frame["trunk"].dropna().astype(str)))
     if not named:
         raise AnalysisInputError("curves: column 'trunk' is empty; no run is a WSD branch")
-    if trunk is None and len(named) > 1:
-        raise AnalysisInputError(f"trunk: the curves hold branches of {len(named)} trunks ({', '.join(named)}); "
-                                 "name one")
-    tid = named[0] if trunk is None else str(trunk)
+    tid = named[0] if trunk is None and len(named) == 1 else str(trunk)
     if tid not in named:
-        raise AnalysisInputError(f"trunk: {tid!r} is not the trunk of any branch (trunks: {', '.join(named)})")
+        raise AnalysisInputError(f"trunk: {trunk!r}; name the trunk of the branches, one of {', '.join(named)}")
     rows = frame[frame[run_col].astype(str) == tid]
     if rows.empty:
         raise AnalysisInputError(f"curves: the trunk run {tid} of the branches is not in the curves; load it too")
     own = frame[frame["trunk"].astype(str) == tid]
     return rows, {str(rid): g for rid, g in own.groupby(run_col, sort=False)}
+
+
+def isoflop_rows(table: pd.DataFrame, params: float, *, flops_per_token: float | None = None) -> pd.DataFrame:
+    """The predicted rows of a ``predict_branches`` table as IsoFLOP points of one model size: run_id, N, D
+    (total tokens), C (``flops_per_token`` x D; default 6 N), loss = val_loss, loss_low, loss_high, role, and
+    ``predicted=True``; with ``load_runs(...)`` rows (``predicted=False``) for ``fit_isoflop(predicted=)``."""
+    if "total_tokens" not in table.columns or "predicted" not in table.columns:
+        raise AnalysisInputError("table: columns predicted and total_tokens are needed; give a predict_branches "
+                                 "table of a trunk whose tokens are known (a 'tokens' column or tokens_per_step)")
+    for name, value in (("params", params), ("flops_per_token", 6.0 if flops_per_token is None else flops_per_token)):
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise AnalysisInputError(f"{name}: {value!r}; must be a number > 0")
+    per = 6.0 * params if flops_per_token is None else float(flops_per_token)
+    pred = table[table["predicted"].astype(bool)]
+    rid = [f"predicted-{b}+{c}" for b, c in zip(pred["branch_step"], pred["cooldown_steps"])]
+    return pd.DataFrame({"run_id": rid, "N": float(params), "D": pred["total_tokens"].to_numpy(float),
+                         "C": per * pred["total_tokens"].to_numpy(float), "loss": pred["loss"].to_numpy(),
+                         "val_loss": pred["loss"].to_numpy(), "loss_low": pred["loss_low"].to_numpy(),
+                         "loss_high": pred["loss_high"].to_numpy(), "role": "branch", "predicted": True})

@@ -12,10 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import run_cli
+from test_branch_plots import svg_group
+from test_isoflop import isoflop_points
 
-from analysis import curve_law, load_curves
-from analysis.curve_laws.branches import predict_branches, split_trunk
+from analysis import curve_law, fit_isoflop, load_curves
+from analysis.curve_laws.branches import isoflop_rows, predict_branches, split_trunk
 from analysis.errors import AnalysisInputError
+from analysis.plots import plot_isoflop
 
 PEAK, WARMUP, TRUNK = 3e-3, 20, 600
 LAWS = {"tissue": dict(L0=2.0, A=0.5, alpha=0.5, C=1.0, decay=0.99),
@@ -112,11 +115,40 @@ def test_split_trunk_bad_input():
     with pytest.raises(AnalysisInputError, match="column 'trunk' is missing"):
         split_trunk(plain)
     two = pd.DataFrame({"run_id": ["a", "b", "t1", "t2"], "step": 1, "trunk": ["t1", "t2", None, None]})
-    with pytest.raises(AnalysisInputError, match="branches of 2 trunks"):
+    with pytest.raises(AnalysisInputError, match="trunk: None; name the trunk of the branches, one of t1, t2"):
         split_trunk(two)
     assert list(split_trunk(two, "t2")[1]) == ["b"]
     with pytest.raises(AnalysisInputError, match="trunk run t1 of the branches is not in the curves"):
         split_trunk(two[two["run_id"] != "t1"], "t1")
+
+
+def test_predicted_points_fill_an_isoflop_profile_marked_and_counted_apart(tmp_path):
+    law = curve_law("tissue", **LAWS["tissue"])
+    trunk = curve(law, trunk_lrs(), every=1).assign(tokens=lambda f: f["step"] * 1000)
+    branch = curve(law, branch_lrs(400, 100), start=399, every=1)
+    rows = isoflop_rows(predict_branches(trunk, branch, branch_points=[200, 300], cooldowns=[50], law="tissue"), 1e6)
+    assert rows["predicted"].tolist() == [True, True] and rows["D"].tolist() == [250_000, 350_000]
+    assert rows["C"].tolist() == pytest.approx([6e6 * 250_000, 6e6 * 350_000]) and rows["role"].eq("branch").all()
+    with pytest.raises(AnalysisInputError, match="params: -1; must be a number > 0"):
+        isoflop_rows(pd.DataFrame({"predicted": [True], "total_tokens": [1.0]}), -1)
+    with pytest.raises(AnalysisInputError, match="columns predicted and total_tokens are needed"):
+        isoflop_rows(pd.DataFrame({"loss": [2.0]}), 1e6)
+
+    df = isoflop_points(budgets=np.geomspace(1e18, 1e19, 2))  # 2 budgets x 9 sizes, every 4th one predicted
+    df["predicted"] = np.arange(len(df)) % 4 == 0
+    n_pred = int(df["predicted"].sum())
+    res = fit_isoflop(df.N, df.loss, df.C, predicted=df["predicted"])
+    assert (res.diagnostics["n_predicted"], res.diagnostics["n_measured"]) == (n_pred, len(df) - n_pred)
+    assert res.tables["points"]["predicted"].tolist() == df["predicted"].tolist()
+    assert any(f"{n_pred} of {len(df)} points are predicted" in w for w in res.warnings)
+    plain = fit_isoflop(df.N, df.loss, df.C)
+    assert plain.diagnostics["n_predicted"] == 0 and not any("predicted" in w for w in plain.warnings)
+    svg = plot_isoflop(res, tmp_path / "iso")[1]
+    assert sum(svg_group(svg, "predicted-points")) == n_pred and sum(svg_group(svg, "run-points")) == len(df) - n_pred
+    assert "<!-- predicted (never trained) -->" in svg.read_text()
+    assert "predicted (never trained)" not in plot_isoflop(plain, tmp_path / "plain")[1].read_text()
+    with pytest.raises(AnalysisInputError, match="predicted: 3 values for 18 points"):
+        fit_isoflop(df.N, df.loss, df.C, predicted=[True, False, True])
 
 
 TPS = 4 * 32  # tokens per step of the tiny runs
