@@ -42,7 +42,8 @@ def train(runs_dir: Path, args: argparse.Namespace) -> float:
     budgets = ",".join(str(m * args.unit_steps * TPS) for m in MULTIPLES)
     cmd = [str(Path(sys.executable).parent / "scaling-train"), "+sweep=wsd_branches", f"sweep.budgets=[{budgets}]",
            f"sweep.shapes=[{{width:{args.width},depth:2}}]", f"sweep.cooldown_fraction={args.cooldown}",
-           "model.context=64", "train.batch_size=8", f"train.eval_every={args.eval_every}", "train.log_every=10",
+           "model.context=64", "train.batch_size=8", f"train.eval_every={args.eval_every}",
+           f"train.log_every={min(10, args.eval_every)}",  # evaluations happen on logged steps
            "train.eval_tokens=16384", "train.final_eval_tokens=16384", "train.threads=1", "train.checkpoint_every=0",
            "data.max_bytes=4000000", "logger=none", f"optim.lr={args.lr}", f"train.seed={args.seed}",
            f"runs_dir={runs_dir}"]

@@ -6,10 +6,9 @@
 The law is fitted to the constant-lr trunk and the trained branches together (a branch's lr: the trunk's
 up to its branch point, then its own); every (branch point, cooldown length) of the grid is then
 predicted with the trunk's lr up to the branch point and a cooldown of ``shape`` down to ``final`` of the
-peak. Harness records (``load_curves`` frames, with ``path``) get each run's exact lr from its
-``config.yaml``, other tables their logged lr, interpolated. Rows without a loss (``val/loss`` between
-evaluations) are left out of the fit. Fit the validation loss: the training loss is noisy and, on a small
-corpus, lower than the validation loss that is measured (bench/RESULTS.md, "WSD cooldowns never trained").
+peak. Harness records (``load_curves`` frames) get each run's exact lr from its ``config.yaml``, other
+tables their logged lr, interpolated; rows without a loss are left out of the fit. Fit ``val/loss``: the
+training loss is noisy and below the measured validation loss (bench/RESULTS.md, "WSD cooldowns never trained").
 """
 
 from __future__ import annotations
@@ -74,9 +73,8 @@ def _numbers(frame: pd.DataFrame, col: str, rid: str) -> np.ndarray:
 
 
 def _tokens_per_step(frame: pd.DataFrame, step_col: str) -> float | None:
-    if "tokens" not in frame.columns:
-        return None
-    f = frame[(pd.to_numeric(frame[step_col], errors="coerce") > 0) & frame["tokens"].notna()]
+    f = frame[(pd.to_numeric(frame[step_col], errors="coerce") > 0) & frame["tokens"].notna()] \
+        if "tokens" in frame.columns else frame.iloc[:0]
     return float(f["tokens"].iloc[-1]) / float(f[step_col].iloc[-1]) if len(f) else None
 
 
@@ -89,11 +87,8 @@ def _logged_lrs(rid: str, frame: pd.DataFrame, cols: _Cols, last: int, trunk: _T
     if not ok.any():
         raise AnalysisInputError(f"run {rid}: column {cols.lr!r} has no value" + (f" after the branch point {bp}"
                                  if trunk else "") + "; the lr is needed (or pass schedules=)")
-    if trunk is None:
-        lrs = cdata.interpolate_lr(rid, steps[ok].astype(np.int64), lr[ok], cols.lr)
-    else:
-        own = np.interp(np.arange(bp, last + 1), np.r_[bp, steps[ok]], np.r_[trunk.peak, lr[ok]])
-        lrs = np.r_[trunk.lrs[:bp], own]
+    lrs = cdata.interpolate_lr(rid, steps[ok].astype(np.int64), lr[ok], cols.lr) if trunk is None else \
+        np.r_[trunk.lrs[:bp], np.interp(np.arange(bp, last + 1), np.r_[bp, steps[ok]], np.r_[trunk.peak, lr[ok]])]
     return np.r_[lrs, np.full(max(0, last + 1 - lrs.size), lrs[-1])]
 
 
@@ -153,13 +148,17 @@ def _branch_start(rid: str, frame: pd.DataFrame, trunk: _Trunk, cols: _Cols, tok
     return int(steps[0]) - 1
 
 
+def _check_point(bp: int, trunk: _Trunk, what: str) -> None:
+    if bp < max(trunk.warmup, 1) or bp > trunk.horizon:
+        where = (f"inside the trunk's {trunk.warmup}-step warmup" if bp <= trunk.horizon else
+                 f"beyond the trunk's last step {trunk.horizon}")
+        raise AnalysisInputError(f"{what}: step {bp} is {where}; a branch leaves the trunk where it has trained")
+
+
 def _branch(rid: str, frame: pd.DataFrame, trunk: _Trunk, schedule: Any, cols: _Cols) -> _Run:
     """A trained branch: its rows after its branch point, its lr (the trunk's up to there, then its own)."""
     bp = _branch_start(rid, frame, trunk, cols, trunk.tokens_per_step)
-    if bp > trunk.horizon:
-        raise AnalysisInputError(f"run {rid}: branch point step {bp} is beyond the trunk's last step {trunk.horizon}")
-    if bp < max(trunk.warmup, 1):
-        raise AnalysisInputError(f"run {rid}: branch point step {bp} is inside the trunk's {trunk.warmup}-step warmup")
+    _check_point(bp, trunk, f"run {rid}: branch point")
     rows = _loss_rows(rid, frame, cols)
     own = rows[_numbers(rows, cols.step, rid) > bp]
     if len(own) < 2:
@@ -184,12 +183,18 @@ def _cooldown_lrs(trunk: _Trunk, bp: int, cool: int, shape: str, final: float) -
 
 def _shape_of(trunk: _Trunk, trained: Sequence[_Run], final: float) -> str:
     """The cooldown shape that reproduces the trained branches' lr best (exact for the harness's)."""
-    def misfit(shape: str) -> float:
-        if shape == "geometric" and final <= 0:
-            return np.inf
-        return sum(float(np.abs(_cooldown_lrs(trunk, b.branch_step, b.cooldown_steps, shape, final) - b.lrs).sum())
-                   for b in trained)
-    return min(BRANCH_SHAPES, key=misfit)
+    shapes = [s for s in BRANCH_SHAPES if s != "geometric" or final > 0]
+    return min(shapes, key=lambda shape: sum(float(np.abs(_cooldown_lrs(trunk, b.branch_step, b.cooldown_steps,
+                                                                         shape, final) - b.lrs).sum()) for b in trained))
+
+
+def _noise_delta(trunk: _Trunk, cols: _Cols) -> float:
+    """Huber's delta: 1.345 x the trunk's noise in log loss (MAD of second differences over its last three
+    quarters), at least the papers' 1e-3, with which a noisy curve gets an L1 fit (bench/RESULTS.md)."""
+    d2 = np.diff(np.log(_numbers(trunk.rows, cols.loss, trunk.run_id))[len(trunk.rows) // 4:], 2)
+    if d2.size < 5:
+        return 1e-3
+    return max(1e-3, 1.345 * 1.4826 * float(np.median(np.abs(d2 - np.median(d2)))) / np.sqrt(6))
 
 
 def _steps_of(values: Sequence[float] | None, tokens: Sequence[float] | None, per: float | None,
@@ -217,11 +222,7 @@ def _grid(trunk: _Trunk, trained: Sequence[_Run], points: list[int] | None, leng
             raise AnalysisInputError(f"cooldowns: {cool} steps; a cooldown lasts at least 1 step")
     grid = []
     for bp in points:
-        if bp < max(trunk.warmup, 1):
-            raise AnalysisInputError(f"branch_points: step {bp} is inside the trunk's {trunk.warmup}-step warmup")
-        if bp > trunk.horizon:
-            raise AnalysisInputError(f"branch_points: step {bp} is beyond the trunk's last step {trunk.horizon}; "
-                                     "a branch leaves the trunk where the trunk has trained")
+        _check_point(bp, trunk, "branch_points")
         if cooldown_fraction:
             grid.append((bp, max(1, int(round(cooldown_fraction / (1 - cooldown_fraction) * bp)))))
         else:
@@ -231,9 +232,9 @@ def _grid(trunk: _Trunk, trained: Sequence[_Run], points: list[int] | None, leng
 
 def _finals(final: float | Sequence[float] | None, trunk: _Trunk, trained: Sequence[_Run]) -> list[float]:
     finals = [float(trained[0].lrs[-1] / trunk.peak)] if final is None else [float(f) for f in np.atleast_1d(final)]
-    for f in finals:
-        if not 0 <= f <= 1:
-            raise AnalysisInputError(f"final: {f!r}; must be a fraction of the peak lr in [0, 1]")
+    bad = [f for f in finals if not 0 <= f <= 1]
+    if bad:
+        raise AnalysisInputError(f"final: {bad[0]!r}; must be a fraction of the peak lr in [0, 1]")
     return finals
 
 
@@ -245,12 +246,10 @@ def _row(res: Any, lrs: np.ndarray, bp: int, f: float, **extra: Any) -> dict[str
 
 
 def _table(rows: list[dict[str, Any]], per: float | None) -> pd.DataFrame:
-    table = pd.DataFrame(rows)
-    order = ["branch_step", "cooldown_steps", "total_steps"]
+    table, order = pd.DataFrame(rows), ["branch_step", "cooldown_steps", "total_steps"]
     if per:
-        for col in order:
-            table[col.replace("_steps", "_tokens").replace("_step", "_tokens")] = table[col] * per
-        order += ["branch_tokens", "cooldown_tokens", "total_tokens"]
+        order += [c.split("_")[0] + "_tokens" for c in order]
+        table[order[3:]] = table[order[:3]].to_numpy() * per
     table = table[order + [c for c in table.columns if c not in order]]
     return table.sort_values(["branch_step", "cooldown_steps", "final_fraction", "predicted"]).reset_index(drop=True)
 
@@ -274,7 +273,7 @@ def _branch_frames(branch_curves: Any, run_col: str) -> dict[str, pd.DataFrame]:
 
 
 def _inputs(trunk_curve: Any, branch_curves: Any, cols: _Cols, schedules: Mapping[str, Any] | None,
-            trunk_schedule: Any, tokens_per_step: float | None) -> tuple[_Trunk, list[_Run]]:
+            tokens_per_step: float | None) -> tuple[_Trunk, list[_Run]]:
     """The checked trunk and trained branches, each with its lr (given, rebuilt from its config, or logged)."""
     frame = _frame(trunk_curve, "trunk_curve")
     tid = _run_id(frame, cols.run, "trunk", "trunk_curve")
@@ -285,8 +284,6 @@ def _inputs(trunk_curve: Any, branch_curves: Any, cols: _Cols, schedules: Mappin
     unknown = sorted(set(given) - {tid, *branches})
     if unknown:
         raise AnalysisInputError(f"schedules: run(s) {', '.join(unknown)} are neither the trunk ({tid}) nor a branch")
-    if trunk_schedule is not None:
-        given[tid] = trunk_schedule
     scheds = {**_config_schedules(tid, frame, branches, cols), **given}
     trunk = _trunk(tid, frame, scheds.get(tid), cols)
     if tokens_per_step is not None:
@@ -320,7 +317,7 @@ def predict_branches(
     cooldowns: Sequence[int] | None = None, *, cooldown_fraction: float | None = None,
     branch_tokens: Sequence[float] | None = None, cooldown_tokens: Sequence[float] | None = None,
     tokens_per_step: float | None = None, shape: str = "auto", final: float | Sequence[float] | None = None,
-    law: str = "multipower", schedules: Mapping[str, Any] | None = None, trunk_schedule: Any = None,
+    law: str = "multipower", schedules: Mapping[str, Any] | None = None,
     return_fit: bool = False, run_col: str = "run_id", step_col: str = "step", lr_col: str = "lr",
     loss_col: str = "loss", **fit_kwargs: Any,
 ) -> pd.DataFrame | tuple[pd.DataFrame, Any]:
@@ -337,7 +334,8 @@ def predict_branches(
       drop; ``auto``: the one that reproduces the trained branches' lr); final: lr at the end as a fraction
       of the peak (default: the first trained branch's), or several (each is a row).
     schedules: run id -> lr at every step (overrides the lr rebuilt from a harness config or the logged one).
-    fit_kwargs: to ``fit_loss_curve`` (``warmup``, ``bootstrap`` for the band, ``seed``, ``level``, ...).
+    fit_kwargs: to ``fit_loss_curve`` (``warmup``, ``bootstrap`` for the band, ``seed``, ``level``, ...);
+      ``delta`` defaults to 1.345 x the trunk's noise in log loss (at least 1e-3; ``_noise_delta``).
     Returns the table: branch_step, cooldown_steps, total_steps (and the same in tokens when known),
     final_fraction, loss (predicted final loss), loss_low, loss_high, shape, predicted, extrapolated (a
     cooldown longer than every trained one: warns), run_id, measured.
@@ -346,12 +344,13 @@ def predict_branches(
     if shape != "auto" and shape not in BRANCH_SHAPES:
         raise AnalysisInputError(f"shape: {shape!r} is not one of 'auto', {', '.join(map(repr, BRANCH_SHAPES))}")
     cols = _Cols(run_col, step_col, lr_col, loss_col)
-    trunk, trained = _inputs(trunk_curve, branch_curves, cols, schedules, trunk_schedule, tokens_per_step)
+    trunk, trained = _inputs(trunk_curve, branch_curves, cols, schedules, tokens_per_step)
     per = trunk.tokens_per_step
     grid = _grid(trunk, trained, _steps_of(branch_points, branch_tokens, per, "branch"),
                  _steps_of(cooldowns, cooldown_tokens, per, "cooldown"), cooldown_fraction)
     finals = _finals(final, trunk, trained)
     runs = [trunk, *trained]
+    fit_kwargs.setdefault("delta", _noise_delta(trunk, cols))
     res = fit_loss_curve({r.run_id: r.rows for r in runs}, law, schedules={r.run_id: r.lrs for r in runs},
                          run_col=run_col, step_col=step_col, lr_col=lr_col, loss_col=loss_col, **fit_kwargs)
     rows = _predict_grid(res, trunk, trained, grid, finals, shape)

@@ -90,7 +90,7 @@ def _inputs():
     (lambda t, b: (t.iloc[:0], b, {}), "trunk_curve: no rows"),
     (lambda t, b: (t, {}, {}), "branch_curves: give at least one"),
     (lambda t, b: (t, b, {"branch_points": [700]}), "branch_points: step 700 is beyond the trunk's last step 600"),
-    (lambda t, b: (t, b, {"branch_points": [10]}), "inside the trunk's 20-step warmup"),
+    (lambda t, b: (t, b, {"branch_points": [10]}), "branch_points: step 10 is inside the trunk's 20-step warmup"),
     (lambda t, b: (t, b, {"cooldowns": [0]}), "cooldowns: 0 steps; a cooldown lasts at least 1 step"),
     (lambda t, b: (t, b, {"cooldown_fraction": 1.0}), "cooldown_fraction: 1.0"),
     (lambda t, b: (t, b, {"final": 1.5}), "final: 1.5"),
@@ -99,7 +99,7 @@ def _inputs():
     (lambda t, b: (t, b, {"schedules": {"other": [0.1]}}), "schedules: run(s) other"),
     (lambda t, b: (t, b, {"branch_tokens": [1000]}), "branch_tokens: tokens_per_step is needed"),
     (lambda t, b: (t.assign(lr=np.linspace(PEAK, PEAK / 10, len(t))), b, {}), "not constant after the warmup"),
-    (lambda t, b: (t[t["step"] <= 300], b, {}), "run b: branch point step 400 is beyond the trunk's last step 300"),
+    (lambda t, b: (t[t["step"] <= 300], b, {}), "run b: branch point: step 400 is beyond the trunk's last step 300"),
     (lambda t, b: (t, {"b": b["b"].iloc[:2]}, {}), "run b: column 'loss': 1 point(s) after its branch point"),
     (lambda t, b: (t, {"trunk": b["b"]}, {}), "a branch has the trunk's id 'trunk'"),
 ])
