@@ -54,13 +54,15 @@ class CurveModel:
             raise AnalysisInputError("lrs: an lr array needs at least 2 steps, every lr finite and >= 0, and one > 0")
         return "schedule", arr
 
-    def predict(self, lrs: Any, steps: Any = None, *, level: float | None = None, exact: bool = False) -> pd.DataFrame:
+    def predict(self, lrs: Any, steps: Any = None, *, level: float | None = None, exact: bool = False,
+                resolution: float = 1.0) -> pd.DataFrame:
         """Loss along the schedule ``lrs`` at ``steps``: columns step, lr, loss, loss_low, loss_high.
 
         lrs: an array of lr indexed by step, a spec (``cosine:steps=72000,final=0.1``; peak and warmup
           default to the fitted runs') or the id of a fitted run (its schedule).
         steps: the steps to evaluate (default: every step up to 512, else 400 from the end of warmup to the
           last). The band is the bootstrap percentile band at ``level`` (NaN without bootstrap draws).
+        exact / resolution: every step of the drop sum, or bins finer (< 1) than the default (see ``laws``).
         """
         _, arr = self.schedule(lrs)
         T = arr.size - 1
@@ -75,7 +77,7 @@ class CurveModel:
         if self.horizon and steps[-1] > EXTRAPOLATION * self.horizon:
             warnings.warn(f"predicting to step {int(steps[-1])}, beyond {EXTRAPOLATION:g}x the longest fitted curve "
                           f"({self.horizon} steps): an extrapolation the fit does not support", stacklevel=3)
-        design = Design(arr, steps, warmup=self.warmup, exact=exact, warmup_steps=None)
+        design = Design(arr, steps, warmup=self.warmup, exact=exact, warmup_steps=None, resolution=resolution)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             loss = self.law.predict(self.params, design)
             lo = hi = np.full(steps.size, np.nan)
