@@ -188,15 +188,6 @@ def _shape_of(trunk: _Trunk, trained: Sequence[_Run], final: float) -> str:
                                                                          shape, final) - b.lrs).sum()) for b in trained))
 
 
-def _noise_delta(trunk: _Trunk, cols: _Cols) -> float:
-    """Huber's delta: 1.345 x the trunk's noise in log loss (MAD of second differences over its last three
-    quarters), at least the papers' 1e-3, with which a noisy curve gets an L1 fit (bench/RESULTS.md)."""
-    d2 = np.diff(np.log(_numbers(trunk.rows, cols.loss, trunk.run_id))[len(trunk.rows) // 4:], 2)
-    if d2.size < 5:
-        return 1e-3
-    return max(1e-3, 1.345 * 1.4826 * float(np.median(np.abs(d2 - np.median(d2)))) / np.sqrt(6))
-
-
 def _steps_of(values: Sequence[float] | None, tokens: Sequence[float] | None, per: float | None,
               what: str) -> list[int] | None:
     if tokens is not None:
@@ -334,8 +325,7 @@ def predict_branches(
       drop; ``auto``: the one that reproduces the trained branches' lr); final: lr at the end as a fraction
       of the peak (default: the first trained branch's), or several (each is a row).
     schedules: run id -> lr at every step (overrides the lr rebuilt from a harness config or the logged one).
-    fit_kwargs: to ``fit_loss_curve`` (``warmup``, ``bootstrap`` for the band, ``seed``, ``level``, ...);
-      ``delta`` defaults to 1.345 x the trunk's noise in log loss (at least 1e-3; ``_noise_delta``).
+    fit_kwargs: to ``fit_loss_curve`` (``warmup``, ``bootstrap`` for the band, ``seed``, ``level``, ...).
     Returns the table: branch_step, cooldown_steps, total_steps (and the same in tokens when known),
     final_fraction, loss (predicted final loss), loss_low, loss_high, shape, predicted, extrapolated (a
     cooldown longer than every trained one: warns), run_id, measured.
@@ -350,7 +340,6 @@ def predict_branches(
                  _steps_of(cooldowns, cooldown_tokens, per, "cooldown"), cooldown_fraction)
     finals = _finals(final, trunk, trained)
     runs = [trunk, *trained]
-    fit_kwargs.setdefault("delta", _noise_delta(trunk, cols))
     res = fit_loss_curve({r.run_id: r.rows for r in runs}, law, schedules={r.run_id: r.lrs for r in runs},
                          run_col=run_col, step_col=step_col, lr_col=lr_col, loss_col=loss_col, **fit_kwargs)
     rows = _predict_grid(res, trunk, trained, grid, finals, shape)
