@@ -163,6 +163,16 @@ class Law:
     def jacobian(self, p: Sequence[float], design: Design, need_jac: bool = True):  # pragma: no cover
         raise NotImplementedError
 
+    def linear_columns(self, p: Sequence[float], design: Design, idx: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The prediction and its derivatives in the linear parameters ``idx`` (the terms they multiply)."""
+        pred, terms = self.terms(p, design)
+        return pred, np.stack([terms[i] for i in idx], axis=1) if len(idx) else np.empty((pred.size, 0))
+
+    def terms(self, p: Sequence[float], design: Design) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """The prediction, and parameter index -> the term each linear parameter multiplies."""
+        pred, J = self.jacobian(p, design)
+        return pred, {self.params.index(n): J[:, self.params.index(n)] for n in self.linear}
+
     # The optimiser works on u = to_free(p): logs of scale parameters, so that one bound box fits every run.
     def to_free(self, p: np.ndarray) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
@@ -210,6 +220,13 @@ class MultiPowerLaw(Law):
         J[:, 5] = B * design.sum_rows(design.wb * q * lx)
         J[:, 6] = -B * design.sum_rows(design.wb_log_lr * xg)
         return pred, J
+
+    def terms(self, p, design):
+        L0, A, alpha, B, C, beta, gamma = (float(v) for v in p)
+        pw = design.S1 ** -alpha
+        x = design.area * (C * np.exp(-gamma * design.log_lr))[design.bi]
+        wG = design.sum_rows(design.wb * (1.0 - np.exp(-beta * np.log1p(x))))
+        return L0 + A * pw + B * wG, {0: np.ones_like(pw), 1: pw, 3: wG}
 
     def to_free(self, p):
         return np.array([math.log(v) if lg else v for v, lg in zip(p, self._log)])
@@ -259,6 +276,12 @@ class TissueLaw(Law):
         dfdl = (-lag * powl / lam * (1.0 - lam) + (1.0 - powl)) / (1.0 - lam) ** 2
         J[:, 4] = C * design.sum_rows(design.wb * dfdl)
         return pred, J
+
+    def terms(self, p, design):
+        L0, A, alpha, C, lam = (float(v) for v in p)
+        pw = design.S1 ** -alpha
+        S2n = design.sum_rows(design.wb * (1.0 - np.exp(design.lag * math.log(lam)))) / (1.0 - lam)
+        return L0 + A * pw + C * S2n, {0: np.ones_like(pw), 1: pw, 3: S2n}
 
     # free variables: L0, log A, alpha, log C, log tau with decay = exp(-1 / tau) (tau: memory in steps)
     def to_free(self, p):

@@ -49,21 +49,26 @@ class Problem:
             if rep.size == 0:
                 continue
             pred, J = self.law.jacobian(p, design, need_jac=need_jac)
-            ok = pred > self.eps
-            # below eps: log continued linearly, so that a wild trial step is finite and points back
-            safe = np.where(ok, pred, 1.0)
-            logp = np.where(ok, np.log(safe), math.log(self.eps) + (pred - self.eps) / self.eps)
+            logp, ok, safe = self.log_pred(pred)
             rs.append((logy - logp)[rep])
             if need_jac:
                 Js.append((-J / np.where(ok, safe, self.eps)[:, None])[rep])
         return np.concatenate(rs), (np.vstack(Js) if need_jac else None)
 
+    def log_pred(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """log pred, continued linearly below eps (so that a wild trial step is finite and points back)."""
+        ok = pred > self.eps
+        safe = np.where(ok, pred, 1.0)
+        return np.where(ok, np.log(safe), math.log(self.eps) + (pred - self.eps) / self.eps), ok, safe
+
+    def huber(self, r: np.ndarray) -> float:
+        a, d = np.abs(r), self.delta
+        return float(np.sum(np.where(a <= d, 0.5 * r * r, d * (a - 0.5 * d))))
+
     def value(self, p: np.ndarray) -> float:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             r, _ = self.residuals_jac(p, need_jac=False)
-        a = np.abs(r)
-        d = self.delta
-        return float(np.sum(np.where(a <= d, 0.5 * r * r, d * (a - 0.5 * d))))
+        return self.huber(r)
 
     def _eval(self, u_free: np.ndarray, u_all: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = u_free.tobytes()
@@ -86,37 +91,38 @@ class Problem:
         return self._eval(u_free, u_all)[1]
 
 
-def linear_start(problem: Problem, nonlinear: dict[str, float]) -> np.ndarray | None:
-    """Parameters with the linear ones solved (non-negative least squares on the raw loss)."""
+def linear_start(problem: Problem, nonlinear: dict[str, float]) -> tuple[np.ndarray | None, float]:
+    """Parameters with the linear ones solved (non-negative least squares on the raw loss), and their
+    objective (``None, inf`` when the start gives no finite design)."""
     law = problem.law
     p = np.array([nonlinear.get(name, 1.0) for name in law.params], dtype=float)
     for i, v in problem.fixed.items():
         p[i] = v
     lin = [law.params.index(n) for n in law.linear if law.params.index(n) not in problem.fixed]
-    rows, rhs = [], []
+    q = p.copy()
+    q[lin] = 0.0
+    parts, rows, rhs = [], [], []
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for design, y, c in zip(problem.designs, problem.y, problem.counts):
-            w = c.astype(float)
-            if not w.any():
+        for design, y, logy, c, rep in zip(problem.designs, problem.y, problem.logy, problem.counts, problem.rep):
+            if not c.any():
                 continue
-            q = p.copy()
-            q[lin] = 0.0
-            # prediction without the linear terms; the Jacobian columns of the linear ones are the terms they multiply
-            base, J = law.jacobian(q, design)
-            cols = J[:, lin]
-            sw = np.sqrt(w)
+            # the prediction without the free linear terms, and the terms they multiply
+            base, cols = law.linear_columns(q, design, lin)
+            sw = np.sqrt(c.astype(float))
+            parts.append((base, cols, logy, rep))
             rows.append(cols * sw[:, None])
             rhs.append((y - base) * sw)
-    if not rows:
-        return None
-    X, b = np.vstack(rows), np.concatenate(rhs)
-    if not np.all(np.isfinite(X)) or not np.all(np.isfinite(b)):
-        return None
-    # non-negative: a loss floor, a power-law amplitude and a drop amplitude are all >= 0
-    scale = np.maximum(np.abs(X).max(0), 1e-300)
-    coef, _ = nnls(X / scale, b)
-    p[lin] = np.maximum(coef / scale, 1e-12)
-    return p
+        if not rows:
+            return None, math.inf
+        X, b = np.vstack(rows), np.concatenate(rhs)
+        if not np.all(np.isfinite(X)) or not np.all(np.isfinite(b)):
+            return None, math.inf
+        # non-negative: a loss floor, a power-law amplitude and a drop amplitude are all >= 0
+        scale = np.maximum(np.abs(X).max(0), 1e-300)
+        coef, _ = nnls(X / scale, b)
+        p[lin] = np.maximum(coef / scale, 1e-12)
+        r = np.concatenate([(logy - problem.log_pred(base + cols @ p[lin])[0])[rep] for base, cols, logy, rep in parts])
+    return p, problem.huber(r)
 
 
 def bound_hits(u: np.ndarray, bounds: list[tuple[float, float]], free: list[int], names: Sequence[str]) -> list[str]:
@@ -129,9 +135,10 @@ def bound_hits(u: np.ndarray, bounds: list[tuple[float, float]], free: list[int]
     return hits
 
 
-def minimise(problem: Problem, starts: list[np.ndarray], peak: float, n_refine: int,
+def minimise(problem: Problem, starts: list[Any], peak: float, n_refine: int,
               max_nfev: int = 400) -> dict[str, Any]:
-    """Score the starts, refine the best ``n_refine`` by trust-region least squares with the Huber loss.
+    """Score the starts (parameter arrays, or ``linear_start``'s (parameters, objective) pairs), refine the
+    best ``n_refine`` by trust-region least squares with the Huber loss.
 
     scipy's ``least_squares(loss="huber", f_scale=delta)`` minimises exactly the summed Huber of the
     residuals (0.5 r^2 within delta, delta (|r| - delta / 2) beyond), with Gauss-Newton steps.
@@ -140,10 +147,11 @@ def minimise(problem: Problem, starts: list[np.ndarray], peak: float, n_refine: 
     bounds = law.bounds(peak)
     lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
     scored = []
-    for p in starts:
+    for start in starts:
+        p, f = start if isinstance(start, tuple) else (start, None)
         if p is None:
             continue
-        f = problem.value(p)
+        f = problem.value(p) if f is None else f
         if np.isfinite(f):
             scored.append((f, p))
     if not scored:
