@@ -113,7 +113,7 @@ def fit_loss_curve(
     samples = {n: draws[:, i] for i, n in enumerate(lw.params) if i not in fixed} if n_boot else {}
     model = CurveModel(lw, p_hat, warmup=warmup, draws=draws, level=level,
                        schedules={c.run_id: c.lrs for c in runs}, horizon=max(c.horizon for c in runs), peak=peak,
-                       warmup_steps=int(np.median([sch.warmup_of(c.lrs) for c in runs])))
+                       warmup_steps=int(np.median([sch.warmup_argument(c.lrs) for c in runs])))
     tables = _tables(lw, p_hat, runs, designs, ys)
     diag = _diagnostics(lw, best, model, runs, fixed, tables["data"], warmup=warmup, delta=float(delta),
                         n_points=n_points, seconds=time.perf_counter() - t0, method=method)

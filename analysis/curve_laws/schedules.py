@@ -341,6 +341,13 @@ def schedule_from_config(config: Mapping[str, Any], steps: int | None = None) ->
     return np.concatenate([[0.0], peak * mult])
 
 
+def warmup_argument(lrs: np.ndarray) -> int:
+    """The ``warmup=`` of the builders above that rebuilds this schedule's ramp: a ramp from lr 0 reaches the
+    peak at step ``warmup - 1`` (``linspace(0, peak, warmup)``), so one more than ``warmup_of``."""
+    w = warmup_of(lrs)
+    return w + 1 if w and float(np.asarray(lrs, dtype=float)[0]) == 0.0 else w
+
+
 def warmup_of(lrs: np.ndarray) -> int:
     """Warmup length of a schedule: the first step at the peak of its initial rise (0 when it starts flat)."""
     lrs = np.asarray(lrs, dtype=float)

@@ -149,6 +149,17 @@ def test_predict_with_built_in_schedule_specs(tissue_fit):
     assert len(default) == 400 and default["step"].iloc[-1] == 72000 and default["loss"].is_monotonic_decreasing
 
 
+def test_a_spec_prediction_has_the_fitted_runs_warmup_ramp(tissue_fit):
+    """The warmup a spec inherits rebuilds the fitted runs' ramp exactly (not one step shorter)."""
+    fitted = pub.SCHEDULES["cosine_72000"]()
+    rebuilt = sch.cosine(72000, tissue_fit.diagnostics["peak_lr"], final=0.1,
+                         warmup=tissue_fit.diagnostics["warmup_steps"])
+    assert np.array_equal(rebuilt, fitted)
+    steps = [1000, 2159, 2160]
+    pd.testing.assert_frame_equal(tissue_fit.predict("cosine:steps=72000,final=0.1", steps),
+                                  tissue_fit.predict(fitted, steps))
+
+
 def test_predicting_beyond_ten_times_the_longest_fitted_curve_warns(tissue_fit):
     horizon = tissue_fit.diagnostics["horizon"]
     with warnings.catch_warnings():
