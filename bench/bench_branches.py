@@ -38,15 +38,15 @@ VARIANTS = [  # (loss column, label, options of predict_branches) of the summary
     ("val/loss", "code", {}), ("val/loss", "code, delta 5e-3", {"delta": 5e-3}),
     ("val/loss", "paper", {"warmup": "paper"}), ("train/loss", "code", {}),
 ]
-TPS = 8 * 64  # tokens per step: batch 8 x context 64
+CONTEXT = 64
 
 
 def train(runs_dir: Path, args: argparse.Namespace) -> float:
     """The sweep through scaling-train; returns its wall time."""
-    budgets = ",".join(str(m * args.unit_steps * TPS) for m in MULTIPLES)
+    budgets = ",".join(str(m * args.unit_steps * args.batch * CONTEXT) for m in MULTIPLES)
     cmd = [str(Path(sys.executable).parent / "scaling-train"), "+sweep=wsd_branches", f"sweep.budgets=[{budgets}]",
            f"sweep.shapes=[{{width:{args.width},depth:2}}]", f"sweep.cooldown_fraction={args.cooldown}",
-           "model.context=64", "train.batch_size=8", f"train.eval_every={args.eval_every}",
+           f"model.context={CONTEXT}", f"train.batch_size={args.batch}", f"train.eval_every={args.eval_every}",
            f"train.log_every={min(10, args.eval_every)}",  # evaluations happen on logged steps
            "train.eval_tokens=16384", "train.final_eval_tokens=16384", "train.threads=1", "train.checkpoint_every=0",
            "data.max_bytes=4000000", "logger=none", f"optim.lr={args.lr}", f"train.seed={args.seed}",
@@ -62,7 +62,8 @@ def held_out(curves, law: str, fit: int, loss: str, **options) -> tuple[list[dic
     """Predicted vs measured final val loss of every branch but branch ``fit`` (index by length)."""
     trunk, branches = split_trunk(curves.assign(loss=curves[loss]))
     ids = sorted(branches, key=lambda r: branches[r]["step"].max())
-    point = {r: int(branches[r]["branch_tokens"].iloc[0]) // TPS for r in ids}
+    per = {r: branches[r]["tokens"].iloc[-1] / branches[r]["step"].iloc[-1] for r in ids}  # tokens per step
+    point = {r: int(round(branches[r]["branch_tokens"].iloc[0] / per[r])) for r in ids}
     cool = {r: int(branches[r]["step"].max()) - point[r] for r in ids}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -85,6 +86,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--unit-steps", type=int, default=100, help="branch budgets are 2, 3, 4, 6 x this many steps")
     ap.add_argument("--cooldown", type=float, default=0.2)
+    ap.add_argument("--batch", type=int, default=8, help="sequences of 64 tokens per step")
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -110,8 +112,8 @@ def main() -> None:
           f"{platform.python_version()}; date {datetime.date.today()}; training {wall:.0f} s (5 runs), "
           f"one fit + predictions {fit_s:.1f} s")
     print(f"trunk + branches of {[m * args.unit_steps for m in MULTIPLES]} steps (cooldown {args.cooldown}, 1 - sqrt "
-          f"to 0), width {args.width}, depth 2, {TPS} tokens/step, lr {args.lr:g}; fitted: trunk + branch "
-          f"{args.fit_branch} (val/loss every {args.eval_every} steps), warmup convention {args.warmup}, "
+          f"to 0), width {args.width}, depth 2, {args.batch * CONTEXT} tokens/step, lr {args.lr:g}; fitted: trunk + "
+          f"branch {args.fit_branch} (val/loss every {args.eval_every} steps), warmup convention {args.warmup}, "
           f"seed {args.seed}")
     print("| law | branch point | cooldown | measured val loss | predicted | error | within 0.5% |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
