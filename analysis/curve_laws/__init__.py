@@ -11,7 +11,7 @@ paper's R^2, MAE, RMSE, PredE, WorstE), ``data`` (input checks, reading curves f
 ``published`` (the Multi-Power Law paper's data set and numbers). See docs/curve_laws.md.
 """
 
-from analysis.curve_laws.branches import predict_branches
+from analysis.curve_laws.branches import isoflop_rows, predict_branches, split_trunk
 from analysis.curve_laws.fit import CurveModel, curve_law, fit_loss_curve
 from analysis.curve_laws.laws import LAWS, WARMUPS
 from analysis.curve_laws.metrics import curve_metrics, evaluate
@@ -19,5 +19,5 @@ from analysis.curve_laws.schedules import (constant, cosine, linear, parse_sched
                                            step_drops, wsd)
 
 __all__ = ["CurveModel", "LAWS", "WARMUPS", "constant", "cosine", "curve_law", "curve_metrics", "evaluate",
-           "fit_loss_curve", "linear", "parse_schedule", "predict_branches", "schedule_from_config", "step_drops",
-           "wsd"]
+           "fit_loss_curve", "isoflop_rows", "linear", "parse_schedule", "predict_branches", "schedule_from_config",
+           "split_trunk", "step_drops", "wsd"]
