@@ -12,6 +12,7 @@ vocabulary in ``scaling.model.shape``, a WSD branch in ``scaling.run.branch``).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -284,12 +285,17 @@ class TrainConfig:
             check_number("train.micro_batch_size", self.micro_batch_size, low=1, integer=True)
         for name in ("eval_every", "eval_tokens", "final_eval_tokens", "checkpoint_every"):
             check_number(f"train.{name}", getattr(self, name), low=0, integer=True)
+        if self.eval_every > 0 and self.eval_tokens == 0:
+            raise ConfigError(f"train.eval_tokens=0 with train.eval_every={self.eval_every} is invalid: allowed "
+                              "eval_tokens >= 1, or train.eval_every=0 to evaluate only at the end")
         check_number("train.log_every", self.log_every, low=1, integer=True)
         check_number("train.keep_checkpoints", self.keep_checkpoints, low=1, integer=True)
         check_number("train.branch_wait_s", self.branch_wait_s, low=0)
         check_number("train.forecast_every", self.forecast_every, low=0, integer=True)
         check_number("train.forecast_max_share", self.forecast_max_share, low=0, high=1, low_open=True)
         check_choice("train.precision", self.precision)
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"train.device={self.device!r} is not known: choose auto, cpu, cuda or cuda:N")
 
 
 @dataclass
@@ -341,6 +347,10 @@ class RunConfig:
         for schema, section in ((ModelConfig, self.model), (DataConfig, self.data), (OptimConfig, self.optim),
                                 (TrainConfig, self.train), (WandbConfig, self.logger.wandb)):
             schema.validate(section)  # unbound: a section may be a DictConfig of its schema
+        per_step = self.train.batch_size * self.model.context
+        if 2 * self.train.tokens <= per_step:  # the run rounds its tokens to whole optimizer steps, at least one
+            raise ConfigError(f"train.tokens={self.train.tokens} rounds to no optimizer step of {per_step:,} tokens "
+                              f"(train.batch_size x model.context): allowed >= {per_step // 2 + 1:,}")
         for key in ("name", "group"):
             value = getattr(self, key)
             if not isinstance(value, str) or not value or value in (".", "..") or "/" in value or "\\" in value \

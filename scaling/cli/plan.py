@@ -10,6 +10,7 @@ import sys
 from dataclasses import asdict
 from typing import Any, Optional
 
+from scaling.cli.overrides import integral_overrides
 from scaling.errors import ConfigError, report_user_error
 from scaling.sweep.pricing import PlannedRun, plan_sweep, totals
 from scaling.units import duration, si
@@ -107,6 +108,8 @@ def parse_args(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
         if a in ("-h", "--help"):
             opts["help"] = True
         elif a in ("--json", "--csv"):
+            if opts["format"] not in ("table", a[2:]):
+                raise ConfigError(f"{a} with --{opts['format']}: choose one output format, --json or --csv")
             opts["format"] = a[2:]
         elif a in ("-m", "--multirun"):
             pass  # accepted so a scaling-train command line can be pasted as it is
@@ -146,6 +149,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if opts.get("help"):
             print(USAGE)
             return 0
+        overrides = integral_overrides(overrides)
         runs, throughput = plan_sweep(overrides, opts["tokens_per_sec"], opts["flops_per_sec"], opts["measure"])
     except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug
         if not report_user_error(exc):

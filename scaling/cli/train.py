@@ -17,7 +17,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from scaling.cli.overrides import check_before_run, integral_overrides
 from scaling.config import CONF_DIR
+from scaling.errors import report_user_error
 from scaling.run.training import USER_ERRORS, run_training
 from scaling.study.forecast import forecast_hooks
 from scaling.sweep.registry import configure_runtime
@@ -49,7 +51,16 @@ def task(cfg: DictConfig) -> dict[str, Any]:
 
 
 def main() -> None:
+    """Hydra's app, after the command line is checked: scientific-notation counts made integers, and the
+    config composed and validated before Hydra makes the run folder (one line and exit 2 when it fails)."""
     configure_runtime()
+    try:
+        sys.argv[1:] = integral_overrides(sys.argv[1:])
+        check_before_run(sys.argv[1:])
+    except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug
+        if not report_user_error(exc):
+            raise
+        sys.exit(2)
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(task)()
 
 

@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from scaling.config import check_number
 from scaling.conventions import PARAM_CONVENTIONS, PARAMS_OF_CONVENTION
 from scaling.errors import ConfigError
 
@@ -177,13 +178,18 @@ def tokens_per_param(multiple: Any, convention: str = "non_embedding", *, _root_
     return int(round(k * param_counts_of(_root_)[convention]))
 
 
-def sweep_values(values: Any) -> str:
-    """A list as the value of a Hydra choice sweep: ``[1e15, 3e15]`` -> ``"1e+15,3e+15"``."""
+def sweep_values(values: Any, *, _node_: Any = None) -> str:
+    """A list as the value of a Hydra choice sweep: ``[1e15, 3e15]`` -> ``"1e+15,3e+15"``; an empty list or
+    a value given twice (the same runs planned and counted twice) is a ConfigError naming the swept key."""
     if isinstance(values, (ListConfig, list, tuple)):
-        items = list(values)
-        if not items:
-            raise ConfigError("a sweep list is empty: give at least one value")
-        return ",".join(_override_literal(v) for v in items)
+        key = _node_._key() if _node_ is not None else "a sweep key"
+        literals = [_override_literal(v) for v in values]
+        if not literals:
+            raise ConfigError(f"the list swept as {key} is empty: give at least one value")
+        twice = next((lit for i, lit in enumerate(literals) if lit in literals[:i]), None)
+        if twice is not None:
+            raise ConfigError(f"the list swept as {key} holds {twice} twice: give each value once")
+        return ",".join(literals)
     return _override_literal(values)
 
 
@@ -230,6 +236,12 @@ def check_sweep_settings(sweep: Any) -> None:
     unknown = [k for k in sweep.keys() if k not in SWEEP_KEYS]
     if unknown:
         raise ConfigError(f"sweep.{unknown[0]} is not a sweep setting: choose among {', '.join(SWEEP_KEYS)}")
+    for key in ("min_steps", "min_tokens"):
+        if sweep.get(key) is not None:
+            check_number(f"sweep.{key}", sweep[key], low=0, integer=True)
+    for key in ("min_tokens_per_param", "max_tokens_per_param", "max_epochs"):
+        if sweep.get(key) is not None:
+            check_number(f"sweep.{key}", sweep[key], low=0)
 
 
 def skip_reason(cfg: Any, tokens: Optional[int] = None) -> Optional[str]:
