@@ -373,3 +373,48 @@ def test_several_input_forms_give_the_same_curves():
     assert single.run_id == "run"
     renamed = frame(STEPS).rename(columns={"step": "iter", "loss": "val", "lr": "eta"})
     assert prepare(renamed, step_col="iter", loss_col="val", lr_col="eta")[0].horizon == 200
+
+
+MPEXP = dict(L0=2.0, A=0.5, alpha=0.5, B=300.0, C=0.5, gamma=0.5, p=0.7)  # near the 400M fit
+
+
+def loop_mpexp(p: dict, lrs: np.ndarray, t: int, warmup: str) -> float:
+    """L(t) = L0 + A S1p(t)^-alpha - B sum_k (lr_(k-1) - lr_k) (1 - exp(-C lr_k^-gamma S_k(t))),
+    S1p(t) = peak sum_(i<=t) (lr_i / peak)^p (an lr of 0 counted as 1e-9 peak)."""
+    peak = max(lrs)
+    S1p = peak * sum(max(lr / peak, 1e-9) ** p["p"] for lr in lrs[: t + 1])
+    LD = 0.0
+    for k in range(first_drop_term(lrs, warmup), t + 1):
+        S_k = sum(lrs[k: t + 1])
+        LD += p["B"] * (lrs[k - 1] - lrs[k]) * (1.0 - np.exp(-p["C"] * lrs[k] ** -p["gamma"] * S_k))
+    return p["L0"] + p["A"] * S1p ** -p["alpha"] - LD
+
+
+@pytest.mark.parametrize("warmup", ["code", "paper"])
+@pytest.mark.parametrize("name", list(SHORT))
+def test_exp_drop_law_equals_a_step_by_step_loop_of_its_formula(name, warmup):
+    test_law_equals_a_step_by_step_loop_of_its_formula(name, "mpexp", MPEXP, loop_mpexp, warmup)
+
+
+def test_exp_drop_law_jacobian_matches_finite_differences():
+    from analysis.curve_laws.laws import LAWS, Design
+    law, design = LAWS["mpexp"], Design(SHORT["wsd"], np.arange(1, 45), exact=True)
+    p = np.array([MPEXP[n] for n in law.params])
+    _, J = law.jacobian(p, design)
+    for i in range(p.size):
+        h = 1e-6 * max(abs(p[i]), 1.0)
+        up, down = p.copy(), p.copy()
+        up[i] += h
+        down[i] -= h
+        numeric = (law.predict(up, design) - law.predict(down, design)) / (2 * h)
+        np.testing.assert_allclose(J[:, i], numeric, rtol=1e-5, atol=1e-7, err_msg=law.params[i])
+    assert curve_law("exp-drop", **MPEXP).predict(SHORT["wsd"], [45])["loss"].iloc[0] == pytest.approx(
+        loop_mpexp(MPEXP, SHORT["wsd"], 45, "code"), rel=1e-6)
+
+
+def test_exp_drop_law_compressed_sum_matches_every_step_on_a_wsd_cooldown():
+    lrs = pub.SCHEDULES["wsd_20000_24000"]()
+    model = curve_law("mpexp", L0=2.44, A=0.63, alpha=0.5, B=453.0, C=0.44, gamma=0.49, p=0.58)  # the 400M fit
+    steps = np.unique(np.linspace(2200, lrs.size - 1, 150).round().astype(int))
+    fast, exact = model.predict(lrs, steps)["loss"], model.predict(lrs, steps, exact=True)["loss"]
+    assert np.max(np.abs(fast - exact)) < 1e-5
