@@ -83,11 +83,13 @@ def check_before_run(args: list[str]) -> None:
 
 
 def _validate(cfg: Any) -> None:
-    """The run's own checks (``check_run_config``); only a ConfigError or DataError counts here, since
-    the config is not yet Hydra's job config (``${hydra:...}`` does not resolve) and the run checks again."""
-    from scaling.run.training import check_run_config
-
+    """The run's own checks (the sections' first, without importing torch, then ``check_run_config``); only a
+    ConfigError or DataError counts here, since the config is not yet Hydra's job config (``${hydra:...}``
+    does not resolve) and the run checks again."""
     try:
+        RunConfig.validate(cfg)
+        from scaling.run.training import check_run_config
+
         check_run_config(cfg)
     except Exception as exc:  # noqa: BLE001 - anything but a user error is the run's to raise
         found: Optional[BaseException] = config_error_in(exc)

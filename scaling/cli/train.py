@@ -19,9 +19,7 @@ from omegaconf import DictConfig
 
 from scaling.cli.overrides import check_before_run, integral_overrides
 from scaling.config import CONF_DIR
-from scaling.errors import report_user_error
-from scaling.run.training import USER_ERRORS, run_training
-from scaling.study.forecast import forecast_hooks
+from scaling.errors import ConfigError, DataError, report_user_error
 from scaling.sweep.registry import configure_runtime
 from scaling.sweep.resolvers import skipped_result
 
@@ -31,13 +29,16 @@ def user_errors_exit() -> Iterator[None]:
     """Print a user error as one line and exit 2, without a traceback."""
     try:
         yield
-    except USER_ERRORS as exc:
+    except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 
 
 def task(cfg: DictConfig) -> dict[str, Any]:
     """Hydra task function: one run in Hydra's output directory (the run's own directory)."""
+    from scaling.run.training import run_training  # torch: not imported for a command line refused before
+    from scaling.study.forecast import forecast_hooks
+
     configure_runtime()  # a submitit job process unpickles this function and never runs main()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     skipped = skipped_result(cfg, run_dir)
