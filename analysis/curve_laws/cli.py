@@ -24,7 +24,8 @@ from analysis.errors import AnalysisInputError
 def add_arguments(group: argparse._ArgumentGroup) -> None:
     """The options of the curve approach (added to scaling-fit's parser)."""
     group.add_argument("--law", choices=("multipower", "tissue", "mpexp"),
-                       help="curve approach: Multi-Power Law (default), Tissue et al.'s momentum law, or mpexp (exponential drops)")
+                       help="curve approach: Multi-Power Law (default), Tissue et al.'s momentum law, or mpexp "
+                            "(the Multi-Power Law with exponential drops)")
     group.add_argument("--warmup", choices=("code", "paper"),
                        help="curve approach: warmup convention, code (released code, default) or paper")
     group.add_argument("--predict", action="append", default=[], metavar="SCHEDULE",
