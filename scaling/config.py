@@ -347,10 +347,6 @@ class RunConfig:
         for schema, section in ((ModelConfig, self.model), (DataConfig, self.data), (OptimConfig, self.optim),
                                 (TrainConfig, self.train), (WandbConfig, self.logger.wandb)):
             schema.validate(section)  # unbound: a section may be a DictConfig of its schema
-        per_step = self.train.batch_size * self.model.context
-        if 2 * self.train.tokens <= per_step:  # the run rounds its tokens to whole optimizer steps, at least one
-            raise ConfigError(f"train.tokens={self.train.tokens} rounds to no optimizer step of {per_step:,} tokens "
-                              f"(train.batch_size x model.context): allowed >= {per_step // 2 + 1:,}")
         for key in ("name", "group"):
             value = getattr(self, key)
             if not isinstance(value, str) or not value or value in (".", "..") or "/" in value or "\\" in value \

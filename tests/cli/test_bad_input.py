@@ -40,7 +40,6 @@ BAD = [
     (TRAIN, ["train.device=tpu"], "train.device='tpu' is not known"),
     (TRAIN, ["train.keep_checkpoints=0"], "train.keep_checkpoints=0 is invalid"),
     (TRAIN, ["train.eval_tokens=0"], "train.eval_tokens=0 with train.eval_every=200"),
-    (TRAIN, ["train.tokens=1"], "train.tokens=1 rounds to no optimizer step"),
     (TRAIN, ["optim.lr=nan"], "optim.lr=nan is invalid: it must be a finite number"),
     (TRAIN, ["optim.lr=inf"], "optim.lr=inf is invalid"),
     (TRAIN, ["name=../../x"], "name='../../x' is not allowed"),
