@@ -51,6 +51,12 @@ def integral_overrides(args: list[str]) -> list[str]:
     return out
 
 
+def run_flags_first(args: list[str]) -> list[str]:
+    """``-m``/``--multirun`` moved before the overrides: Hydra's parser takes the overrides only in one piece,
+    so ``scaling-train a=1 -m b=2`` would be a usage error."""
+    return [a for a in args if a in HYDRA_RUN_FLAGS] + [a for a in args if a not in HYDRA_RUN_FLAGS]
+
+
 def _as_int(key: str, value: str, text: str) -> str:
     if not any(c in text for c in ".eE"):
         return text

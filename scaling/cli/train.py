@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from scaling.cli.overrides import check_before_run, integral_overrides
+from scaling.cli.overrides import check_before_run, integral_overrides, run_flags_first
 from scaling.config import CONF_DIR
 from scaling.errors import ConfigError, DataError, report_user_error
 from scaling.sweep.registry import configure_runtime
@@ -56,7 +56,7 @@ def main() -> None:
     config composed and validated before Hydra makes the run folder (one line and exit 2 when it fails)."""
     configure_runtime()
     try:
-        sys.argv[1:] = integral_overrides(sys.argv[1:])
+        sys.argv[1:] = integral_overrides(run_flags_first(sys.argv[1:]))
         check_before_run(sys.argv[1:])
     except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug
         if not report_user_error(exc):

@@ -36,6 +36,7 @@ BAD = [
     (TRAIN, ["-m", "+sweep=isoflow"], "sweep='isoflow' is unknown: did you mean isoflop?"),
     (TRAIN, ["hydra/launcher=nosuch"], "hydra/launcher='nosuch' is unknown; choose one of basic, local"),
     (TRAIN, ["train.keep_at_tokens=[1,2"], "override 'train.keep_at_tokens=[1,2' cannot be parsed"),
+    (TRAIN, ["-m", "model.width=64,abc"], "model.width='abc' is invalid"),
     # checked before a run folder exists
     (TRAIN, ["train.device=tpu"], "train.device='tpu' is not known"),
     (TRAIN, ["train.keep_checkpoints=0"], "train.keep_checkpoints=0 is invalid"),
@@ -93,6 +94,14 @@ def test_bad_input_is_one_line_and_exit_2(answers, row):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
     assert list(cwd.rglob("*")) == [], "a rejected command wrote files"
+
+
+def test_the_console_takes_counts_in_scientific_notation(tmp_path):
+    """The README's one run with ``train.tokens=5e6``, shown (``--cfg job``) rather than trained."""
+    proc = subprocess.run(command(TRAIN, ["model.width=1.92e2", "train.tokens=5e6", "--cfg", "job"], tmp_path / "runs"),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "tokens: 5000000" in proc.stdout and "width: 192" in proc.stdout
 
 
 def test_integral_floats_become_integers_for_int_fields_only():
