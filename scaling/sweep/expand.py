@@ -8,8 +8,12 @@ each job's overrides; each job's config is then composed with the Compose API fr
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import functools
+from typing import Any, Iterator
 
+import omegaconf._utils
+import omegaconf.base
 from omegaconf import DictConfig, OmegaConf
 
 from scaling.config import CONF_DIR
@@ -17,6 +21,23 @@ from scaling.errors import ConfigError
 from scaling.sweep.registry import configure_runtime
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+@contextlib.contextmanager
+def cached_grammar() -> Iterator[None]:
+    """Within the block, OmegaConf parses each interpolation string once (its ANTLR parse is most of the time
+    of composing a sweep's configs and resolving their sweep resolvers, which see the same strings again and
+    again); the parse trees are only read, so sharing them gives the same configs."""
+    modules = [m for m in (omegaconf.base, omegaconf._utils) if callable(getattr(m, "parse", None))]
+    saved = [m.parse for m in modules]
+    cached = functools.lru_cache(maxsize=4096)(saved[0]) if saved else None
+    for m in modules:
+        m.parse = cached
+    try:
+        yield
+    finally:
+        for m, parse in zip(modules, saved):
+            m.parse = parse
 
 
 def compose_run_config(overrides: list[str]) -> DictConfig:
@@ -62,7 +83,7 @@ def expand(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
     from hydra.types import RunMode
 
     configure_runtime()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="scaling-plan"):
+    with cached_grammar(), initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="scaling-plan"):
         gh = GlobalHydra.instance()
         loader = gh.config_loader()
         _check_sweep_name(overrides, loader)
