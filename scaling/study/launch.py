@@ -18,6 +18,9 @@ from scaling.sweep.pricing import plan_run, run_state
 from scaling.units import duration
 
 OVERHEAD_FLOPS_PER_TOKEN = 5e5  # per-token cost of a small CPU model beyond its FLOPs (for time estimates)
+# Fixed cost of one run inside a worker (composing its config, setting up, resuming, the final evaluation),
+# in the same FLOP-equivalents: about 2 s on a 2-core CPU, where one FLOP-equivalent takes about 4e-11 s.
+OVERHEAD_FLOPS_PER_RUN = 5e10
 
 
 def plan(overrides: list[str]) -> tuple[list[Any], list[Any]]:
@@ -96,10 +99,11 @@ def launch(opts: Options, overrides: list[str], runs: list[Any], jobs: int, log_
            extra: list[str] | None = None, by_shape: bool = True) -> float:
     """Train the runs left to train, showing progress; returns the wall time of the launch.
 
-    ``local``: ``jobs`` worker processes at a time, each one ``scaling-train --multirun`` with Hydra's basic
-    launcher over all runs of one model shape (a trunk and its branches, or a shape's separate runs), so
-    that each process imports torch once for several runs; the longest shapes start first. ``basic`` and
-    ``slurm``: one ``scaling-train --multirun`` with that launcher.
+    ``local``: at most ``jobs`` worker processes, each one ``scaling-train --multirun`` with Hydra's basic
+    launcher over all runs of its model shapes in turn (per shape a trunk and its branches, or the shape's
+    separate runs), so that each process imports torch once for many runs; the shapes are dealt to the
+    workers longest first, each to the worker with the least work so far. ``basic`` and ``slurm``: one
+    ``scaling-train --multirun`` with that launcher.
     """
     todo = [r for r in runs if r.to_train]
     if not todo:
@@ -108,8 +112,9 @@ def launch(opts: Options, overrides: list[str], runs: list[Any], jobs: int, log_
     if opts.launcher == "local" and not by_shape:
         cmds = [(label, [*overrides, *POOL_ARGS, *extra])]
     elif opts.launcher == "local":
-        chains = shape_chains(runs, todo)
-        cmds = [(f"{label}-{name}", [*overrides, *_one_shape(shape), *POOL_ARGS, *extra]) for name, shape in chains]
+        cmds = [(f"{label}-{'+'.join(name for name, _ in chain)}",
+                 [*overrides, _shapes_override([shape for _, shape in chain]), *POOL_ARGS, *extra])
+                for chain in worker_chains(todo, jobs)]
     else:
         cmds = [(label, [*overrides, *extra])]
     t0 = time.time()
@@ -149,23 +154,34 @@ def run_pool(cmds: list[tuple[str, list[str]]], jobs: int, log_path: Path, progr
 POOL_ARGS = ["hydra/launcher=basic", "~hydra.callbacks.sweep_summary"]
 
 
-def shape_chains(runs: list[Any], todo: list[Any]) -> list[tuple[str, dict[str, int]]]:
-    """The shapes with runs left to train, longest first (work: own FLOPs plus a per-token overhead)."""
+def shape_work(todo: list[Any]) -> dict[tuple[int, int], float]:
+    """Work left per (width, depth), longest first: own FLOPs plus a per-token and a per-run overhead."""
     work: dict[tuple[int, int], float] = {}
     for r in todo:
         key = (r.shape["width"], r.shape["depth"])
         work[key] = work.get(key, 0.0) + _work(r)
-    order = sorted(work, key=lambda k: -work[k])
-    return [(f"w{w}-d{d}", {"width": w, "depth": d}) for w, d in order]
+    return dict(sorted(work.items(), key=lambda kv: -kv[1]))
+
+
+def worker_chains(todo: list[Any], jobs: int) -> list[list[tuple[str, dict[str, int]]]]:
+    """The shapes with runs left to train dealt to at most ``jobs`` workers (longest processing time first:
+    each shape, longest first, to the worker with the least work so far); each worker's shapes longest first."""
+    work = shape_work(todo)
+    bins: list[tuple[float, list[tuple[int, int]]]] = [(0.0, []) for _ in range(max(1, min(jobs, len(work))))]
+    for key, w in work.items():
+        i = min(range(len(bins)), key=lambda j: bins[j][0])
+        bins[i] = (bins[i][0] + w, bins[i][1] + [key])
+    bins.sort(key=lambda b: -b[0])
+    return [[(f"w{w}-d{d}", {"width": w, "depth": d}) for w, d in keys] for _, keys in bins]
 
 
 def _work(r: Any) -> float:
     own = r.own_tokens if r.own_tokens is not None else r.tokens
-    return own * (r.flops["chinchilla"] / max(r.tokens, 1) + OVERHEAD_FLOPS_PER_TOKEN)
+    return own * (r.flops["chinchilla"] / max(r.tokens, 1) + OVERHEAD_FLOPS_PER_TOKEN) + OVERHEAD_FLOPS_PER_RUN
 
 
-def _one_shape(shape: dict[str, int]) -> list[str]:
-    return [f"sweep.shapes=[{{width:{shape['width']},depth:{shape['depth']}}}]"]
+def _shapes_override(shapes: list[dict[str, int]]) -> str:
+    return "sweep.shapes=[" + ",".join(f"{{width:{s['width']},depth:{s['depth']}}}" for s in shapes) + "]"
 
 
 def _start(name: str, args: list[str], log_path: Path) -> tuple[str, subprocess.Popen, Path]:

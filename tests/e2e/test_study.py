@@ -37,9 +37,10 @@ def test_quick_study_reports_fits_and_holdout_and_a_rerun_trains_nothing(tmp_pat
     c = study["costs"]
     assert c["sweep_flops"] < 0.8 * c["separate_flops"] and c["ratio_to_fixed"] == c["sweep_flops"] / c["fixed_flops"]
     assert set(study["phases"]) >= {"plan", "sweep", "fit", "holdout", "report"}
-    # One worker process per width: the launch log names one command per width, not one per run.
+    # At most --jobs worker processes, each training whole widths: one command per worker (not per run or
+    # per width), then the held-out run's.
     launches = (out / "logs" / "launch.log").read_text().count("$ ")
-    assert launches == len(study["sizes"]) + 1, launches
+    assert launches == min(study["jobs"], len(study["sizes"])) + 1, launches
     # The W&B runs of the sweep, the held-out run and the analysis run in one folder, named in the report.
     wandb_dir = Path(study["wandb"]["dir"])
     assert wandb_dir.name == "wandb" and wandb_dir.parent.parent == Path(study["holdout"]["run_dir"]).parents[1]
