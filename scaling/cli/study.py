@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from scaling.cli.overrides import integral_overrides
 from scaling.cli.study_adaptive import USAGE as ADAPTIVE_USAGE
 from scaling.cli.study_adaptive import print_adaptive, split_adaptive
 from scaling.errors import ConfigError, report_user_error
@@ -90,6 +91,7 @@ def parse_args(argv: list[str]) -> Options:
                 raise ConfigError(f"override {a!r} is set by scaling-study: use --out or --launcher instead")
             opts.overrides.append(a)
         i += 1
+    opts.overrides = integral_overrides(opts.overrides)
     return opts
 
 

@@ -30,7 +30,10 @@ def cached_grammar() -> Iterator[None]:
     again); the parse trees are only read, so sharing them gives the same configs."""
     modules = [m for m in (omegaconf.base, omegaconf._utils) if callable(getattr(m, "parse", None))]
     saved = [m.parse for m in modules]
-    cached = functools.lru_cache(maxsize=4096)(saved[0]) if saved else None
+    if not saved or any(p is not saved[0] for p in saved):  # not the one parser of omegaconf 2.3: leave it alone
+        yield
+        return
+    cached = functools.lru_cache(maxsize=4096)(saved[0])
     for m in modules:
         m.parse = cached
     try:

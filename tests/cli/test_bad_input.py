@@ -55,6 +55,7 @@ BAD = [
     (PLAN, ["+sweep=demo", "--tokens-per-sec", "-1"], "--tokens-per-sec='-1' is invalid"),
     (STUDY, ["--launcher", "nosuch"], "--launcher='nosuch' is unknown"),
     (STUDY, ["--jobs", "1.5"], "--jobs='1.5' is invalid: it must be a whole number"),
+    (STUDY, ["train.batch_size=5.5"], "train.batch_size=5.5 is invalid: it must be a whole number"),
 ]
 
 
@@ -121,3 +122,10 @@ def test_a_count_in_scientific_notation_names_the_same_run():
     sci = compose_run_config(integral_overrides(["model=tiny", "train.tokens=4.096e3", "model.width=3.2e1"]))
     plain = compose_run_config(["model=tiny", "train.tokens=4096", "model.width=32"])
     assert sci.train.tokens == 4096 and identity.run_key(sci) == identity.run_key(plain)
+
+
+def test_scaling_study_takes_counts_in_scientific_notation():
+    from scaling.cli.study import parse_args
+
+    assert parse_args(["--quick", "train.batch_size=1.6e1", "optim.lr=3e-3"]).overrides == [
+        "train.batch_size=16", "optim.lr=3e-3"]
