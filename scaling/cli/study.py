@@ -33,7 +33,7 @@ write a Markdown report with plots into DIR (default study/full, or study/quick 
 finished in DIR/runs are reused, so a second invocation only refits. The W&B runs (offline without a key)
 land in one folder, DIR/runs/<group>/wandb: `wandb leet` shows it.
 
-  --quick            the short variant (sweep study_wsd_quick: smaller budgets and sizes, about 2 minutes)
+  --quick            the short variant (sweep study_wsd_quick: smaller budgets and sizes, about 3 minutes on 2 cores)
   --design D         cosine (the full study's default: a separate cosine run per point, sweep study) or
                      wsd (trunks and cooldown branches, sweep study_wsd, half the FLOPs; --quick's default)
   --out DIR          output folder: report.md, plots, fit.json, study.json, runs/, logs/
