@@ -15,11 +15,14 @@ class DataError(ValueError):
     """Missing, empty or corrupt data, or data that cannot serve the configured model."""
 
 
+USER_ERRORS = (ConfigError, DataError)  # what a console script reports as one line, not a traceback
+
+
 def config_error_in(exc: BaseException) -> Optional[BaseException]:
     """The ConfigError or DataError that caused ``exc`` (itself, or one in its chain), else None."""
     seen: Optional[BaseException] = exc
     while seen is not None:  # a resolver's ConfigError arrives wrapped in OmegaConf's errors
-        if isinstance(seen, (ConfigError, DataError)):
+        if isinstance(seen, USER_ERRORS):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None

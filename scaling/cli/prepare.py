@@ -9,7 +9,7 @@ from typing import Optional
 
 from scaling.config import CONF_DIR, DataConfig
 from scaling.data.prepare import prepare_data
-from scaling.errors import ConfigError, DataError
+from scaling.errors import USER_ERRORS, ConfigError
 
 
 USAGE = """usage: scaling-prepare [data=PRESET] [data.KEY=VALUE ...]
@@ -91,7 +91,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         t0 = time.perf_counter()
         prepared = prepare_data(cfg)
         dt = time.perf_counter() - t0
-    except (ConfigError, DataError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(prepared.dir)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from scaling.errors import ConfigError, DataError
+from scaling.errors import USER_ERRORS, ConfigError, DataError
 
 
 def parse(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -88,7 +88,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ids = generate(model, start, args.tokens, context, args.temperature, args.top_k, args.seed, args.device)
         keep = ids if args.prompt else ids[len(start):]
         print(tok.decode(keep))
-    except (ConfigError, DataError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

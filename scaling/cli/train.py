@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from scaling.cli.overrides import check_before_run, integral_overrides, run_flags_first
 from scaling.config import CONF_DIR
-from scaling.errors import ConfigError, DataError, report_user_error
+from scaling.errors import USER_ERRORS, report_user_error
 from scaling.sweep.registry import configure_runtime
 from scaling.sweep.resolvers import skipped_result
 
@@ -29,7 +29,7 @@ def user_errors_exit() -> Iterator[None]:
     """Print a user error as one line and exit 2, without a traceback."""
     try:
         yield
-    except (ConfigError, DataError) as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

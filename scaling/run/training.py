@@ -20,7 +20,7 @@ from scaling.data import repeat
 from scaling.data.prefetch import BatchPrefetcher
 from scaling.data.prepare import PreparedData, check_context, prepare_data
 from scaling.data.mixture import source_report
-from scaling.errors import ConfigError, DataError
+from scaling.errors import USER_ERRORS
 from scaling.model.gpt import GPT
 from scaling.model.objective import mask_windows
 from scaling.model.shape import check_model_config, predicted_per_window
@@ -39,8 +39,6 @@ from scaling.run.state import TrainState
 from scaling.run.step import OptimizerStep, autocast_for, make_optimizer, objective_batches, wrap_model
 
 log = logging.getLogger("scaling.train")
-
-USER_ERRORS = (ConfigError, DataError)
 
 
 def check_run_config(cfg: Any) -> None:
