@@ -1,25 +1,44 @@
-"""Atomic file writes: a crash or a full disk mid-write never leaves a half-written file in place."""
+"""Atomic file writes (a crash or a full disk mid-write never leaves a half-written file in place), their
+stale temporaries, the advisory file lock, and the one line for a file that cannot be written."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import Any, Callable, IO, Iterator, Optional
+
+from scaling.errors import DataError
+
+TMP_SUFFIX = ".tmp"  # atomic_write's temporaries: ".<name>.<random>.tmp" beside the file
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+CANNOT_WRITE = (*DISK_FULL, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EEXIST)
+
+
+class StorageError(DataError):
+    """A file cannot be written: the disk is full, or its folder is read-only, forbidden or cannot exist."""
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(f)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``. An OSError
+    names ``path`` when it names no file of its own (a full disk mid-write)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -41,6 +60,75 @@ def read_json_object(path: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def remove_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporaries ``atomic_write`` left in ``directory`` when its process died mid-write (call it
+    only while no other process writes there); the paths it deleted."""
+    removed = []
+    for p in Path(directory).glob(f".*{TMP_SUFFIX}") if Path(directory).is_dir() else ():
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def storage_problem(exc: BaseException) -> Optional[str]:
+    """``<path>: <what is wrong>`` for an OSError of a file that cannot be written (a full disk, a read-only,
+    forbidden or impossible folder), else None."""
+    if not isinstance(exc, OSError) or exc.errno not in CANNOT_WRITE:
+        return None
+    what = "the disk is full" if exc.errno in DISK_FULL else (exc.strerror or os.strerror(exc.errno)).lower()
+    return f"{exc.filename or 'a file'}: {what}"
+
+
+def writable_dir(path: str | Path, what: str) -> Path:
+    """``path``, created if missing and shown writable by a probe file (``os.access`` says yes to root on a
+    read-only mount); StorageError naming ``what`` (e.g. ``runs_dir='/x'``), the path and the problem."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        problem = storage_problem(exc) or f"{exc.filename}: {exc.strerror or exc}"
+        raise StorageError(f"{what}: cannot write there ({problem})") from None
+    return path
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, on_wait: Optional[Callable[[], None]] = None) -> Iterator[bool]:
+    """Exclusive advisory lock (flock) on ``path`` while the block runs; yields whether it is held (flock is
+    not on every file system). ``on_wait()`` is called once when another process holds it, before waiting."""
+    try:
+        import fcntl
+
+        f = open(path, "a+")
+    except (ImportError, OSError):
+        yield False
+        return
+    try:
+        yield _flock(f, fcntl, on_wait)
+    finally:
+        f.close()  # releases the lock
+
+
+def _flock(f: IO[str], fcntl: Any, on_wait: Optional[Callable[[], None]]) -> bool:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        if on_wait is not None:
+            on_wait()
+    except OSError:
+        return False
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        return True
+    except OSError:
+        return False
 
 
 def fsync_dir(directory: Path) -> None:

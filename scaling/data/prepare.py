@@ -40,7 +40,7 @@ from scaling.data.mixture import combine, prepare_mixture
 from scaling.data.shards import TokenArray, open_tokens
 from scaling.data.tokenizer import load_tokenizer
 from scaling.errors import ConfigError, DataError
-from scaling.io import fsync_dir
+from scaling.io import file_lock, fsync_dir
 
 __all__ = [
     "PreparedData",
@@ -144,7 +144,7 @@ def prepare_single(cfg: DataConfig) -> PreparedData:
     except OSError as e:
         msg = f"data.cache_dir={str(root)!r} cannot be created ({e.strerror}); use a writable folder"
         raise DataError(msg) from None
-    with _lock(root / f".{slug}-{settings[:16]}.lock") as locked:  # others preparing the same data wait, then reuse it
+    with file_lock(root / f".{slug}-{settings[:16]}.lock") as locked:  # others preparing the same data wait, then reuse it
         if (final / "meta.json").is_file():
             return open_prepared(final)
         _remove_leftovers(root, None)
@@ -291,27 +291,6 @@ def _slug(src: Source) -> str:
 
 def _corrupt(directory: Path, what: str) -> DataError:
     return DataError(f"prepared data at {directory}: {what}; delete the folder to prepare it again")
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    """Exclusive advisory lock (flock) while preparing; yields whether it is held (not on every file system)."""
-    try:
-        import fcntl
-
-        f = open(path, "a+")
-    except (ImportError, OSError):
-        yield False
-        return
-    try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            locked = True
-        except OSError:
-            locked = False
-        yield locked
-    finally:
-        f.close()  # releases the lock
 
 
 def _remove_leftovers(root: Path, name: Optional[str]) -> None:
