@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import ConfigError
-from scaling.study.adaptive import Adaptive
+from scaling.study.adaptive import POOLS, Adaptive
 
 USAGE = """\
   --adaptive         the adaptive design: seed on the smallest budgets, then fit -> propose -> train until the
@@ -19,9 +19,11 @@ USAGE = """\
     --seed-budgets K the seed design: the K smallest budgets (default 2)
     --batch K        runs per round (default --jobs)
     --criterion C    variance (default), d-optimal, v-optimal, random, cheapest
+    --pool P         the candidates: wide (default: the sweep's grid plus budgets and widths between and
+                     beside its own, under its rules) or sweep (its own runs only)
 """
 
-FLAGS = ("--target", "--width", "--fixed", "--max-flops", "--seed-budgets", "--batch", "--criterion")
+FLAGS = ("--target", "--width", "--fixed", "--max-flops", "--seed-budgets", "--batch", "--criterion", "--pool")
 
 
 def split_adaptive(argv: list[str]) -> tuple[list[str], Adaptive | None]:
@@ -47,7 +49,9 @@ def split_adaptive(argv: list[str]) -> tuple[list[str], Adaptive | None]:
 
 
 def _set(ad: Adaptive, flag: str, text: str) -> None:
-    if flag in ("--target", "--criterion"):
+    if flag in ("--target", "--criterion", "--pool"):
+        if flag == "--pool" and text not in POOLS:
+            raise ConfigError(f"--pool={text!r} is unknown: choose {', '.join(POOLS)}")
         setattr(ad, flag[2:], text)
         return
     if flag == "--fixed":

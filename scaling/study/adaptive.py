@@ -40,6 +40,7 @@ from scaling.study.next_runs import (
     launch_overrides,
     parse_target,
     target_interval,
+    widened_grid,
 )
 from scaling.study.options import Options, StudyError
 from scaling.study.study import Study, _setup, holdout_phase
@@ -57,6 +58,10 @@ class Adaptive:
     batch: int | None = None  # runs per round; None: --jobs
     criterion: str = "variance"
     level: float = 0.95
+    pool: str = "wide"  # candidates: "wide", the sweep's grid widened (widened_grid); "sweep", its runs only
+
+
+POOLS = ("wide", "sweep")
 
 
 def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
@@ -64,6 +69,10 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     from analysis.next_run_criteria import CRITERIA
 
     t_start = time.time()
+    if ad.criterion not in CRITERIA:
+        raise ConfigError(f"--criterion={ad.criterion!r} is unknown: choose {', '.join(CRITERIA)}")
+    if ad.pool not in POOLS:
+        raise ConfigError(f"--pool={ad.pool!r} is unknown: choose {', '.join(POOLS)}")
     opts = dataclasses.replace(opts, design="cosine", out=opts.out or Path(f"study/{opts.variant}-adaptive"))
     st = _setup(opts)
     st.runs, st.cfgs = plan(st.base + launch_args(opts, st.jobs))
@@ -71,8 +80,6 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     if not st.trainable or any(r.role for r in st.trainable):
         raise ConfigError(f"sweep {st.preset.sweep}: the adaptive study needs a sweep of separate runs (no WSD branches)")
     target, convention = parse_target(ad.target), st.runs[0].convention
-    if ad.criterion not in CRITERIA:
-        raise ConfigError(f"--criterion={ad.criterion!r} is unknown: choose {', '.join(CRITERIA)}")
     fixed = fixed_design(st, ad, target)
     goal = ad.width if ad.width is not None else fixed.get("width")
     if goal is None:
@@ -85,9 +92,13 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     print(f"[adaptive] sweep {st.preset.sweep}: seed {len(seed)} runs (budgets {', '.join(f'{b:.3g}' for b in budgets[:ad.seed_budgets])}); "
           f"stop when {ad.target} is at most {goal:.4g} wide or {max_flops:.3g} FLOPs are spent "
           f"(the whole sweep: {fixed['flops']:.3g})", flush=True)
+    pool = candidate_runs(st, ad)
+    n_candidates = sum(not r.skip_reason for r in pool) - len(seed)
+    print(f"[adaptive] candidates: {n_candidates} runs ({ad.pool} pool; the sweep's own: {len(st.trainable) - len(seed)})",
+          flush=True)
     design = list(seed)
     train(st, seed, "seed")
-    rounds = loop(st, ad, design, target, goal, max_flops)
+    rounds = loop(st, ad, pool, design, target, goal, max_flops)
     notes: list[str] = []
     results = fit_all(design_folder(st, design), convention, st.bootstrap, notes)[1]
     holdout, _ = holdout_phase(st, results)
@@ -96,6 +107,7 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     summary = {
         "sweep": st.preset.sweep, "variant": opts.variant, "out": str(st.out), "convention": convention,
         "target": ad.target, "criterion": ad.criterion, "level": ad.level, "goal_width": goal, "max_flops": max_flops,
+        "pool": ad.pool, "candidates": n_candidates,
         "reached": last["width"] <= goal, "rounds": rounds, "runs": len(design),
         "design": [{"width": r.shape["width"], "depth": r.shape["depth"], "budget": r.budget, "cost": r.compute,
                     "run_id": r.run_id} for r in design],
@@ -107,15 +119,27 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     return summary
 
 
-def loop(st: Study, ad: Adaptive, design: list[Any], target: Any, goal: float, max_flops: float) -> list[dict[str, Any]]:
-    """Fit -> stop? -> propose -> train, until the interval is at most ``goal`` wide or the FLOPs are spent.
+def candidate_runs(st: Study, ad: Adaptive) -> list[Any]:
+    """The planned runs a round may choose from: the sweep's, and with the ``wide`` pool the widened grid's
+    runs its rules do not skip (the same run of both plans once: run directories are config-hashed)."""
+    if ad.pool == "sweep":
+        return list(st.runs)
+    wide, _ = plan(st.base + launch_args(st.opts, st.jobs) + widened_grid(st.cfgs[0]))
+    known = {r.run_id for r in st.runs}
+    return list(st.runs) + [r for r in wide if r.run_id not in known and not r.skip_reason]
+
+
+def loop(st: Study, ad: Adaptive, pool_runs: list[Any], design: list[Any], target: Any, goal: float,
+         max_flops: float) -> list[dict[str, Any]]:
+    """Fit -> stop? -> propose (from ``pool_runs``) -> train, until the interval is at most ``goal`` wide or the
+    FLOPs are spent.
 
     Only the design's runs count (``design``, extended in place): records of other runs of the sweep in the
     folder (a fixed study sharing it) are reused when a round chooses them, so a rerun retraces the rounds."""
     rounds: list[dict[str, Any]] = []
     batch = ad.batch or st.jobs
     while True:
-        refresh(st.runs)
+        refresh(pool_runs)
         bad = [r for r in design if r.state != "completed"]
         if bad:
             raise StudyError(f"{len(bad)} run(s) of the design did not complete ({', '.join(r.run_id + ': ' + (r.state or 'missing') for r in bad)}); "
@@ -134,7 +158,7 @@ def loop(st: Study, ad: Adaptive, design: list[Any], target: Any, goal: float, m
         if hi - lo <= goal:
             row["stop"] = "reached"
             return rounds
-        pool = candidate_pool(st.runs, ids, finished=True)
+        pool = candidate_pool(pool_runs, ids, finished=True)
         if len(pool) == 0 or max_flops - used < pool["cost"].min():
             row["stop"] = "pool empty" if len(pool) == 0 else "budget spent"
             return rounds
@@ -142,7 +166,7 @@ def loop(st: Study, ad: Adaptive, design: list[Any], target: Any, goal: float, m
                               level=ad.level, sweep=f"sweep {st.preset.sweep}")
         for w in warns:
             print(f"[adaptive] warning: {w}", flush=True)
-        chosen = [st.runs[i] for i in table["candidate"]]
+        chosen = [pool_runs[i] for i in table["candidate"]]
         row["added"] = [{"width": r.shape["width"], "budget": r.budget, "cost": r.compute} for r in chosen]
         row["expected_width"] = float(table["width"].iloc[-1])
         design += chosen

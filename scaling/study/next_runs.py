@@ -89,6 +89,29 @@ def candidate_pool(planned: list[Any], done_ids: set[str] | None = None, finishe
     return pd.DataFrame.from_dict(rows, orient="index", columns=["N", "D", "cost", "width", "depth", "budget", "run_id"])
 
 
+def widened_grid(cfg: Any) -> list[str]:
+    """Overrides that widen a sweep's grid into the adaptive study's candidate pool (the sweep's own points
+    plus points between and beside them, under the sweep's own rules, so the runs it skips stay skipped).
+
+    Budgets: the sweep's and the geometric midpoint of each neighbouring pair (never beyond the largest).
+    Shapes, per depth: the sweep's widths, the midpoint of each neighbouring pair rounded to the heads'
+    multiple (``model.head_dim``), and one step (the smallest gap) below the smallest and above the largest.
+    """
+    budgets = sorted(float(b) for b in cfg.sweep.budgets)
+    budgets += [float(f"{math.sqrt(lo * hi):.3g}") for lo, hi in zip(budgets, budgets[1:])]
+    multiple = int(cfg.model.get("head_dim") or 1)
+    by_depth: dict[int, set[int]] = {}
+    for shape in cfg.sweep.shapes:
+        by_depth.setdefault(int(shape.depth), set()).add(int(shape.width))
+    shapes = []
+    for depth, widths in by_depth.items():
+        ws = sorted(widths)
+        step = min((b - a for a, b in zip(ws, ws[1:])), default=multiple)
+        extra = {multiple * round((a + b) / 2 / multiple) for a, b in zip(ws, ws[1:])} | {ws[0] - step, ws[-1] + step}
+        shapes += [f"{{width:{w},depth:{depth}}}" for w in sorted(widths | {w for w in extra if w > 0})]
+    return [f"sweep.budgets=[{','.join(f'{b:g}' for b in sorted(set(budgets)))}]", f"sweep.shapes=[{','.join(shapes)}]"]
+
+
 def choose(runs: Any, pool: Any, target: Any, *, criterion: str = "variance", budget: float | None = None,
            n: int = 1, level: float = 0.95, sweep: str = "the sweep") -> tuple[Any, list[str]]:
     """The greedy batch of up to ``n`` runs of ``pool`` that shrinks ``target``'s interval most per FLOP.

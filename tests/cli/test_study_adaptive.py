@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 from helpers import run_cli
+from omegaconf import OmegaConf
 
 from scaling.cli.study import main
+from scaling.study.next_runs import widened_grid
+from scaling.sweep.expand import expand
+from scaling.sweep.pricing import plan_run
 
 CUT = ["sweep.shapes=[{width:16,depth:2},{width:24,depth:2},{width:32,depth:2}]",
        "train.final_eval_tokens=4096"]
@@ -51,6 +55,7 @@ def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_
     (["--adaptive", "--fixed", "/nonexistent"], "--fixed='/nonexistent': no run folder"),
     (["--adaptive", "--width", "0.1", "--max-flops", "1e9"], "is smaller than the seed design's"),
     (["--adaptive", "--width", "0.1", "--target", "gamma"], "gamma"),
+    (["--adaptive", "--width", "0.1", "--pool", "all"], "--pool='all' is unknown: choose wide, sweep"),
 ])
 def test_bad_adaptive_flags_are_one_line_and_exit_2(args, message, capsys, tmp_path):
     assert main(["--quick", "--out", str(tmp_path), *args]) == 2
@@ -58,3 +63,25 @@ def test_bad_adaptive_flags_are_one_line_and_exit_2(args, message, capsys, tmp_p
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert not list(Path(tmp_path).glob("runs/*/*/result.json"))  # nothing trained
+
+
+def test_the_wide_pool_holds_the_sweeps_grid_and_the_points_between_and_beside_it():
+    cfg = OmegaConf.create({"model": {"head_dim": 16}, "sweep": {
+        "budgets": [1.6e12, 8e11, 4e11, 2e11], "shapes": [{"width": w, "depth": 2} for w in (32, 96, 16, 48, 80, 64)]}})
+    budgets, shapes = widened_grid(cfg)
+    assert budgets == "sweep.budgets=[2e+11,2.83e+11,4e+11,5.66e+11,8e+11,1.13e+12,1.6e+12]"  # midpoints, none beyond
+    widths = [int(w.split(",")[0]) for w in shapes.split("{width:")[1:]]
+    assert widths == [16, 32, 48, 64, 80, 96, 112]  # heads of 16: no width between; one step above (0 is none)
+    cfg.model.head_dim, cfg.sweep.shapes = 8, [{"width": w, "depth": 2} for w in (16, 32, 48)]
+    assert [int(w.split(",")[0]) for w in widened_grid(cfg)[1].split("{width:")[1:]] == [16, 24, 32, 40, 48, 64]
+
+
+def test_the_wide_pool_plans_the_sweeps_own_points_as_the_same_runs(tmp_path):
+    base = ["+sweep=study_quick", f"runs_dir={tmp_path}", "sweep.budgets=[2.5e10,5e10]",
+            "sweep.shapes=[{width:16,depth:2},{width:32,depth:2}]"]
+    own = [plan_run(cfg, i, job) for i, (job, cfg) in enumerate(expand(base))]
+    wide = [plan_run(cfg, i, job) for i, (job, cfg) in enumerate(expand(base + widened_grid(expand(base)[0][1])))]
+    assert {r.run_id for r in own} < {r.run_id for r in wide}  # config-hashed: a record of the sweep is reused
+    extra = {(r.shape["width"], r.budget) for r in wide if r.run_id not in {o.run_id for o in own}}
+    assert (24, 5e10) in extra and (32, 3.54e10) in extra and (48, 5e10) in extra
+    assert all(r.tokens * 6 * r.params["total"] == pytest.approx(r.budget, rel=0.02) for r in wide if not r.skip_reason)
