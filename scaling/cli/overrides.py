@@ -67,25 +67,27 @@ def _as_int(key: str, value: str, text: str) -> str:
     return str(int(x))
 
 
-def check_before_run(args: list[str]) -> None:
+def check_before_run(args: list[str]) -> Optional[Any]:
     """Compose ``args`` as ``scaling-train`` will and, for a single run, validate the config (ConfigError,
-    or Hydra's own error, before any run folder exists). A multirun's jobs are only composed: each job checks
-    and records its own config. Hydra's other commands (``--help``, ``--cfg``, ...) are left to Hydra."""
+    or Hydra's own error, before any run folder exists) and return it. A multirun's jobs are only composed:
+    each job checks and records its own config. Hydra's other commands (``--help``, ``--cfg``, ...) are left
+    to Hydra. None where no single run's config was checked."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
     if any(a.startswith("-") and a not in HYDRA_RUN_FLAGS for a in args):
-        return
+        return None
     overrides = [a for a in args if not a.startswith("-")]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="scaling-train"):
         hydra = GlobalHydra.instance().hydra
         master = hydra.compose_config("config", overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=False,
                                       validate_sweep_overrides=False)
         if len(overrides) < len(args) or master.hydra.mode == RunMode.MULTIRUN:
-            return
+            return None
         cfg = hydra.compose_config("config", overrides, run_mode=RunMode.RUN, with_log_configuration=False)
         _validate(cfg)
+    return cfg
 
 
 def _validate(cfg: Any) -> None:

@@ -3,7 +3,9 @@
 The entry point only wires: Hydra composes the config, ``task`` records a sweep's skipped run or hands
 the config to ``scaling.run.training.run_training``, with the estimate of the final loss while it trains
 (``scaling.study.forecast``, ``train.forecast_every``) as an extra hook. A single run from the shell
-reports a user error as one line and exit status 2; a sweep's run records it as ``failed``.
+reports a user error as one line and exit status 2; a sweep's run records it as ``failed``. Before Hydra
+writes the run folder, a single run that already ended prints its record (and writes nothing, so a
+read-only folder still answers), and the others have their data checked and their folder shown writable.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from omegaconf import DictConfig
 
 from scaling.cli.overrides import check_before_run, integral_overrides, run_flags_first
 from scaling.config import CONF_DIR
-from scaling.errors import USER_ERRORS, report_user_error
+from scaling.errors import USER_ERRORS, config_error_in, report_user_error
+from scaling.io import writable_dir
 from scaling.sweep.registry import configure_runtime
 from scaling.sweep.resolvers import skipped_result
 
@@ -57,12 +60,37 @@ def main() -> None:
     configure_runtime()
     try:
         sys.argv[1:] = integral_overrides(run_flags_first(sys.argv[1:]))
-        check_before_run(sys.argv[1:])
+        single = check_before_run(sys.argv[1:])
+        if single is not None and answered_before_run(single):
+            return
     except Exception as exc:  # noqa: BLE001 - user errors become one line; anything else is a bug
         if not report_user_error(exc):
             raise
         sys.exit(2)
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(task)()
+
+
+def answered_before_run(cfg: DictConfig) -> bool:
+    """True, after printing it, for a single run whose record says it already ended (nothing is written);
+    else False once its data can serve it and its run folder (under ``runs_dir``) is writable."""
+    from scaling.run.record import RunRecord
+
+    run_dir = Path(cfg.hydra.run.dir)
+    finished = RunRecord(run_dir).finished()
+    if finished is not None:
+        print(f"run {finished['run_id']} already {finished['status']}; nothing to train "
+              f"(val_loss {finished.get('val_loss')}, {run_dir / 'result.json'})")
+        return True
+    try:
+        from scaling.run.training import check_training_data
+
+        check_training_data(cfg)
+    except Exception as exc:  # noqa: BLE001 - only a user error counts here: the run checks again
+        found = config_error_in(exc)
+        if found is not None:
+            raise found from None
+    writable_dir(run_dir, f"runs_dir={cfg.runs_dir!r}")
+    return False
 
 
 if __name__ == "__main__":

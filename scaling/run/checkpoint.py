@@ -3,8 +3,10 @@
 Files are ``checkpoints/step_XXXXXXXX.pt``. A checkpoint holds plain tensors and JSON-like values only
 (model and optimizer state, step, tokens, RNG states, W&B id), so ``torch.load(weights_only=True)``
 reads it. A crash mid-write leaves the previous checkpoint intact: each file is written to a temporary
-name, fsynced and renamed. The path helpers need no torch (sweeps and plans use them), so torch is
-imported where a checkpoint is written or read.
+name, fsynced and renamed; a full disk mid-write raises the OSError itself (naming the file), not torch's
+"enforce fail", and a write killed midway leaves a temporary that ``remove_stale_temporaries`` deletes on
+the next start (under the run folder's lock, ``scaling.run.lock``). The path helpers need no torch
+(sweeps and plans use them), so torch is imported where a checkpoint is written or read.
 
 ``data.json`` in the run folder records the fingerprint of the prepared data the run trains on
 (``check_resume_data``): a run with checkpoints resumes only on data with the same fingerprint.
@@ -15,10 +17,10 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Optional
 
 from scaling.errors import DataError
-from scaling.io import atomic_write, atomic_write_json, read_json_object
+from scaling.io import atomic_write, atomic_write_json, read_json_object, remove_temporaries
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
@@ -49,11 +51,51 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
     import torch
 
     path = checkpoint_path(run_dir, step)
-    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: _save(torch, state, f))
     for old_step, old_path in list_checkpoints(run_dir)[:-max(keep, 1)]:
         if old_step not in keep_steps:
             old_path.unlink(missing_ok=True)
     return path
+
+
+def _save(torch: Any, state: dict[str, Any], f: IO[bytes]) -> None:
+    """``torch.save`` raising the OSError of a failed write (torch reports it as "enforce fail")."""
+    writer = _WriteErrorKeeper(f)
+    try:
+        torch.save(state, writer)
+    except RuntimeError:
+        if writer.error is not None:
+            raise writer.error from None
+        raise
+
+
+class _WriteErrorKeeper:
+    """The file ``torch.save`` writes through, keeping the OSError of a write that failed."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.error = f, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def latest_checkpoint_path(run_dir: str | Path) -> Optional[Path]:
+    """The newest checkpoint file of the run (None before the first)."""
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete the temporaries of writes killed midway in the run folder and its checkpoints (the caller holds
+    the run folder's lock, so no write is under way); the paths it deleted."""
+    return remove_temporaries(run_dir) + remove_temporaries(checkpoint_dir(run_dir))
 
 
 def load_latest_checkpoint(run_dir: str | Path, map_location: Any = "cpu") -> dict[str, Any] | None:

@@ -7,11 +7,14 @@ line (``scaling.cli.train`` is the Hydra entry point).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
@@ -20,17 +23,20 @@ from scaling.data import repeat
 from scaling.data.prefetch import BatchPrefetcher
 from scaling.data.prepare import PreparedData, check_context, prepare_data
 from scaling.data.mixture import source_report
-from scaling.errors import USER_ERRORS
+from scaling.errors import USER_ERRORS, ConfigError
+from scaling.io import DISK_FULL, StorageError, storage_problem, writable_dir
 from scaling.model.gpt import GPT
 from scaling.model.objective import mask_windows
 from scaling.model.shape import check_model_config, predicted_per_window
 from scaling.run import branch, preemption, wandb_mirror
-from scaling.run.checkpoint import check_resume_data, load_latest_checkpoint
+from scaling.run.checkpoint import (check_resume_data, latest_checkpoint_path, load_latest_checkpoint,
+                                   remove_stale_temporaries)
 from scaling.run.distributed import DistContext, setup_distributed, teardown_distributed
 from scaling.run.evaluate import Evaluator
 from scaling.run.hardware import peak_flops, resolve_device
 from scaling.run.hooks import (CheckpointHook, Checkpointer, ConsoleHook, EvalHook, HookContext, HookFactory,
                                MetricsHook, RecordHook)
+from scaling.run.lock import run_folder_lock
 from scaling.run.loop import train_loop
 from scaling.run.record import RunRecord
 from scaling.run.schedule import lr_multiplier
@@ -50,32 +56,86 @@ def check_run_config(cfg: Any) -> None:
                          repeat.max_unique_epochs(cfg.sweep))
 
 
+def check_run_data(run: RunConfig, prepared: PreparedData, world_size: int) -> tuple[int, RunSizes]:
+    """The vocabulary and the sizes of the run, after one-line errors for a config the prepared data cannot
+    serve (before any training work): a model vocabulary smaller than the data's, a shape that cannot be
+    built, a context longer than a split, a budget under one optimizer step."""
+    vocab_size = run.model.vocab_size or prepared.vocab_size
+    if vocab_size < prepared.vocab_size:
+        raise ConfigError(f"model.vocab_size={vocab_size} is smaller than the vocabulary of the data "
+                          f"({prepared.vocab_size} tokens, data.tokenizer={run.data.tokenizer!r}): use at least "
+                          f"{prepared.vocab_size}, or null to take the data's")
+    check_model_config(run.model, vocab_size)
+    sizes = RunSizes(run, vocab_size, world_size)
+    check_context(prepared, sizes.context)
+    if run.train.tokens < sizes.tokens_per_step:
+        raise ConfigError(f"train.tokens={run.train.tokens} is fewer than one optimizer step of "
+                          f"train.batch_size={sizes.batch_size} x model.context={sizes.context} = "
+                          f"{sizes.tokens_per_step:,} tokens: allowed >= {sizes.tokens_per_step}")
+    return vocab_size, sizes
+
+
+def check_training_data(cfg: Any) -> None:
+    """``check_run_data`` for a command line before its run folder exists (the data prepared, or opened from
+    the cache, as the run will)."""
+    run = typed_config(cfg)
+    check_run_data(run, prepare_data(run.data), int(os.environ.get("WORLD_SIZE", 1)))
+
+
 def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True,
                  extra_hooks: Sequence[HookFactory] = ()) -> dict[str, Any]:
     """Train one run into ``run_dir`` and return its result record (see DESIGN.md).
 
-    Any failure is recorded as ``failed`` with its error before it is raised again; a bad config or bad
-    data too, unless ``record_user_errors`` is false (a single run from the shell, which just reports it).
-    extra_hooks: factories called with the run's ``HookContext``; their hooks run after evaluation and
-    before the record (``scaling.run.hooks``), e.g. the forecast of ``scaling.study.forecast``.
+    A run that already ended returns its record without writing anything. The writing rank holds the run
+    folder's lock while it trains (``scaling.run.lock``: a second process waits) and first cleans what a dead
+    process left (torn records, stale temporaries). Any failure is recorded as ``failed`` with its error
+    before it is raised again; a bad config or bad data too, unless ``record_user_errors`` is false (a single
+    run from the shell, which just reports it). A full disk or a folder that takes no file is a one-line
+    StorageError. extra_hooks: factories called with the run's ``HookContext``; their hooks run after
+    evaluation and before the record (``scaling.run.hooks``), e.g. the forecast of ``scaling.study.forecast``.
     """
     run_dir, start_time = Path(run_dir), time.time()
-    record = RunRecord(run_dir)
-    finished = record.read_result()
-    if finished is not None and finished["status"] in ("completed", "diverged"):
+    finished = RunRecord(run_dir).finished()
+    if finished is not None:
         log.info("run %s already %s; nothing to train", finished["run_id"], finished["status"])
         return finished
     check_run_config(cfg)
     run = typed_config(cfg)  # parts receive their own typed section; cfg stays for the record and W&B
     device, ctx = _start_process(run.train)
+    try:
+        with _claim(run_dir, ctx) as finished:
+            if finished is not None:
+                log.info("run %s was %s by another process meanwhile", finished["run_id"], finished["status"])
+                return finished
+            return _run(cfg, run, run_dir, device, ctx, start_time, record_user_errors, extra_hooks)
+    finally:
+        teardown_distributed(ctx)
+
+
+@contextlib.contextmanager
+def _claim(run_dir: Path, ctx: DistContext) -> Iterator[Optional[dict[str, Any]]]:
+    """The writing rank's hold on the run folder: shown writable, then locked; yields the record of a
+    process that finished the run while this one waited (else None)."""
+    if not ctx.is_main:
+        yield None
+        return
+    writable_dir(run_dir, "the run folder")
+    with run_folder_lock(run_dir):
+        yield RunRecord(run_dir).finished()
+
+
+def _run(cfg: Any, run: RunConfig, run_dir: Path, device: torch.device, ctx: DistContext, start_time: float,
+         record_user_errors: bool, extra_hooks: Sequence[HookFactory]) -> dict[str, Any]:
+    """The run in a folder this process holds: repaired, trained, recorded (a failure too)."""
+    record = RunRecord(run_dir)
     state: Optional[TrainState] = None
     mirror = None
     try:
+        if ctx.is_main:
+            _warn([*record.repair(), *(f"{p}: removed, a temporary of a write killed midway"
+                                       for p in remove_stale_temporaries(run_dir))])
         prepared = _prepare(run.data, ctx)
-        vocab_size = run.model.vocab_size or prepared.vocab_size
-        check_model_config(run.model, vocab_size)
-        sizes = RunSizes(run, vocab_size, ctx.world_size)
-        check_context(prepared, sizes.context)
+        vocab_size, sizes = check_run_data(run, prepared, ctx.world_size)
         check_resume_data(run_dir, prepared, ctx.is_main, run.train.branch_from)  # checkpoints resume on their data
         prepared, repeats = repeat.with_repeats(prepared, run.data.unique_tokens, sizes.context, sizes.batch_size,
                                                 sizes.tokens, repeat.max_unique_epochs(run.sweep))
@@ -101,14 +161,34 @@ def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True,
             record.write_result(result)
         return result
     except Exception as exc:
-        if ctx.is_main and (record_user_errors or not isinstance(exc, USER_ERRORS)):
-            record.write_failure(run_dir.name, cfg.group, exc, state.step if state else 0, time.time() - start_time)
-        raise
+        error = _storage_error(exc, run_dir) or exc
+        if ctx.is_main and (record_user_errors or not isinstance(error, USER_ERRORS)):
+            record.write_failure(run_dir.name, cfg.group, error, state.step if state else 0, time.time() - start_time)
+        if error is exc:
+            raise
+        raise error from None
     finally:
         record.close()
         if mirror is not None:
             mirror.finish(record.read_result() or {})
-        teardown_distributed(ctx)
+
+
+def _storage_error(exc: BaseException, run_dir: Path) -> Optional[StorageError]:
+    """One line for a file the run could not write (a full disk, a read-only folder), saying which checkpoint
+    is intact; None for any other error."""
+    problem = storage_problem(exc)
+    if problem is None:
+        return None
+    latest = latest_checkpoint_path(run_dir)
+    kept = (f"the previous checkpoint {latest} is intact" if latest is not None else "no checkpoint was written yet")
+    fix = "free space" if getattr(exc, "errno", None) in DISK_FULL else "make it writable"
+    return StorageError(f"cannot write {problem}; {kept}: {fix} and run the same command again to resume")
+
+
+def _warn(lines: Sequence[str]) -> None:
+    """What the run did about the files a dead process left, one line each on stderr."""
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr, flush=True)
 
 
 def _start_process(train: TrainConfig) -> tuple[torch.device, DistContext]:
