@@ -3,8 +3,9 @@
 Every function takes data and/or a FitResult and an output path (suffix ignored), writes one file per
 format (PNG and SVG by default) and returns the written paths. Log axes, units on labels, runs coloured
 by model size N. Points of WSD branching (the ``role`` column of ``load_runs``) have their own marker:
-cooldown branches are triangles, trunks squares, other runs circles; ``plot_branches`` draws each trunk's
-curve with its branches hanging off it.
+cooldown branches are triangles, trunks squares, other runs circles; points ``predicted`` (a ``predicted``
+column: WSD branches never trained, ``predict_branches``) are hollow, with a legend entry of their own;
+``plot_branches`` draws each trunk's curve with its branches hanging off it.
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ def plot_isoflop(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None 
     ax.set_xlabel("N (parameters)")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(f"IsoFLOP profiles: a = {style.fmt(res, 'a')}")
-    hollow = [Line2D([], [], ls="", marker="o", mfc="none", color="gray", label="predicted (never trained)")]
-    style.legend(ax, style.role_proxies(points[col.ROLE]) + (hollow if points["predicted"].any() else []))
+    style.legend(ax, style.role_proxies(points[col.ROLE]) + (_predicted_proxy() if points["predicted"].any() else []))
     style.colorbar(fig, ax, norm, "C (FLOPs)")
     return style.save(fig, path, formats)
 
@@ -90,7 +90,7 @@ def plot_loss_vs_compute(runs: pd.DataFrame, path: str | Path, *, fit: FitResult
     if curves is not None:
         for _, g in curves[curves["loss"].notna()].groupby("run_id"):
             ax.plot(g["C"], g["loss"], color=cmap(norm(g["N"].iloc[0])), lw=0.6, alpha=0.35)
-    proxies = style.scatter_roles(ax, runs, "C", "loss", norm, s=18, zorder=3)
+    proxies = _scatter_runs(ax, runs, "C", "loss", norm, s=18, zorder=3)
     front = frontier(runs, "C")
     ax.plot(front["C"], front["loss"], color="black", lw=1, ls="--", label="frontier")
     law = fit.tables["fits"].get("C") if fit is not None and "fits" in fit.tables else fit
@@ -229,7 +229,11 @@ def plot_contours(res: FitResult, path: str | Path, *, runs: pd.DataFrame | None
     opt = optimal_allocation(res, np.geomspace(c_lo, c_hi, 100))
     ax.plot(opt["N_opt"], opt["D_opt"], color="tab:blue", lw=2, label=f"efficient frontier (a = {res.estimates.get('a', np.nan):.3f})")
     if runs is not None:
-        ax.scatter(runs["N"], runs["D"], s=10, color="black", label="runs", zorder=3)
+        pred = _predicted(runs)
+        ax.scatter(runs["N"][~pred], runs["D"][~pred], s=10, color="black", label="runs", zorder=3)
+        if pred.any():
+            ax.scatter(runs["N"][pred], runs["D"][pred], s=12, facecolors="none", edgecolors="black", zorder=3,
+                       label="predicted (never trained)", gid="predicted-points")
     ax.set_xlim(*N_range)
     ax.set_ylim(*D_range)
     ax.set_xscale("log")
@@ -255,7 +259,7 @@ def plot_residuals(runs: pd.DataFrame, res: FitResult, path: str | Path, *, x: s
     resid = runs["loss"].to_numpy() - pred
     fig, ax = style.figure()
     norm = style.size_norm(runs["N"])
-    proxies = style.scatter_roles(ax, runs.assign(resid=resid), x, "resid", norm, s=16)
+    proxies = _scatter_runs(ax, runs.assign(resid=resid), x, "resid", norm, s=16)
     style.legend(ax, proxies)
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xscale("log")
@@ -264,6 +268,33 @@ def plot_residuals(runs: pd.DataFrame, res: FitResult, path: str | Path, *, x: s
     ax.set_title(f"residuals of {res.law}: rms {np.sqrt(np.mean(resid ** 2)):.4f}")
     style.colorbar(fig, ax, norm, "N (parameters)")
     return style.save(fig, path, formats)
+
+
+def _predicted(runs: pd.DataFrame) -> np.ndarray:
+    """Which rows are predicted points (never trained): their ``predicted`` column, else none."""
+    if "predicted" not in runs.columns:
+        return np.zeros(len(runs), dtype=bool)
+    return runs["predicted"].eq(True).to_numpy()
+
+
+def _predicted_proxy() -> list[Line2D]:
+    return [Line2D([], [], ls="", marker="o", mfc="none", color="gray", label="predicted (never trained)")]
+
+
+def _scatter_runs(ax, runs: pd.DataFrame, x: str, y: str, norm: LogNorm, **kw) -> list[Line2D]:
+    """The measured runs by role (coloured by N); the predicted points hollow, in the colour of their N."""
+    pred = _predicted(runs)
+    proxies = style.scatter_roles(ax, runs[~pred], x, y, norm, **kw) if (~pred).any() else []
+    if not pred.any():
+        return proxies
+    sub = runs[pred]
+    edges = style.cmap()(norm(sub["N"].to_numpy(float)))
+    for role in style.MARKERS:
+        sel = (style.roles_of(sub) == role).to_numpy()
+        if sel.any():
+            ax.scatter(sub[x][sel], sub[y][sel], facecolors="none", edgecolors=edges[sel], marker=style.MARKERS[role],
+                       gid="predicted-points", **kw)
+    return proxies + _predicted_proxy()
 
 
 def _optimal_points(res: FitResult) -> pd.DataFrame | None:

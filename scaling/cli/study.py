@@ -17,14 +17,15 @@ from scaling.cli.study_adaptive import USAGE as ADAPTIVE_USAGE
 from scaling.cli.study_adaptive import print_adaptive, split_adaptive
 from scaling.errors import ConfigError, report_user_error
 from scaling.study.adaptive import run_adaptive
-from scaling.study.options import DESIGNS, LAUNCHERS, Options, StudyError
+from scaling.study.options import DESIGNS, LAUNCHERS, PREDICT_BRANCHES, Options, StudyError
 from scaling.study.report import _g, _pct
 from scaling.study.study import run_study
 from scaling.units import duration
 
 USAGE = """\
-usage: scaling-study [--quick] [--design wsd|cosine] [--out DIR] [--launcher local|basic|slurm|submitit]
-                     [--jobs J] [--holdout-factor K] [--bootstrap B] [OVERRIDE ...]
+usage: scaling-study [--quick] [--design wsd|cosine] [--predict-branches K] [--out DIR]
+                     [--launcher local|basic|slurm|submitit] [--jobs J] [--holdout-factor K] [--bootstrap B]
+                     [OVERRIDE ...]
 
 Run an IsoFLOP sweep on the embedded corpus through Hydra multirun (by default each width one constant-lr
 trunk with a cooldown branch at every budget), fit Approach 2 and Approach 3 with bootstrap intervals,
@@ -36,6 +37,11 @@ land in one folder, DIR/runs/<group>/wandb: `wandb leet` shows it.
   --quick            the short variant (sweep study_wsd_quick: smaller budgets and sizes, about 3 minutes on 2 cores)
   --design D         cosine (the full study's default: a separate cosine run per point, sweep study) or
                      wsd (trunks and cooldown branches, sweep study_wsd, half the FLOPs; --quick's default)
+  --predict-branches K
+                     each trunk trains only K (1 or 2) of its cooldown branches (the longest, with 2 also the
+                     shortest); the other branch points' losses are predicted by a curve law fitted to the
+                     trunk and those branches, and the fits use measured + predicted points (implies
+                     --design wsd; default folder study/full-wsd-predictK, study/quick-predictK)
   --out DIR          output folder: report.md, plots, fit.json, study.json, runs/, logs/
   --launcher L       local (default: J worker processes, each training one width's runs in turn), basic
                      (Hydra's, one process), slurm, submitit (a process per run, J at a time)
@@ -62,7 +68,8 @@ def parse_args(argv: list[str]) -> Options:
             opts.help = True
         elif a == "--quick":
             opts.variant = "quick"
-        elif flag in ("--out", "--launcher", "--jobs", "--holdout-factor", "--bootstrap", "--design"):
+        elif flag in ("--out", "--launcher", "--jobs", "--holdout-factor", "--bootstrap", "--design",
+                      "--predict-branches"):
             text = inline if eq else value(flag)
             i += 0 if eq else 1
             if flag == "--out":
@@ -75,6 +82,11 @@ def parse_args(argv: list[str]) -> Options:
                 if text not in LAUNCHERS:
                     raise ConfigError(f"--launcher={text!r} is unknown: choose {', '.join(LAUNCHERS)}")
                 opts.launcher = text
+            elif flag == "--predict-branches":
+                if text.strip() not in [str(k) for k in PREDICT_BRANCHES]:
+                    raise ConfigError(f"--predict-branches={text!r} is invalid: trained branches per trunk, "
+                                      f"choose {' or '.join(map(str, PREDICT_BRANCHES))}")
+                opts.predict_branches = int(text)
             elif flag == "--holdout-factor":
                 opts.holdout_factor = _number(flag, text, minimum=1.0)
             else:
@@ -83,7 +95,8 @@ def parse_args(argv: list[str]) -> Options:
                     raise ConfigError(f"{flag}={text!r} is invalid: it must be a whole number")
                 setattr(opts, flag[2:], int(n))
         elif a.startswith("-"):
-            raise ConfigError(f"option {a!r} is unknown: choose --quick, --design wsd|cosine, --out DIR, --launcher "
+            raise ConfigError(f"option {a!r} is unknown: choose --quick, --design wsd|cosine, --predict-branches K, "
+                              f"--out DIR, --launcher "
                               f"{'|'.join(LAUNCHERS)}, --jobs J, --holdout-factor K, --bootstrap B")
         else:
             key = a.partition("=")[0].lstrip("+~")
@@ -92,6 +105,7 @@ def parse_args(argv: list[str]) -> Options:
             opts.overrides.append(a)
         i += 1
     opts.overrides = integral_overrides(opts.overrides)
+    opts.check()
     return opts
 
 
@@ -105,6 +119,18 @@ def _number(flag: str, text: str, minimum: float) -> float:
     return x
 
 
+def _print_predicted(study: dict) -> None:
+    """--predict-branches: the points predicted, the FLOPs saved, the held-out error without them."""
+    p = study.get("predicted_branches")
+    if not p:
+        return
+    mo = study["holdout"].get("measured_only") or {}
+    without = (f"error {_pct(mo.get('rel_error'))} fitted to the {mo['n_points']} measured points alone"
+               if mo.get("fitted") else "Approach 3 not fitted to the measured points alone")
+    print(f"[study] {p['n_predicted']} branch points predicted ({p['law']}), {p['n_measured']} measured; FLOPs saved "
+          f"against training every branch: {100 * (p['saved_share'] or 0):.1f}%; held-out {without}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
 
@@ -114,6 +140,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if opts.help:
             print(USAGE + ADAPTIVE_USAGE)
             return 0
+        if adaptive and opts.predict_branches:
+            raise ConfigError(f"--predict-branches={opts.predict_branches} with --adaptive is invalid: the adaptive "
+                              "study trains separate cosine runs; drop one of the two")
         study = run_adaptive(opts, adaptive) if adaptive else run_study(opts)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -136,6 +165,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"[study] {title}: not fitted (see the report's warnings)")
     print(f"[study] held-out: predicted {_g(h['predicted'])}, measured {_g(h.get('measured'))}, "
           f"error {_pct(h.get('rel_error'))}; {h.get('position', '')}")
+    _print_predicted(study)
     c = study["costs"]
     print(f"[study] sweep FLOPs {c['sweep_flops']:.3g} ({100 * c['ratio_to_fixed']:.0f}% of the {c['fixed_sweep']} design's "
           f"{c['fixed_flops']:.3g}); held-out run {c['holdout_flops']:.3g}")

@@ -38,29 +38,59 @@ def _family(runs: list[Any]) -> tuple[int, int]:
     return min(head_dims), depths.pop()
 
 
-def fit_all(runs_dir: Path, convention: str, bootstrap: int, notes: list[str]) -> tuple[Any, dict[str, Any], Any]:
-    """Load the sweep's records and fit Approaches 2 and 3 (and Kaplan's L(C) for the loss plot)."""
-    from analysis import AnalysisInputError, fit_isoflop, fit_kaplan_table, fit_parametric, load_curves, load_runs
+def fit_all(runs_dir: Path, convention: str, bootstrap: int, notes: list[str],
+            predicted: Any = None) -> tuple[Any, dict[str, Any], Any]:
+    """Load the sweep's records and fit Approaches 2 and 3 (and Kaplan's L(C) for the loss plot), on the
+    measured runs and the ``predicted`` points (``scaling.study.predicted.predict_points``) when given."""
+    from analysis import load_curves, load_runs
+
     params = params_of(convention)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runs = load_runs(runs_dir, params=params, flops=convention)
         curves = load_curves(runs_dir, params=params, flops=convention)
-        results: dict[str, Any] = {}
-        try:
-            results["isoflop"] = fit_isoflop(runs.N, runs.loss, runs.C, D=runs.D, bootstrap=bootstrap)
-        except AnalysisInputError as exc:  # e.g. no budget with its minimum inside the sizes
-            notes.append(f"Approach 2 not fitted: {exc}")
-        try:
-            results["parametric"] = fit_parametric(runs.N, runs.D, runs.loss, bootstrap=bootstrap)
-        except AnalysisInputError as exc:
+        if predicted is not None:
+            runs = merge_points(runs, predicted)
+        results = fit_laws(runs, bootstrap, notes)
+    notes += [str(w.message) for w in caught]
+    return runs, results, curves
+
+
+def fit_laws(runs: Any, bootstrap: int, notes: list[str], *, required: bool = True, kaplan: bool = True) -> dict[str, Any]:
+    """Approach 2 (predicted points, a ``predicted`` column, counted apart), Approach 3 (a StudyError when it
+    cannot be fitted and ``required``, else a note) and, with ``kaplan``, L(C) for the loss plot."""
+    from analysis import AnalysisInputError, fit_isoflop, fit_kaplan_table, fit_parametric
+
+    results: dict[str, Any] = {}
+    flags = runs["predicted"].to_numpy(bool) if "predicted" in runs.columns else None
+    try:
+        results["isoflop"] = fit_isoflop(runs.N, runs.loss, runs.C, D=runs.D, bootstrap=bootstrap, predicted=flags)
+    except AnalysisInputError as exc:  # e.g. no budget with its minimum inside the sizes
+        notes.append(f"Approach 2 not fitted: {exc}")
+    try:
+        results["parametric"] = fit_parametric(runs.N, runs.D, runs.loss, bootstrap=bootstrap)
+    except AnalysisInputError as exc:
+        if required:
             raise StudyError(f"Approach 3 cannot be fitted to the sweep's runs: {exc}") from exc
+        notes.append(f"Approach 3 not fitted: {exc}")
+    if kaplan:
         try:
             results["kaplan"] = fit_kaplan_table(runs, xs=("C",))  # for the loss plot; no bootstrap (slow)
         except Exception as exc:  # noqa: BLE001 - an optional law must not lose the study
             notes.append(f"Kaplan L(C) not fitted: {exc}")
-    notes += [str(w.message) for w in caught]
-    return runs, results, curves
+    return results
+
+
+def merge_points(measured: Any, predicted: Any) -> Any:
+    """The measured runs (``load_runs``) and the predicted points in one table, each row ``predicted`` or not."""
+    import pandas as pd
+
+    measured = measured.assign(predicted=False)
+    if predicted is None or not len(predicted):
+        return measured
+    return pd.concat([measured, predicted[[c for c in predicted.columns if c in measured.columns or c in
+                                           ("loss_low", "loss_high", "budget", "trunk")]]],
+                     ignore_index=True)
 
 
 def _interval(res: Any, name: str) -> list[Optional[float]]:

@@ -25,15 +25,17 @@ class Preset:
     bootstrap: int  # bootstrap resamples of each fit
     holdout_sweep: str  # the sweep whose family and settings the held-out run takes (without branching)
     holdout_overrides: tuple[str, ...] = ()  # and these (the sweep's schedule)
+    predict_eval_every: int = 20  # --predict-branches: steps between the periodic evaluations the curve law fits
 
 
 DESIGNS = ("wsd", "cosine")
+PREDICT_BRANCHES = (1, 2)  # --predict-branches K: cooldown branches trained per trunk, the others predicted
 # Chosen by the held-out error (bench/RESULTS.md, "Study at half the compute"): on the full study the
 # trunk-and-branch sweep predicted the held-out run 4.2% high, the separate cosine runs 0.3%; the quick
 # variant (no accuracy target, for tests) uses the cheaper branches.
 DEFAULT_DESIGN = {"full": "cosine", "quick": "wsd"}
 PRESETS = {  # (variant, design) -> preset
-    ("full", "wsd"): Preset("study_wsd", "study/full-wsd", 1000, "study", tuple(WSD_RECIPE)),
+    ("full", "wsd"): Preset("study_wsd", "study/full-wsd", 1000, "study", tuple(WSD_RECIPE), predict_eval_every=80),
     ("quick", "wsd"): Preset("study_wsd_quick", "study/quick", 200, "study_quick", tuple(WSD_RECIPE)),
     ("full", "cosine"): Preset("study", "study/full", 1000, "study"),
     ("quick", "cosine"): Preset("study_quick", "study/quick-cosine", 200, "study_quick"),
@@ -49,16 +51,27 @@ class Options:
     jobs: Optional[int] = None
     holdout_factor: float = 4.0
     bootstrap: Optional[int] = None
+    predict_branches: Optional[int] = None  # K: each trunk trains K branches, the others are predicted
     overrides: list[str] = dataclasses.field(default_factory=list)
     help: bool = False
 
     @property
     def preset(self) -> Preset:
-        return PRESETS[(self.variant, self.resolved_design)]
+        preset = PRESETS[(self.variant, self.resolved_design)]
+        if self.predict_branches:  # other run identities (periodic evaluations): a folder of their own
+            preset = dataclasses.replace(preset, out=f"{preset.out}-predict{self.predict_branches}")
+        return preset
 
     @property
     def resolved_design(self) -> str:
-        return self.design or DEFAULT_DESIGN[self.variant]
+        """The design: as given, else ``wsd`` with --predict-branches, else the variant's default."""
+        return self.design or ("wsd" if self.predict_branches else DEFAULT_DESIGN[self.variant])
+
+    def check(self) -> None:
+        """--predict-branches needs trunks with cooldown branches (ConfigError otherwise)."""
+        if self.predict_branches and self.resolved_design != "wsd":
+            raise ConfigError(f"--predict-branches={self.predict_branches} with --design={self.resolved_design} is "
+                              "invalid: predicted branch points need the wsd design (trunks with cooldown branches)")
 
     @property
     def sweep(self) -> str:

@@ -24,7 +24,14 @@ def plot_holdout(path: Path, runs: Any, par: Any, holdout: dict[str, Any]) -> Pa
     C = np.geomspace(runs.C.min() / 1.5, holdout["C"] * 1.5, 60)
     alloc = optimal_allocation(par, C)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    sc = ax.scatter(runs.C, runs.loss, c=np.log10(runs.N), cmap="viridis", s=22, label="sweep runs")
+    pred = runs["predicted"].to_numpy(bool) if "predicted" in runs.columns else np.zeros(len(runs), bool)
+    norm = matplotlib.colors.Normalize(np.log10(runs.N).min(), np.log10(runs.N).max())
+    sc = ax.scatter(runs.C[~pred], runs.loss[~pred], c=np.log10(runs.N[~pred]), cmap="viridis", norm=norm, s=22,
+                    label="sweep runs")
+    if pred.any():  # branch points never trained: hollow, in the colour of their size
+        ax.scatter(runs.C[pred], runs.loss[pred], facecolors="none", s=26, gid="predicted-points",
+                   edgecolors=matplotlib.colormaps["viridis"](norm(np.log10(runs.N[pred]))),
+                   label="predicted branch points (never trained)")
     fig.colorbar(sc, ax=ax, label="log10 N")
     ax.plot(C, alloc.loss_opt, color="k", lw=1.2, label="Approach 3: loss at the optimum")
     if "loss_opt_low" in alloc:
@@ -64,6 +71,9 @@ def markdown(study: dict[str, Any], runs_table: list[dict[str, Any]], fit_report
     runs = study["runs"]
     design = (f"{runs['branches']} IsoFLOP points as cooldown branches of {runs['trunks']} constant-lr trunks"
               if runs.get("branches") else f"{runs['total']} IsoFLOP runs")
+    if runs.get("predicted"):
+        design += (f" and {runs['predicted']} more predicted from them, never trained (see "
+                   f"\"Predicted branch points\")")
     lines = [f"# Scaling study `{study['sweep']}`", "",
              f"{design} ({len(study['budgets'])} budgets x {len(study['sizes'])} sizes) "
              f"on `{study['data']}`, then one held-out run. Trained now: {study['runs']['trained_now']} "
@@ -82,22 +92,63 @@ def markdown(study: dict[str, Any], runs_table: list[dict[str, Any]], fit_report
               f"  | measured | {_g(h.get('measured'))} |",
               f"  | error (predicted - measured) / measured | {_pct(h.get('rel_error'))} "
               f"({'within' if h.get('within_target') else 'outside'} the 2% target) |",
-              f"  | where the measurement falls | {h.get('position') or ''} |", "",
+              f"  | where the measurement falls | {h.get('position') or ''} |", *_measured_only_rows(h, pct), "",
               "![holdout](holdout.png)", ""]
-    lines += cost_lines(study) + wandb_lines(study)
+    lines += predicted_lines(study) + cost_lines(study) + wandb_lines(study)
     lines += ["## Runs", "",
               "| budget C | width | depth | role | N | D | own D | steps | val loss | wall time | status |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs_table:
         budget = f"{r['budget']:.3g}" if r.get("budget") is not None else "-"
         lines.append(f"| {budget} | {r['width']} | {r['depth']} | {r.get('role') or 'run'} | {r['N']:,} | {r['D']:,} | "
-                     f"{r.get('own_D', r['D']):,} | {r['steps']} | {_g(r.get('val_loss'))} | {duration(r.get('wall_time'))} | "
-                     f"{r['status']}{' (reused)' if r['reused'] else ''} |")
+                     f"{r.get('own_D', r['D']):,} | {r['steps']} | {_g(r.get('val_loss'))}"
+                     f"{' (predicted)' if r.get('predicted') else ''} | {duration(r.get('wall_time'))} | "
+                     f"{'predicted, not trained' if r.get('predicted') else r['status']}{' (reused)' if r['reused'] else ''} |")
     lines += ["", f"Settings: {study['settings']}", ""]
     body = []
     for line in fit_report.splitlines():
         body.append("#" + line if line.startswith("#") else line)
     return "\n".join(lines + body) + "\n"
+
+
+def _measured_only_rows(h: dict[str, Any], pct: str) -> list[str]:
+    """The held-out table's rows for Approach 3 fitted to the measured points alone (--predict-branches)."""
+    mo = h.get("measured_only")
+    if not mo:
+        return []
+    if not mo.get("fitted"):
+        return ["  | predicted by Approach 3 on the measured points alone | not fitted (see Predicted branch points) |"]
+    return [f"  | predicted by Approach 3 on the measured points alone ({mo['n_points']} points) | "
+            f"{_g(mo['predicted'])} ({pct}: {_g(mo.get('predicted_low'))} to {_g(mo.get('predicted_high'))}) |",
+            f"  | its error | {_pct(mo.get('rel_error'))} ({'within' if mo.get('within_target') else 'outside'} the "
+            f"2% target; {'inside' if mo.get('inside_interval') else 'outside'} its interval) |"]
+
+
+def predicted_lines(study: dict[str, Any]) -> list[str]:
+    """--predict-branches: how many points were predicted, how, what it saved, and each point."""
+    p = study.get("predicted_branches")
+    if not p:
+        return []
+    conv = study["costs"]["convention"]
+    mo = p["measured_only"]["exponents"]
+    a_mo = ", ".join(f"{name} a = {_g(mo[k]['a']['estimate'])}" for k, name in
+                     (("isoflop", "Approach 2"), ("parametric", "Approach 3")) if k in mo) or "none fitted"
+    lines = ["## Predicted branch points", "",
+             f"Each trunk trained {p['trained_per_trunk']} of its cooldown branches (the longest"
+             f"{' and the shortest' if p['trained_per_trunk'] > 1 else ''}); the final loss of the other "
+             f"{p['n_predicted']} branch points was predicted by the curve law `{p['law']}` fitted to the trunk's and "
+             f"its trained branches' {p['fitted_loss']} (evaluated every {p['eval_every']} steps), not measured. "
+             f"The fits above use {p['n_measured']} measured and {p['n_predicted']} predicted points; predicted "
+             "points are hollow in the plots.", "",
+             f"FLOPs ({conv}): the sweep as trained {p['sweep_flops']:.3g}; with every branch trained "
+             f"{p['all_branches_flops']:.3g}: **{100 * (p['saved_share'] or 0):.1f}% saved** ({p['saved_flops']:.3g}). "
+             "The periodic evaluations the law needs are not in these FLOPs (they cost wall time).", "",
+             f"Fitted to the measured points alone: {a_mo}.", ""]
+    lines += [f"- {note}" for note in p["measured_only"]["notes"]] + ([""] if p["measured_only"]["notes"] else [])
+    lines += ["| budget C | width | N | D | predicted val loss | trunk |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {pt['budget']:.3g} | {pt['width']} | {int(pt['N']):,} | {int(pt['D']):,} | {_g(pt['loss'])}"
+              f"{' (extrapolated)' if pt.get('extrapolated') else ''} | {pt['trunk']} |" for pt in p["points"]]
+    return lines + [""]
 
 
 def cost_lines(study: dict[str, Any]) -> list[str]:
@@ -109,6 +160,8 @@ def cost_lines(study: dict[str, Any]) -> list[str]:
              f"| planning (expand and price the sweep) | - | {duration(ph.get('plan'))} |",
              f"| sweep ({study['runs']['total']} runs; each trunk counted once, each branch for its own tokens) | "
              f"{c['sweep_flops']:.3g} | {duration(ph.get('sweep'))} |",
+             *([f"| branch predictions (a curve-law fit per trunk) | - | {duration(ph['predict'])} |"]
+               if ph.get("predict") is not None else []),
              f"| fits (bootstrap {study['bootstrap']}) | - | {duration(ph.get('fit'))} |",
              f"| held-out run (planned, then trained) | {c['holdout_flops']:.3g} | "
              f"{duration((ph.get('holdout_plan') or 0) + (ph.get('holdout') or 0))} |",

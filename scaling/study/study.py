@@ -26,9 +26,11 @@ from scaling.errors import ConfigError
 from scaling.io import atomic_write_json, atomic_write_text
 from scaling.run.record import RunRecord
 from scaling.study.costs import costs, log_analysis_run, write_sweep_summary
-from scaling.study.fits import _f, _family, _quantile_in_band, exponents, fit_all, holdout_shape
+from scaling.study.fits import _f, _family, _quantile_in_band, exponents, fit_all, fit_laws, holdout_shape
 from scaling.study.launch import _describe, launch, launch_args, plan, refresh
 from scaling.study.options import Options, Preset, StudyError, check_out_dir, cores, idle_cores
+from scaling.study.predicted import (PREDICT_LAW, choose_trained, eval_overrides, launch_trained, predict_points,
+                                     predicted_summary)
 from scaling.study.report import _ordinal, _settings, markdown, plot_holdout
 
 
@@ -48,6 +50,9 @@ class Study:
     cfgs: list[Any] = dataclasses.field(default_factory=list)
     trainable: list[Any] = dataclasses.field(default_factory=list)
     reused_dirs: set[str] = dataclasses.field(default_factory=set)
+    predicted: list[Any] = dataclasses.field(default_factory=list)  # --predict-branches: the branches not trained
+    points: Any = None  # their predicted IsoFLOP points
+    measured_only: dict[str, Any] = dataclasses.field(default_factory=dict)  # fits without the predicted points
 
     @property
     def group_dir(self) -> Path:
@@ -70,18 +75,23 @@ def run_study(opts: Options) -> dict[str, Any]:
 
 
 def _setup(opts: Options) -> Study:
+    opts.check()
     preset = opts.preset
     out = check_out_dir(opts.out or Path(preset.out))
     bootstrap = preset.bootstrap if opts.bootstrap is None else opts.bootstrap
     jobs = opts.jobs or (cores() if opts.launcher != "slurm" else 1)
     base = [f"+sweep={preset.sweep}", f"runs_dir={out / 'runs'}", *opts.overrides]
+    if opts.predict_branches:
+        base += eval_overrides(preset.predict_eval_every)
     return Study(opts, preset, out, jobs, bootstrap, base, out / "logs" / "launch.log")
 
 
 def sweep_phase(st: Study) -> None:
     """Plan the sweep, train what is left of it, and check that every run it trains completed."""
     t0 = time.time()
-    st.runs, st.cfgs = plan(st.base + launch_args(st.opts, st.jobs))
+    planned, st.cfgs = plan(st.base + launch_args(st.opts, st.jobs))
+    st.runs, st.predicted = choose_trained(planned, st.opts.predict_branches) if st.opts.predict_branches \
+        else (planned, [])
     st.trainable = [r for r in st.runs if not r.skip_reason]
     if not st.trainable:
         raise ConfigError(f"sweep {st.preset.sweep}: every run is skipped ({st.runs[0].skip_reason})")
@@ -90,7 +100,8 @@ def sweep_phase(st: Study) -> None:
     sizes = sorted({r.shape["width"] for r in st.runs})
     branches = sum(1 for r in st.trainable if r.role == "branch")
     how = (f"{sum(1 for r in st.trainable if r.role == 'trunk')} trunks and {branches} cooldown branches"
-           if branches else "separate runs")
+           if branches else "separate runs") + (f"; {len(st.predicted)} more branch points predicted, not trained"
+                                                 if st.predicted else "")
     print(f"[study] sweep {st.preset.sweep}: {len(st.runs)} runs ({len(budgets)} budgets x {len(sizes)} sizes, {how}; "
           f"{len(st.runs) - len(st.trainable)} skipped by its rules) in {st.group_dir.parent}", flush=True)
     to_train, reused = len(st.trainable) - len(st.reused_dirs), len(st.reused_dirs)
@@ -103,7 +114,10 @@ def sweep_phase(st: Study) -> None:
         print(f"[study] all {reused} sweep runs already completed: reusing their records, only refitting", flush=True)
     st.timed("plan", t0)
     t0 = time.time()
-    launch(st.opts, st.base, st.runs, st.jobs, st.log_path, "sweep")
+    if st.opts.predict_branches:
+        launch_trained(st.opts, st.base, st.runs, st.jobs, st.log_path)
+    else:
+        launch(st.opts, st.base, st.runs, st.jobs, st.log_path, "sweep")
     refresh(st.runs)
     write_sweep_summary(st.group_dir, st.preset.sweep, st.runs)
     st.timed("sweep", t0)
@@ -114,10 +128,21 @@ def sweep_phase(st: Study) -> None:
 
 
 def fit_phase(st: Study) -> tuple[Any, dict[str, Any], Any, list[str]]:
+    """Approach 2 and 3 (on measured and predicted points with --predict-branches, and on the measured alone)."""
+    notes: list[str] = []
+    if st.predicted:
+        t0 = time.time()
+        print(f"[study] predicting {len(st.predicted)} branch points from their trunks and trained branches "
+              f"(curve law {PREDICT_LAW})", flush=True)
+        st.points = predict_points(st.group_dir, st.predicted, notes)
+        st.timed("predict", t0)
     t0 = time.time()
     print(f"[study] fitting Approach 2 and Approach 3 ({st.bootstrap} bootstrap resamples)", flush=True)
-    notes: list[str] = []
-    table, results, curves = fit_all(st.group_dir, st.runs[0].convention, st.bootstrap, notes)
+    table, results, curves = fit_all(st.group_dir, st.runs[0].convention, st.bootstrap, notes, predicted=st.points)
+    if st.points is not None:
+        mo_notes: list[str] = []
+        st.measured_only = {"results": fit_laws(table[~table["predicted"]], st.bootstrap, mo_notes, required=False,
+                                                kaplan=False), "notes": mo_notes}
     st.timed("fit", t0)
     return table, results, curves, notes
 
@@ -172,6 +197,8 @@ def holdout_phase(st: Study, results: dict[str, Any],
     refresh([hold])
     st.timed("holdout", t0)
     _measure(holdout, hold, par)
+    if st.measured_only:
+        holdout["measured_only"] = _measured_only_check(holdout, st.measured_only["results"].get("parametric"))
     return holdout, hold
 
 
@@ -192,6 +219,22 @@ def _measure(holdout: dict[str, Any], hold: Any, par: Any) -> None:
         holdout["position"] = (f"{'inside' if holdout['inside_interval'] else 'outside'} the {100 * par.level:g}% interval"
                                + (f", at its {_ordinal(round(100 * quantile))} percentile of the bootstrap predictions"
                                   if quantile is not None else ""))
+
+
+def _measured_only_check(holdout: dict[str, Any], par: Any) -> dict[str, Any]:
+    """The held-out run's loss as Approach 3 fitted to the measured points alone predicts it."""
+    from analysis.allocation import predict_loss
+
+    if par is None:
+        return {"fitted": False}
+    pred = predict_loss(par, [holdout["N"]], [holdout["D"]]).iloc[0]
+    out = {"fitted": True, "predicted": float(pred["loss"]), "predicted_low": _f(pred.get("loss_low")),
+           "predicted_high": _f(pred.get("loss_high")), "n_points": int(par.diagnostics.get("n_points", 0))}
+    out["rel_error"] = (out["predicted"] - holdout["measured"]) / holdout["measured"]
+    out["within_target"] = abs(out["rel_error"]) <= 0.02
+    if out["predicted_low"] is not None and out["predicted_high"] is not None:
+        out["inside_interval"] = out["predicted_low"] <= holdout["measured"] <= out["predicted_high"]
+    return out
 
 
 def analysis_phase(st: Study, table: Any, results: dict[str, Any], curves: Any, notes: list[str],
@@ -219,6 +262,7 @@ def report_phase(st: Study, table: Any, results: dict[str, Any], analysis: dict[
     plot_holdout(st.out / "holdout", table, par=results["parametric"], holdout=holdout)
     convention = st.runs[0].convention
     runs_table = [_run_row(r, convention, st.reused_dirs) for r in st.trainable]
+    runs_table += [_predicted_row(r, convention, st.points) for r in st.predicted]
     trained_hold = holdout.get("trained_now", hold.to_train)
     first_cfg = st.cfgs[0]
     study = {
@@ -229,11 +273,13 @@ def report_phase(st: Study, table: Any, results: dict[str, Any], analysis: dict[
         "runs": {"total": len(st.trainable), "skipped": len(st.runs) - len(st.trainable),
                  "trunks": sum(1 for r in st.trainable if r.role == "trunk"),
                  "branches": sum(1 for r in st.trainable if r.role == "branch"),
-                 "trained_now": len(st.trainable) - len(st.reused_dirs) + int(trained_hold),
+                 "predicted": len(st.predicted), "trained_now": len(st.trainable) - len(st.reused_dirs) + int(trained_hold),
                  "reused": len(st.reused_dirs) + int(not trained_hold)},
         "launcher": st.opts.launcher, "jobs": st.jobs, "bootstrap": st.bootstrap, "overrides": st.opts.overrides,
         "settings": _settings(first_cfg), "exponents": exponents(results), "holdout": holdout,
         "costs": costs(st.runs, hold, st.phases, st.preset, st.opts), "wandb": analysis.get("wandb"),
+        "predicted_branches": predicted_summary(st.opts.predict_branches, st.preset.predict_eval_every, st.runs,
+                                                st.predicted, st.points, st.measured_only) if st.predicted else None,
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "files": sorted(set(analysis.get("files", [])) | {"holdout.png", "report.md", "study.json"}),
     }
@@ -250,7 +296,17 @@ def _run_row(r: Any, convention: str, reused_dirs: set[str]) -> dict[str, Any]:
     return {"budget": r.budget, "width": r.shape["width"], "depth": r.shape["depth"], "role": r.role,
             "N": int(r.params[params_of(convention)]), "D": int(r.tokens), "own_D": int(r.own_tokens or r.tokens),
             "steps": int(r.steps), "val_loss": res.get("val_loss"), "wall_time": res.get("wall_time"),
-            "status": res.get("status", "missing"), "reused": r.run_dir in reused_dirs, "run_dir": r.run_dir}
+            "status": res.get("status", "missing"), "reused": r.run_dir in reused_dirs, "run_dir": r.run_dir,
+            "predicted": False}
+
+
+def _predicted_row(r: Any, convention: str, points: Any) -> dict[str, Any]:
+    """A branch point never trained: its planned sizes and predicted final loss (status ``predicted``)."""
+    point = points[points["run_id"] == r.run_id].iloc[0]
+    return {"budget": r.budget, "width": r.shape["width"], "depth": r.shape["depth"], "role": r.role,
+            "N": int(r.params[params_of(convention)]), "D": int(r.tokens), "own_D": int(r.own_tokens),
+            "steps": int(r.steps), "val_loss": float(point["loss"]), "wall_time": None, "status": "predicted",
+            "reused": False, "run_dir": r.run_dir, "predicted": True}
 
 
 def _wandb_info(st: Study, cfg: Any) -> dict[str, Any] | None:
