@@ -102,3 +102,34 @@ def eval_offsets(n_tokens: int, context: int, max_tokens: int) -> np.ndarray:
         return np.arange(n, dtype=np.int64) * context
     span = n_tokens - context - 1  # last valid offset; consecutive offsets differ by >= context
     return np.arange(n, dtype=np.int64) * span // max(n - 1, 1)
+
+
+def aligned_eval_offsets(doc_starts: np.ndarray, start: int, stop: int, context: int, max_tokens: int,
+                         where: str = "the validation split") -> np.ndarray:
+    """Fixed evaluation windows (int64 offsets) inside ``[start, stop)`` that each begin at a document start
+    (``data.align=bos``), with non-overlapping predictions as ``eval_offsets`` gives.
+
+    The chain of windows is taken greedily from the first document start that leaves room for a window:
+    each next one at the first document start at least ``context`` tokens after the previous (the most
+    windows that fit). When ``max(1, max_tokens // context)`` are fewer, that many links of the chain,
+    spaced evenly along it from its first to its last. The same starts and sizes always give the same windows.
+    """
+    if context < 1:
+        raise DataError(f"context={context} must be positive")
+    starts = np.asarray(doc_starts, dtype=np.int64)
+    lo, hi = np.searchsorted(starts, start), np.searchsorted(starts, stop - context - 1, side="right")
+    candidates = starts[lo:hi]
+    if len(candidates) == 0:
+        raise DataError(f"data.align=bos: no document of {where} starts an evaluation window of {context + 1} "
+                        f"tokens; allowed: a split with a document start at least {context + 1} tokens before "
+                        "its end (use data.align=none or a shorter model.context)")
+    after = np.searchsorted(candidates, candidates + context).tolist()  # each start's next link
+    chain, k = [], 0
+    while k < len(after):
+        chain.append(k)
+        k = after[k]
+    links = candidates[chain]
+    n = min(max(1, max_tokens // context), len(links))
+    if n == len(links):
+        return links
+    return links[np.arange(n, dtype=np.int64) * (len(links) - 1) // max(n - 1, 1)]

@@ -46,7 +46,7 @@ def combine(parts: list[tuple[str, float, Any]], align: str) -> dict[str, Any]:
             index += files if len(files) == len(pieces) else [None] * len(pieces)
             segments.append((name, pos, pos + len(arr), weight))
             pos += len(arr)
-        out[split] = TokenArray(arrays, segments=segments, doc_index=index, align=align if split == "train" else "none")
+        out[split] = TokenArray(arrays, segments=segments, doc_index=index, align=align)
     out["sources"] = [{"name": n, "weight": w, "dir": str(p.dir), "train_tokens": len(p.train),
                        "val_tokens": len(p.val), "tokenizer": p.meta["tokenizer"]} for n, w, p in parts]
     first = parts[0][2]

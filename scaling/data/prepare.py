@@ -124,8 +124,11 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         prints = {name: p.fingerprint for name, _, p in parts}
         prepared = PreparedData(first.dir, mixed["meta"], mixed["train"], mixed["val"], first.tokenizer,
                                 sources=mixed["sources"], fingerprint=_digest(prints))
-        if cfg.align != "none" and len(prepared.train.doc_starts) == 0:
-            raise DataError("data.align='bos': the sources have no document starts; use data.doc_sep=bos")
+        if cfg.align != "none":
+            for split in ("train", "val"):
+                if len(getattr(prepared, split).doc_starts) == 0:
+                    raise DataError(f"data.align='bos': the sources' {split} splits have no document starts; "
+                                    "use data.doc_sep=bos")
         return prepared
     return with_alignment(prepare_single(cfg), cfg.align)
 
@@ -167,17 +170,21 @@ def prepare_single(cfg: DataConfig) -> PreparedData:
 
 
 def with_alignment(prepared: PreparedData, align: str) -> PreparedData:
-    """``data.align=bos``: the train split as a TokenArray whose windows start at document starts."""
+    """``data.align=bos``: both splits as TokenArrays whose windows start at document starts (training
+    batches, ``scaling.data.loader.step_offsets``; evaluation windows, ``aligned_eval_offsets``)."""
     if align == "none":
         return prepared
-    train = prepared.train
-    if not isinstance(train, TokenArray):
-        train = TokenArray([train], doc_index=prepared.doc_index.get("train"))
-    train.align = align
-    if len(train.doc_starts) == 0:
-        raise DataError(f"data.align={align!r}: no document starts in {prepared.dir} (data.doc_sep="
-                        f"{prepared.meta.get('doc_sep')!r}); use data.doc_sep=bos or data.align=none")
-    return dataclasses.replace(prepared, train=train)
+    splits = {}
+    for split in ("train", "val"):
+        tokens = getattr(prepared, split)
+        if not isinstance(tokens, TokenArray):
+            tokens = TokenArray([tokens], doc_index=prepared.doc_index.get(split))
+        tokens.align = align
+        if len(tokens.doc_starts) == 0:
+            raise DataError(f"data.align={align!r}: no document starts in the {split} split of {prepared.dir} "
+                            f"(data.doc_sep={prepared.meta.get('doc_sep')!r}); use data.doc_sep=bos or data.align=none")
+        splits[split] = tokens
+    return dataclasses.replace(prepared, **splits)
 
 
 def open_prepared(directory) -> PreparedData:

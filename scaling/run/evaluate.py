@@ -12,6 +12,11 @@ token's bytes are not a text the model compresses), and instead of ``val/ppl`` (
 causal loss) it reports ``val/pseudo_ppl``: exp of the masked-token loss under that masking. That is not
 the pseudo-log-likelihood perplexity of Salazar et al. (2020; every token masked once, alone) and is
 not comparable with a causal perplexity.
+
+Under ``data.align=bos`` every evaluation window begins at a document start (the separator, with
+``data.doc_sep=bos``), chosen from the split's document index by the same rule every time
+(``scaling.data.loader.aligned_eval_offsets``), so every evaluation of a run, and every run on the same
+data and context, sees the same windows. The sums and bits per byte stay exact as above.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from scaling.data.loader import eval_offsets, make_batch
+from scaling.data.loader import aligned_eval_offsets, eval_offsets, make_batch
 from scaling.run.distributed import DistContext
 
 
@@ -123,9 +128,19 @@ class Evaluator:
 
 def source_windows(val: Any, context: int, max_tokens: int) -> list:
     """[(source, window offsets)]: one unnamed set over the split, or, for a mixture (``val.segments``),
-    an equal share of ``max_tokens`` inside each source's held-out tokens."""
+    an equal share of ``max_tokens`` inside each source's held-out tokens. Under ``data.align=bos``
+    (``val.align``) every window begins at a document start (``aligned_eval_offsets``)."""
     segments = [s for s in getattr(val, "segments", ()) if s[2] - s[1] > context]
     if not segments:
-        return [(None, eval_offsets(len(val), context, max_tokens))]
+        return [(None, _windows(val, 0, len(val), context, max_tokens, "the validation split"))]
     share = max(max_tokens // len(segments), context)
-    return [(name, start + eval_offsets(stop - start, context, share)) for name, start, stop, _ in segments]
+    return [(name, _windows(val, start, stop, context, share, f"the validation split of source {name!r}"))
+            for name, start, stop, _ in segments]
+
+
+def _windows(val: Any, start: int, stop: int, context: int, max_tokens: int, where: str) -> np.ndarray:
+    """Evaluation window offsets inside ``[start, stop)`` of ``val``: at document starts under align=bos,
+    else spaced evenly by position."""
+    if getattr(val, "align", "none") == "bos":
+        return aligned_eval_offsets(val.doc_starts, start, stop, context, max_tokens, where)
+    return start + eval_offsets(stop - start, context, max_tokens)
