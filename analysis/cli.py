@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print one JSON object keyed by approach on stdout")
     g.add_argument("--out", type=Path, help="write fit.json, plots and report.md into this folder")
+    g.add_argument("--svg", action="store_true", help="with --out: each plot as SVG too (default PNG only)")
     g = p.add_argument_group("Weights & Biases")
     g.add_argument("--wandb", metavar="[ENTITY/]PROJECT",
                    help="also log the fit as a W&B run of job_type 'analysis' (plots, points and estimates as "
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--wandb-group", metavar="GROUP", help="W&B group of the analysis run (default: the runs' sweep)")
     g.add_argument("--wandb-mode", default="auto", choices=("auto", "online", "offline"), help="W&B mode")
     return p
+
+
+def plot_formats(args: argparse.Namespace) -> tuple[str, ...]:
+    """The image formats of the report's plots: PNG, and SVG with ``--svg``."""
+    return ("png", "svg") if args.svg else ("png",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
         from analysis.report import write_report
 
         written = _captured(notes, write_report, args.out, results, runs=runs, curves=curves, notes=notes,
-                            source=str(args.source))
+                            source=str(args.source), formats=plot_formats(args))
         print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
     if args.wandb:
         _log_to_wandb(args, results, runs, written.values() if args.out is not None else ())
@@ -176,7 +182,7 @@ def _run_objectives(args: argparse.Namespace, by_objective: dict[str, pd.DataFra
         notes += [f"{objective}: {n}" for n in own]
         if args.out is not None:
             _captured(own, write_report, args.out / objective, fits[objective], runs=runs, curves=curves, notes=own,
-                      source=f"{args.source} (objective {objective})")
+                      source=f"{args.source} (objective {objective})", formats=plot_formats(args))
     if not fits:
         raise AnalysisInputError("approach: no fit applies to any objective; " + "; ".join(notes))
     runs = pd.concat(list(by_objective.values()), ignore_index=True)
@@ -192,7 +198,8 @@ def _run_objectives(args: argparse.Namespace, by_objective: dict[str, pd.DataFra
         print("\n\n".join(parts))
     if args.out is not None:
         merged = {f"{name} ({o})": res for o, r in fits.items() for name, res in r.items()}
-        written = write_report(args.out, merged, runs=runs, notes=notes, source=str(args.source), comparison=comparison)
+        written = write_report(args.out, merged, runs=runs, notes=notes, source=str(args.source), comparison=comparison,
+                               formats=plot_formats(args))
         print(f"wrote {len(written)} files to {args.out} (one report per objective in its folder)", file=sys.stderr)
     return 0
 

@@ -1,5 +1,6 @@
 """What every plot of the analysis shares: figures without pyplot state, the colour map by model size N,
-the markers of WSD roles, legends and colour bars, atomic saving in each format, and input checks."""
+the markers of WSD roles, legends and colour bars, atomic saving in each format asked for (PNG by default),
+and input checks."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from analysis.errors import AnalysisInputError
 from analysis.files import atomic_write
 from analysis.result import FitResult
 
-FORMATS = ("png", "svg")
+FORMATS = ("png",)  # the default: one format; SVG (or PDF) on request (formats=..., scaling-fit --svg)
+ALLOWED_FORMATS = ("png", "svg", "pdf")
 
 CMAP = "viridis"
 
@@ -82,10 +84,10 @@ def colorbar(fig: Figure, ax: Any, norm: LogNorm, label: str) -> None:
 
 def save(fig: Figure, path: str | Path, formats: Iterable[str]) -> list[Path]:
     stem = Path(path)
-    stem = stem.with_suffix("") if stem.suffix.lstrip(".") in ("png", "svg", "pdf") else stem
+    stem = stem.with_suffix("") if stem.suffix.lstrip(".") in ALLOWED_FORMATS else stem
     written = []
     for fmt in formats:
-        if fmt not in ("png", "svg", "pdf"):
+        if fmt not in ALLOWED_FORMATS:
             raise AnalysisInputError(f"formats: {fmt!r} is not one of 'png', 'svg', 'pdf'")
         target = stem.parent / f"{stem.name}.{fmt}"
         written.append(atomic_write(target, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=130)))

@@ -12,6 +12,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisInputError
 from analysis.files import atomic_write_text
+from analysis.plot_style import FORMATS
 from analysis.result import FitResult
 
 ALLOCATING = ("envelope", "isoflop", "parametric")  # approaches that give N_opt(C), D_opt(C)
@@ -69,6 +70,7 @@ def write_report(
     source: str | None = None,
     budgets: Iterable[float] | None = None,
     comparison: dict[str, pd.DataFrame] | None = None,
+    formats: Iterable[str] = FORMATS,
 ) -> dict[str, Path]:
     """Write ``fit.json``, the plots that apply and ``report.md`` into ``out_dir``; returns name -> path.
 
@@ -77,6 +79,7 @@ def write_report(
     budgets: the compute values of the allocation table (default: decades over the data and beyond).
     comparison: ``analysis.objectives.compare_objectives`` of per-objective fits, for the section that
       compares causal and masked LMs.
+    formats: the image formats of every plot (default PNG only; add ``"svg"`` or ``"pdf"`` for more).
     """
     if not results:
         raise AnalysisInputError("results: empty; nothing to report")
@@ -84,7 +87,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {"fit.json": atomic_write_text(out / "fit.json", json.dumps(results_json(results), indent=2) + "\n")}
     plot_notes: list[str] = []
-    images = _plots(out, results, runs, curves, plot_notes)
+    images = _plots(out, results, runs, curves, plot_notes, tuple(formats))
     written.update({p.name: p for p in images})
     alloc = allocation_table(results, budgets if budgets is not None else budgets_for(runs))
     text = _markdown(results, runs, list(notes) + plot_notes, source, alloc, [p for p in images if p.suffix == ".png"],
@@ -94,31 +97,36 @@ def write_report(
 
 
 def _plots(out: Path, results: dict[str, FitResult], runs: pd.DataFrame | None, curves: pd.DataFrame | None,
-           notes: list[str]) -> list[Path]:
+           notes: list[str], formats: tuple[str, ...] = FORMATS) -> list[Path]:
     from analysis import plots
 
     jobs = []
     if "isoflop" in results:
-        jobs.append(("isoflop", lambda: plots.plot_isoflop(results["isoflop"], out / "isoflop", runs=runs)))
+        jobs.append(("isoflop", lambda: plots.plot_isoflop(results["isoflop"], out / "isoflop", runs=runs,
+                                                           formats=formats)))
     if any(k in results for k in ALLOCATING):
         alloc = {k: results[k] for k in ALLOCATING if k in results}
         c_range = (runs["C"].min(), runs["C"].max()) if runs is not None else None
-        jobs.append(("allocation", lambda: plots.plot_allocation(alloc, out / "allocation", C_range=c_range)))
+        jobs.append(("allocation", lambda: plots.plot_allocation(alloc, out / "allocation", C_range=c_range,
+                                                                 formats=formats)))
     if curves is not None and "trunk" in curves and curves["trunk"].notna().any():
-        jobs.append(("branches", lambda: plots.plot_branches(curves, out / "branches")))
+        jobs.append(("branches", lambda: plots.plot_branches(curves, out / "branches", formats=formats)))
     if runs is not None:
         kaplan = results.get("kaplan")
         jobs.append(("loss_vs_compute", lambda: plots.plot_loss_vs_compute(runs, out / "loss_vs_compute", fit=kaplan,
-                                                                             curves=curves)))
+                                                                             curves=curves, formats=formats)))
         if "parametric" in results:
-            jobs.append(("contours", lambda: plots.plot_contours(results["parametric"], out / "contours", runs=runs)))
-            jobs.append(("residuals", lambda: plots.plot_residuals(runs, results["parametric"], out / "residuals")))
+            jobs.append(("contours", lambda: plots.plot_contours(results["parametric"], out / "contours", runs=runs,
+                                                                 formats=formats)))
+            jobs.append(("residuals", lambda: plots.plot_residuals(runs, results["parametric"], out / "residuals",
+                                                                   formats=formats)))
     if "data-constrained" in results:
         from analysis import data_constrained_plots as dcp
 
         dc = results["data-constrained"]
-        jobs.append(("loss_vs_epochs", lambda: dcp.plot_loss_vs_epochs(dc, out / "loss_vs_epochs")))
-        jobs.append(("iso_loss_epochs", lambda: dcp.plot_iso_loss(dc, out / "iso_loss_epochs")))
+        jobs.append(("loss_vs_epochs", lambda: dcp.plot_loss_vs_epochs(dc, out / "loss_vs_epochs",
+                                                                       formats=formats)))
+        jobs.append(("iso_loss_epochs", lambda: dcp.plot_iso_loss(dc, out / "iso_loss_epochs", formats=formats)))
     if "curve" in results:
         from analysis.curve_plots import plot_curve_fit
 

@@ -99,11 +99,11 @@ def launch(opts: Options, overrides: list[str], runs: list[Any], jobs: int, log_
            extra: list[str] | None = None, by_shape: bool = True) -> float:
     """Train the runs left to train, showing progress; returns the wall time of the launch.
 
-    ``local``: at most ``jobs`` worker processes, each one ``scaling-train --multirun`` with Hydra's basic
-    launcher over all runs of its model shapes in turn (per shape a trunk and its branches, or the shape's
-    separate runs), so that each process imports torch once for many runs; the shapes are dealt to the
-    workers longest first, each to the worker with the least work so far. ``basic`` and ``slurm``: one
-    ``scaling-train --multirun`` with that launcher.
+    ``local``: at most ``jobs`` worker processes, each one ``scaling-train --multirun`` with
+    ``hydra/launcher=worker`` (Hydra's basic launcher, cheaper per run) over all runs of its model shapes in
+    turn (per shape a trunk and its branches, or the shape's separate runs), so that each process imports
+    torch once for many runs; the shapes are dealt to the workers longest first, each to the worker with the
+    least work so far. ``basic`` and ``slurm``: one ``scaling-train --multirun`` with that launcher.
     """
     todo = [r for r in runs if r.to_train]
     if not todo:
@@ -149,9 +149,11 @@ def run_pool(cmds: list[tuple[str, list[str]]], jobs: int, log_path: Path, progr
     progress.poll(final=True)
 
 
-# Each worker: Hydra's basic launcher (its runs one after the other in this process); the end-of-sweep
-# summary is written by the study over the whole sweep, not by each worker over its shape.
-POOL_ARGS = ["hydra/launcher=basic", "~hydra.callbacks.sweep_summary"]
+# Each worker: Hydra's basic launcher with a cheaper start per run (``hydra/launcher=worker``,
+# ``hydra_plugins/scaling_worker``: its runs one after the other in this process, each composed with every
+# interpolation parsed once and trained from a resolved snapshot of its config); the end-of-sweep summary
+# is written by the study over the whole sweep, not by each worker over its shape.
+POOL_ARGS = ["hydra/launcher=worker", "~hydra.callbacks.sweep_summary"]
 
 
 def shape_work(todo: list[Any]) -> dict[tuple[int, int], float]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, flag_override
 
 from scaling.errors import ConfigError
 from scaling.model.counts import flops_per_token, param_counts
@@ -107,13 +108,37 @@ def resolved(cfg: DictConfig) -> DictConfig:
     (a branch's sizes price its shape's every point), and OmegaConf resolves an interpolation on each read:
     sizing a run from the snapshot gives the same values several times faster. Where some field cannot be
     resolved, ``cfg`` itself: the fields the run reads then raise their own errors, as before."""
-    try:
-        with cached_grammar():
-            snapshot = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    except Exception:  # noqa: BLE001 - the unresolved config reports the error where a field is read
+    values = _resolved_values(cfg)
+    if values is None:
         return cfg
+    snapshot = OmegaConf.create(values)
     OmegaConf.set_struct(snapshot, OmegaConf.is_struct(cfg))
     return snapshot
+
+
+def resolved_typed(cfg: DictConfig) -> DictConfig:
+    """Like ``resolved``, but a deep copy of ``cfg`` that keeps its schema (``typed_config`` needs it), each
+    interpolation replaced by its value: what a run can train from (``hydra/launcher=worker``). ``cfg``
+    itself where a field cannot be resolved or the copy would not hold exactly the resolved values."""
+    values = _resolved_values(cfg)
+    if values is None:
+        return cfg
+    snapshot = copy.deepcopy(cfg)
+    try:
+        with flag_override(snapshot, ["readonly", "struct"], False):
+            snapshot.merge_with(values)
+    except Exception:  # noqa: BLE001 - a node the merge refuses: train from the config as composed
+        return cfg
+    return snapshot if OmegaConf.to_container(snapshot, resolve=False) == values else cfg
+
+
+def _resolved_values(cfg: DictConfig) -> Optional[dict[str, Any]]:
+    """Every value of ``cfg``, each interpolation resolved once; None where some field cannot be resolved."""
+    try:
+        with cached_grammar():
+            return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - the unresolved config reports the error where a field is read
+        return None
 
 
 def _float_or_none(x: Any) -> Optional[float]:

@@ -31,7 +31,7 @@ def runs_folder(tmp_path_factory):
 
 def test_all_approaches_on_run_folders_print_json_and_write_a_report(runs_folder, tmp_path):
     out = tmp_path / "report"
-    p = run(runs_folder, "--approach", "all", "--grid", "coarse", "--json", "--out", out)
+    p = run(runs_folder, "--approach", "all", "--grid", "coarse", "--json", "--out", out, "--svg")
     assert p.returncode == 0, p.stderr
     assert "left out 1 of 29 runs that did not complete (failed: CUDA out of memory)" in p.stderr
     data = json.loads(p.stdout)

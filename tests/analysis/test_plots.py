@@ -1,11 +1,11 @@
-"""Plots (analysis.plots): every function writes a PNG and an SVG that are non-empty images."""
+"""Plots (analysis.plots): every function writes a non-empty PNG by default, and an SVG beside it on request."""
 
 import numpy as np
 import pytest
 from test_envelope import synthetic_curves
 from test_isoflop import isoflop_points
 
-from analysis import fit_envelope, fit_isoflop, fit_kaplan_table
+from analysis import fit_envelope, fit_isoflop, fit_kaplan_table, write_report
 from analysis.errors import AnalysisInputError
 from analysis.plots import plot_allocation, plot_contours, plot_isoflop, plot_loss_vs_compute, plot_residuals
 
@@ -19,10 +19,26 @@ def fits():
 
 
 def check_written(paths, stem):
-    assert [p.name for p in paths] == [f"{stem}.png", f"{stem}.svg"]
+    assert [p.name for p in paths] == [f"{stem}.png"]  # PNG only, unless asked for more
     assert paths[0].read_bytes()[:8] == PNG_MAGIC and paths[0].stat().st_size > 5000
-    assert b"<svg" in paths[1].read_bytes()[:2000]
+    assert not list(paths[0].parent.glob(f"{stem}.svg"))
     assert not list(paths[0].parent.glob(".*.tmp"))  # written atomically, no temporary left
+
+
+def test_svg_on_request_beside_the_png(fits, tmp_path):
+    _, iso, _ = fits
+    paths = plot_isoflop(iso, tmp_path / "isoflop", formats=("png", "svg"))
+    assert [p.name for p in paths] == ["isoflop.png", "isoflop.svg"]
+    assert paths[0].read_bytes()[:8] == PNG_MAGIC and b"<svg" in paths[1].read_bytes()[:2000]
+
+
+def test_report_plots_png_by_default_and_svg_when_asked(fits, tmp_path):
+    df, iso, _ = fits
+    default = write_report(tmp_path / "png", {"isoflop": iso}, runs=df)
+    assert "isoflop.png" in default and not [p for p in default if p.endswith(".svg")]
+    both = write_report(tmp_path / "both", {"isoflop": iso}, runs=df, formats=("png", "svg"))
+    assert {"isoflop.png", "isoflop.svg"} <= set(both) and (tmp_path / "both" / "isoflop.svg").stat().st_size > 0
+    assert "![isoflop](isoflop.png)" in (tmp_path / "both" / "report.md").read_text()
 
 
 def test_isoflop_and_allocation_plots(fits, tmp_path):

@@ -73,7 +73,7 @@ def test_workers_are_told_to_train_only_the_chosen_branches():
         for width in (8, 16):
             if f"width:{width}," in shapes:
                 seen[width] = roles
-        assert "train.threads=1" in args and "hydra/launcher=basic" in args
+        assert "train.threads=1" in args and "hydra/launcher=worker" in args
     assert seen == {8: budget_override([1e10, 4e10]), 16: budget_override([2e10, 4e10])}
     assert seen[8] == "sweep.budget=trunk,40000000000.0,10000000000.0"
     saved = flops_saved(trained, predicted)
