@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from analysis.errors import AnalysisInputError
 
@@ -20,12 +21,23 @@ def as_positive(name: str, values: Any) -> np.ndarray:
     bad = ~np.isfinite(x)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise AnalysisInputError(f"{name}: {int(bad.sum())} value(s) are NaN or infinite (first at row {i}: {x[i]}); all must be finite")
+        raise AnalysisInputError(f"{name}: {int(bad.sum())} value(s) are NaN or infinite (first at row "
+                                 f"{point_name(values, i)}: {x[i]}); all must be finite")
     bad = x <= 0
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise AnalysisInputError(f"{name}: {int(bad.sum())} value(s) are not positive (first at row {i}: {x[i]:g}); all must be > 0")
+        raise AnalysisInputError(f"{name}: {int(bad.sum())} value(s) are not positive (first at row "
+                                 f"{point_name(values, i)}: {x[i]:g}); all must be > 0")
     return x
+
+
+def point_name(values: Any, i: int) -> str:
+    """Point ``i`` of ``values`` as a message names it: its position, and its label where ``values`` is a
+    pandas Series indexed by labels (e.g. ``runs.set_index("run_id")["loss"]``: the run id)."""
+    index = getattr(values, "index", None)
+    if index is None or callable(index) or isinstance(index, pd.RangeIndex) or len(index) <= i:
+        return str(i)
+    return f"{i} ({index[i]!r})"
 
 
 def same_length(**arrays: np.ndarray) -> int:

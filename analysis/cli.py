@@ -123,9 +123,20 @@ def _check(args: argparse.Namespace) -> None:
         raise AnalysisInputError(f"--delta: {args.delta}; must be > 0")
     if args.window and args.window <= 1:
         raise AnalysisInputError(f"--window: {args.window}; must be a factor > 1, or 0 for all points")
+    _check_paths(args)
     from analysis.curve_laws.cli import check_arguments
 
     check_arguments(args)  # --law, --warmup, --predict only with --approach curve, and the reverse
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """--out names a folder and --lr-rule a file, checked before any fit (nothing is written on a bad one)."""
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise AnalysisInputError(f"--out: {str(args.out)!r} is a file; give a folder for fit.json, the plots and "
+                                 "report.md (created when missing)")
+    if args.lr_rule is not None and args.lr_rule.is_dir():
+        raise AnalysisInputError(f"--lr-rule: {str(args.lr_rule)!r} is a folder; give the path of the rule file "
+                                 "to write (e.g. fit/lr_rule.json)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -235,6 +246,10 @@ def _lr_rule(args: argparse.Namespace, runs: pd.DataFrame, notes: list[str]) -> 
     """Fit the learning-rate rule of an LR sweep and write its rule file."""
     from analysis.lr_rules import fit_lr_rule, with_hparams, write_rule
 
+    if "lr" not in runs and not Path(str(args.source)).is_dir():
+        raise AnalysisInputError(f"--lr-rule: {str(args.source)!r} is not a folder of run records and has no 'lr' "
+                                 f"column (columns: {', '.join(map(str, runs.columns))}); an LR sweep needs each run's "
+                                 "lr: run folders (the lr of each config.yaml) or a table with an 'lr' column")
     runs = runs if "lr" in runs else with_hparams(runs)  # a table may carry lr; run folders have it in config.yaml
     fit = _captured(notes, fit_lr_rule, runs, x=args.lr_rule_x, level=args.level)
     convention = args.params if args.lr_rule_x == "N" else args.flops
@@ -280,6 +295,9 @@ def _curves(args: argparse.Namespace, runs: pd.DataFrame) -> pd.DataFrame:
 def _select(runs: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     """Apply --filter and --drop-highest; what they did is kept in ``runs.attrs["selection"]``."""
     attrs = {**runs.attrs, "selection": []}
+    if runs.empty:
+        raise AnalysisInputError(f"source: {str(args.source)!r} holds no run to fit")
+    loaded = len(runs)
     for expr in args.filter:
         try:
             runs = runs.query(expr)
@@ -294,7 +312,9 @@ def _select(runs: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
         runs = runs.drop(index=runs["loss"].nlargest(args.drop_highest).index)
         attrs.setdefault("selection", []).append(f"--drop-highest {args.drop_highest}: {len(runs)} runs kept")
     if runs.empty:
-        raise AnalysisInputError("--filter: no run is left after the selection")
+        exprs = " ".join(f"--filter {e!r}" for e in args.filter)
+        raise AnalysisInputError(f"{exprs}: none of the {loaded} runs loaded from {str(args.source)!r} matches; "
+                                 "loosen the selection")
     runs = runs.reset_index(drop=True)
     runs.attrs.update(attrs)
     return runs
@@ -313,7 +333,7 @@ def _fit(name: str, args: argparse.Namespace, runs: pd.DataFrame, curves: pd.Dat
     if name == "isoflop":
         from analysis.isoflop import fit_isoflop
 
-        return fit_isoflop(runs["N"], runs["loss"], runs["C"], D=runs["D"], window=args.window or None,
+        return fit_isoflop(runs["N"], runs["loss"], runs["C"], D=runs["D"], window=args.window,
                            robust=args.robust, **common)
     if name == "data-constrained":
         return _fit_data_constrained(args, runs, common)
@@ -326,15 +346,14 @@ def _fit(name: str, args: argparse.Namespace, runs: pd.DataFrame, curves: pd.Dat
 
 
 def _fit_data_constrained(args: argparse.Namespace, runs: pd.DataFrame, common: dict[str, Any]):
-    from analysis.data_constrained import MUENNIGHOFF_C4_BASE, fit_data_constrained
+    from analysis.data_constrained import fit_data_constrained
 
     name = args.unique_tokens_col or "unique_tokens"
     if name not in runs.columns:
         raise AnalysisInputError(f"--unique-tokens-col: {name!r} is not a column (columns: {', '.join(map(str, runs.columns))}); "
                                  "the data-constrained fit needs the unique tokens U of every run")
-    base = MUENNIGHOFF_C4_BASE if args.base_law == "c4" else None
     return fit_data_constrained(runs["N"], runs["D"], pd.to_numeric(runs[name], errors="coerce"), runs["loss"],
-                                base=base, method=args.dc_method, delta=args.delta, **common)
+                                base=args.base_law, method=args.dc_method, delta=args.delta, **common)
 
 
 def _captured(sink: list[str], fn, *args: Any, **kwargs: Any):

@@ -84,8 +84,8 @@ def fit_data_constrained(N: Any, D: Any, U: Any, L: Any, *, base: Any = None, me
                          profile: bool = True, epochs: tuple[float, ...] = EPOCHS) -> FitResult:
     """Fit the effective-data law to parameters N, tokens D, unique tokens U and losses L (nats).
 
-    base: the fixed base law ({A, B, E, alpha, beta} or a ``fit_parametric`` result) for the two-stage fit,
-    or None to fit all seven parameters jointly. method: ``valley`` or ``paper`` (see module doc).
+    base: the fixed base law ({A, B, E, alpha, beta}, a ``fit_parametric`` result, or ``"c4"`` for
+    ``MUENNIGHOFF_C4_BASE``) for the two-stage fit, or None (``"joint"``) to fit all seven parameters jointly. method: ``valley`` or ``paper`` (see module doc).
     bootstrap: resamples of the runs, refitted for percentile intervals; profile: compute the profile
     intervals of R_D* and R_N*; epochs: epoch counts whose value relative to fresh data is reported.
     """
@@ -93,6 +93,8 @@ def fit_data_constrained(N: Any, D: Any, U: Any, L: Any, *, base: Any = None, me
     data = _Data(*_validate(N, D, U, L), delta=_positive("delta", delta))
     method, level, bootstrap = choice("method", method, METHODS), check_level(level), check_bootstrap(bootstrap)
     epochs = tuple(float(k) for k in as_positive("epochs", epochs))
+    named = {"joint": None, "c4": MUENNIGHOFF_C4_BASE}  # what scaling-fit --base-law accepts
+    base = named.get(base, base) if isinstance(base, str) else base
     base5 = None if base is None else _base_theta(base)
     if method == "paper" and base5 is None:
         raise AnalysisInputError("method: 'paper' needs base (the paper fixes the base law first); "
@@ -332,8 +334,8 @@ def _base_theta(base: Any) -> np.ndarray:
     """(a, b, e, alpha, beta) of a base law given as a mapping or a FitResult with A, B, E, alpha, beta."""
     est = base.estimates if isinstance(base, FitResult) else base
     if not hasattr(est, "get"):
-        raise AnalysisInputError(f"base: {type(base).__name__} is not allowed; pass a mapping with "
-                                 f"{', '.join(BASE_NAMES)}, a fit_parametric result, or None")
+        raise AnalysisInputError(f"base: {base!r} is not allowed; pass a mapping with {', '.join(BASE_NAMES)}, "
+                                 "a fit_parametric result, 'c4', or None ('joint')")
     missing = [k for k in BASE_NAMES if k not in est]
     if missing:
         raise AnalysisInputError(f"base: missing {', '.join(missing)}; the base law needs {', '.join(BASE_NAMES)}")

@@ -9,6 +9,7 @@ import warnings
 from collections import Counter
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from analysis import columns as col
@@ -29,8 +30,8 @@ def curves_of(runs: pd.DataFrame, history: Callable[[dict[str, Any]], list[dict[
     frames = [f for f in frames if len(f)]
     if not frames:
         raise AnalysisInputError(f"source: {source!r}; no run has a readable {what} (per-step metrics)")
-    curves = pd.concat(frames, ignore_index=True)
-    return canonical(curves, params=params, flops=flops, loss=loss, tokens_col="tokens").reset_index(drop=True)
+    curves = canonical(pd.concat(frames, ignore_index=True), params=params, flops=flops, loss=loss, tokens_col="tokens")
+    return _drop_not_finite(curves, (col.N,), what="curves").reset_index(drop=True)  # a step may lack C (W&B)
 
 
 def _curve(run: dict[str, Any], entries: list[dict[str, Any]], what: str) -> pd.DataFrame:
@@ -75,7 +76,8 @@ def _positive(x: Any) -> bool:
 
 
 def _drop_unfinished(raw: pd.DataFrame, keep_failed: bool) -> pd.DataFrame:
-    """Leave out runs whose status is not ``completed``, with one warning saying how many and why."""
+    """Leave out runs whose status is not ``completed``, with one warning saying how many and why (none left:
+    an ``AnalysisInputError`` saying why they did not complete)."""
     if "status" not in raw.columns or keep_failed:
         return raw
     status = raw["status"].fillna("completed").astype(str)
@@ -86,6 +88,9 @@ def _drop_unfinished(raw: pd.DataFrame, keep_failed: bool) -> pd.DataFrame:
             err = row.get("error")
             reasons[f"{row['status']}: {err}" if isinstance(err, str) and err else str(row["status"])] += 1
         why = "; ".join(f"{n} x {r}" if n > 1 else r for r, n in reasons.items())
+        if len(bad) == len(raw):
+            raise AnalysisInputError(f"status: none of the {len(raw)} runs completed ({why}); a fit needs "
+                                     "completed runs")
         warnings.warn(f"left out {len(bad)} of {len(raw)} runs that did not complete ({why})", stacklevel=3)
     return raw[status == "completed"]
 
@@ -209,5 +214,38 @@ def runs_frame(raw: pd.DataFrame, *, params: str = "non_embedding", flops: str =
     """The ``load_runs`` frame of raw run rows (``records.record_row`` rows, or any table)."""
     raw = _drop_unfinished(_with_roles(raw), keep_failed)
     raw = _drop_trunks(_drop_duplicates(raw), keep_trunks)
-    return canonical(raw, params=params, flops=flops, loss=loss, params_col=params_col, tokens_col=tokens_col,
-                     flops_col=flops_col, loss_col=loss_col).reset_index(drop=True)
+    df = canonical(raw, params=params, flops=flops, loss=loss, params_col=params_col, tokens_col=tokens_col,
+                   flops_col=flops_col, loss_col=loss_col)
+    return (df if keep_failed else _drop_not_finite(df, (col.N, col.D, col.C, col.LOSS))).reset_index(drop=True)
+
+
+def _drop_not_finite(df: pd.DataFrame, needed: tuple[str, ...], *, what: str = "runs") -> pd.DataFrame:
+    """Leave out the runs whose value of a ``needed`` canonical column is missing, NaN or infinite, with one
+    warning naming each run and the value; none left is an ``AnalysisInputError`` that says why."""
+    finite = np.isfinite(df[list(needed)].to_numpy(float))
+    bad_rows = df.index[~finite.all(axis=1)]
+    if not len(bad_rows):
+        return df
+    names = df.attrs.get("columns", {})
+    why: dict[str, str] = {}
+    for i in bad_rows:
+        run = _run_name(df, i)
+        if run not in why:
+            shown = [f"{names.get(k, k)} is {float(df.at[i, k])}" for k in needed if not np.isfinite(df.at[i, k])]
+            why[run] = f"{run}: " + ", ".join(shown)
+    head = f"{len(why)} run(s) without a finite {', '.join(needed)}: "
+    kept = df.drop(index=bad_rows)
+    if kept.empty:
+        shown = list(why.values())[:3] + ([f"and {len(why) - 3} more"] if len(why) > 3 else [])
+        raise AnalysisInputError(f"{what}: no run is left to fit; {head}" + "; ".join(shown))
+    warnings.warn(f"left out {head}" + "; ".join(why.values()), stacklevel=4)
+    return kept
+
+
+def _run_name(df: pd.DataFrame, i: Any) -> str:
+    """How a message names the run of row ``i``: its run id and folder, else its row."""
+    if "run_id" not in df.columns:
+        return f"row {i}"
+    path = df.at[i, "path"] if "path" in df.columns else None
+    return f"run {df.at[i, 'run_id']}" + (f" ({path})" if isinstance(path, str) and path else "")
+

@@ -43,7 +43,7 @@ def fit_isoflop(
     D: tokens per run; D_opt is then read off a line of log D on log N within the budget. Without it,
       D_opt = C / (6 N_opt).
     window: fit each parabola to sizes within this factor of the lowest-loss size (e.g. 4: from N_min/4
-      to 4 N_min; at least the 3 nearest sizes); None fits all of the budget's points.
+      to 4 N_min; at least the 3 nearest sizes); None (or 0) fits all of the budget's points.
     robust: soft-L1 regression (scipy) instead of least squares, to damp outlying runs.
     bootstrap: resamples of the points within each budget; each redoes the vertices and the lines.
     predicted: one boolean per run, True where the loss is a prediction (a WSD branch never trained,
@@ -54,8 +54,9 @@ def fit_isoflop(
     window. ``predict(C)`` gives a DataFrame of C, N_opt, D_opt, tokens_per_param.
     """
     level, bootstrap = check_level(level), check_bootstrap(bootstrap)
+    window = None if window == 0 and not isinstance(window, bool) else window  # 0: all points, as scaling-fit --window 0
     if window is not None and not (isinstance(window, (int, float)) and window > 1):
-        raise AnalysisInputError(f"window: {window!r}; must be a factor > 1 (e.g. 4) or None for all points")
+        raise AnalysisInputError(f"window: {window!r}; must be a factor > 1 (e.g. 4), or 0 or None for all points")
     n_, l_, c_ = as_positive("N", N), as_positive("loss", L), as_positive("C", C)
     d_ = as_positive("D", D) if D is not None else None
     n = same_length(N=n_, loss=l_, C=c_, **({"D": d_} if d_ is not None else {}))

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize, nnls
 
+from analysis.checks import point_name
 from analysis.errors import AnalysisInputError
 from analysis.optimize import PARAMS, Objective, newton_batched
 from analysis.result import FitResult, summarize_samples
@@ -175,13 +176,13 @@ def _validate(N: Any, D: Any, L: Any) -> tuple[np.ndarray, np.ndarray, np.ndarra
         raise AnalysisInputError(
             f"N, D, L: lengths {sizes['N']}, {sizes['D']}, {sizes['L']} differ; all three must have the same length"
         )
+    given = {"N": N, "D": D, "L": L}
     for name, arr in arrays.items():
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            raise AnalysisInputError(f"{name}: value {arr[bad][0]} at index {int(np.flatnonzero(bad)[0])} is not allowed; values must be finite")
-        bad = arr <= 0
-        if bad.any():
-            raise AnalysisInputError(f"{name}: value {arr[bad][0]:g} at index {int(np.flatnonzero(bad)[0])} is not allowed; values must be > 0")
+        for bad, allowed in ((~np.isfinite(arr), "finite"), (arr <= 0, "> 0")):
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise AnalysisInputError(f"{name}: value {arr[i]:g} at index {point_name(given[name], i)} is not "
+                                         f"allowed; values must be {allowed} (leave that run out)")
     n = sizes["N"]
     if n < N_PARAMS:
         raise AnalysisInputError(f"N, D, L: {n} points is too few; the law has {N_PARAMS} parameters, so at least {N_PARAMS} are needed")

@@ -1,8 +1,9 @@
 """The run record on the analysis side: every read of ``result.json``, ``config.yaml`` and ``metrics.jsonl``
 (DESIGN.md, "The run record") goes through this module.
 
-A record that cannot be used (torn or garbled JSON, a config that is not YAML, non-UTF-8 bytes) is left out
-with a warning naming its file; a torn line of ``metrics.jsonl`` is dropped.
+A record that cannot be used (torn or garbled JSON, a config that is not YAML, non-UTF-8 bytes, a completed
+record without ``params``, ``flops`` or ``tokens``) is left out with one warning naming each run, its file and
+the line; a line of ``metrics.jsonl`` that is not JSON or not UTF-8 is dropped with a warning naming the line.
 """
 
 from __future__ import annotations
@@ -30,28 +31,51 @@ BOOKKEEPING = {
 HASHED_GROUPS = ("model", "data", "optim", "train")
 
 
+class UnreadableRecord(ValueError):
+    """A file of a run record that cannot be used; the message names the file and, where it applies, the line."""
+
+
 def read_records(root: Path) -> pd.DataFrame:
-    """One raw row per ``result.json`` under ``root`` (unreadable records are skipped with a warning)."""
+    """One raw row per ``result.json`` under ``root`` (unusable records are left out with one warning naming
+    each run and why; none usable is an ``AnalysisInputError`` that says why)."""
     rows, bad = [], []
     for result in sorted(root.rglob("result.json")):
         try:
             rows.append(_record_row(result, root))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as err:
-            bad.append(f"{result} ({err})")
-    if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable run record(s): " + "; ".join(bad), stacklevel=3)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+            bad.append(f"run {result.parent.name}: {_one_line(err)}")
     if not rows:
-        raise AnalysisInputError(f"source: {str(root)!r}; no readable result.json found in this folder tree")
+        found = f"{len(bad)} run record(s), none usable: " + "; ".join(bad) if bad else "no result.json found"
+        raise AnalysisInputError(f"source: {str(root)!r}; {found}")
+    if bad:
+        warnings.warn(f"left out {len(bad)} run record(s) that cannot be used: " + "; ".join(bad), stacklevel=3)
     return pd.DataFrame(rows)
 
 
 def _record_row(result: Path, root: Path) -> dict[str, Any]:
-    rec = json.loads(result.read_text())
-    if not isinstance(rec, dict):
-        raise ValueError("result.json is not a JSON object")
+    rec = read_json(result)
+    lacking = _lacking(rec)
+    if lacking:
+        raise UnreadableRecord(f"{result} has no {lacking}, which a completed run records")
     run_dir = result.parent
     return record_row(rec, read_config(run_dir / "config.yaml"), path=str(run_dir),
                       sweep=folder_group(run_dir, root), status="completed")
+
+
+def _lacking(rec: dict[str, Any]) -> str | None:
+    """What a completed record lacks of the counts every fit needs (``params``, ``flops``, ``tokens``)."""
+    if rec.get("status", "completed") != "completed":
+        return None  # failed, diverged and skipped records are left out (or kept) by the loaders, as they are
+    for key in ("params", "flops"):
+        if not isinstance(rec.get(key), dict) or not rec[key]:
+            return f"{key!r} (a mapping of counts per convention)"
+    if rec.get("tokens") is None:
+        return "'tokens'"
+    return None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def record_row(rec: dict[str, Any], config: dict[str, Any], *, path: str, sweep: str | None,
@@ -94,11 +118,42 @@ def record_row(rec: dict[str, Any], config: dict[str, Any], *, path: str, sweep:
     return row
 
 
+def read_text(path: Path) -> str:
+    """The text of a UTF-8 file; bytes that are not UTF-8 are an ``UnreadableRecord`` naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UnreadableRecord(f"{path} line {line}: bytes that are not UTF-8 ({data[err.start:err.end]!r})") from None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object (``result.json``); torn or garbled JSON is an ``UnreadableRecord`` naming the line."""
+    try:
+        rec = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise UnreadableRecord(f"{path} line {err.lineno}: not JSON ({err.msg})") from None
+    if not isinstance(rec, dict):
+        raise UnreadableRecord(f"{path}: not a JSON object")
+    return rec
+
+
 def read_config(path: Path) -> dict[str, Any]:
+    """The run's ``config.yaml`` ({} when there is none); one that is not a YAML mapping is an
+    ``UnreadableRecord`` naming the line."""
     if not path.is_file():
         return {}
-    config = yaml.safe_load(path.read_text())
-    return config if isinstance(config, dict) else {}
+    try:
+        config = yaml.safe_load(read_text(path))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or _one_line(err)
+        raise UnreadableRecord(f"{path}{line}: not YAML ({problem})") from None
+    if not isinstance(config, dict):
+        raise UnreadableRecord(f"{path}: not a YAML mapping of config sections")
+    return config
 
 
 def folder_group(run_dir: Path, root: Path) -> str:
@@ -118,17 +173,33 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def read_metrics(run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The lines of the run's metrics.jsonl: last line per step wins; a torn last line is skipped."""
+    """The lines of the run's metrics.jsonl: last line per step wins; a line that is not a JSON object or not
+    UTF-8 (a torn last line, garbled bytes) is skipped, with one warning naming the file and the lines."""
     path = Path(run["path"]) / "metrics.jsonl"
     if not path.is_file():
         return []
-    lines, torn = {}, 0
-    for text in path.read_text(errors="replace").splitlines():  # garbled bytes: that line is torn
-        try:
-            entry = json.loads(text)
+    lines, bad = {}, []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        entry, problem = _metrics_line(raw)
+        if problem:
+            bad.append(f"{number} ({problem})")
+        else:
             lines[entry.get("step", len(lines))] = entry
-        except (ValueError, AttributeError):
-            torn += 1
-    if torn:
-        warnings.warn(f"run {run['run_id']}: skipped {torn} unreadable line(s) of {path}", stacklevel=3)
+    if bad:
+        warnings.warn(f"run {run['run_id']}: skipped {len(bad)} unreadable line(s) of {path}: line "
+                      + ", line ".join(bad), stacklevel=3)
     return list(lines.values())
+
+
+
+def _metrics_line(raw: bytes) -> tuple[dict[str, Any], str | None]:
+    """One line of metrics.jsonl: (its object, None), or ({}, why it cannot be read)."""
+    try:
+        entry = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return {}, "bytes that are not UTF-8"
+    except ValueError:
+        return {}, "not JSON"
+    return (entry, None) if isinstance(entry, dict) else ({}, "not a JSON object")

@@ -298,9 +298,7 @@ def harness_schedules(curves: pd.DataFrame) -> tuple[dict[str, np.ndarray], list
     A WSD branch ran its trunk's schedule up to its branch point: its array is the trunk's up to there and
     its own after. Runs whose config cannot be read keep the logged lr (interpolated), with a note.
     """
-    import json
-
-    import yaml
+    from analysis.records import read_config, read_json
 
     out: dict[str, np.ndarray] = {}
     notes: list[str] = []
@@ -312,10 +310,8 @@ def harness_schedules(curves: pd.DataFrame) -> tuple[dict[str, np.ndarray], list
         if not (run_dir / "config.yaml").is_file():  # not a run folder of this harness: its logged lr is used
             continue
         try:
-            config = yaml.safe_load((run_dir / "config.yaml").read_text())
-            steps = None
-            if (run_dir / "result.json").is_file():
-                steps = json.loads((run_dir / "result.json").read_text()).get("steps")
+            config = read_config(run_dir / "config.yaml")
+            steps = read_json(run_dir / "result.json").get("steps") if (run_dir / "result.json").is_file() else None
             out[str(rid)] = sch.schedule_from_config(config, steps=steps)
         except (OSError, ValueError, TypeError, AttributeError, AnalysisInputError) as err:
             notes.append(f"run {rid}: lr not rebuilt from its config ({err}); the logged lr is interpolated")
