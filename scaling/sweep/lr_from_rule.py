@@ -64,13 +64,16 @@ def rule_value(rule: dict[str, Any], root: Any) -> float:
     return float(rule["coef"]) * x ** float(rule["exponent"])
 
 
-def lr_from_rule(path: Any, *, _root_: DictConfig, _node_: Any = None) -> float:
+def lr_from_rule(path: Any = None, *, _root_: DictConfig, _node_: Any = None) -> float:
     """Resolver ``${lr_from_rule:PATH}``: the rule's learning rate for this run."""
     field = "optim.lr"
     try:
         field = _node_._get_full_key(None) or field
     except Exception:  # noqa: BLE001 - only the error message uses it
         pass
+    if path is None or not str(path).strip():
+        raise ConfigError(f"{field}='${{lr_from_rule:}}' names no rule file: write {field}='${{lr_from_rule:PATH}}' "
+                          "with PATH a rule file of `scaling-fit RUNS --lr-rule PATH`")
     return rule_value(read_rule(path, field), _root_)
 
 

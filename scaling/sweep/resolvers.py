@@ -34,6 +34,7 @@ SWEEP_KEYS = ("name", "kind", "convention", "param_convention", "budget", "budge
               "multiple", "multiples", "min_tokens", "min_tokens_per_param", "max_tokens_per_param", "min_steps", "max_epochs",
               "skip_reason", "branch", "branches", "cooldown_fraction",
               "unique_tokens", "unique_grid", "epochs", "epoch_grid", "max_unique_epochs")
+SHAPE_KEYS = ("width", "depth")  # what each of sweep.shapes sets (model.width, model.depth)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,10 +180,13 @@ def tokens_per_param(multiple: Any, convention: str = "non_embedding", *, _root_
 
 
 def sweep_values(values: Any, *, _node_: Any = None) -> str:
-    """A list as the value of a Hydra choice sweep: ``[1e15, 3e15]`` -> ``"1e+15,3e+15"``; an empty list or
-    a value given twice (the same runs planned and counted twice) is a ConfigError naming the swept key."""
+    """A list as the value of a Hydra choice sweep: ``[1e15, 3e15]`` -> ``"1e+15,3e+15"``; an empty list,
+    a value given twice (the same runs planned and counted twice) or a shape that is not {width, depth} is a
+    ConfigError naming the swept key."""
     if isinstance(values, (ListConfig, list, tuple)):
         key = _node_._key() if _node_ is not None else "a sweep key"
+        if key == "sweep.shape":
+            check_shapes(values)
         literals = [_override_literal(v) for v in values]
         if not literals:
             raise ConfigError(f"the list swept as {key} is empty: give at least one value")
@@ -191,6 +195,24 @@ def sweep_values(values: Any, *, _node_: Any = None) -> str:
             raise ConfigError(f"the list swept as {key} holds {twice} twice: give each value once")
         return ",".join(literals)
     return _override_literal(values)
+
+
+def check_shapes(shapes: Any) -> None:
+    """Each shape of ``sweep.shapes`` is a mapping of exactly ``SHAPE_KEYS`` (what ``model`` reads from it)."""
+    from scaling.errors import _closest
+
+    for i, shape in enumerate(shapes):
+        where = f"sweep.shapes[{i}]={_override_literal(shape)}"
+        if not isinstance(shape, (DictConfig, dict)):
+            raise ConfigError(f"{where} is invalid: a shape is a mapping such as {{width:64,depth:2}}")
+        for key in shape:
+            if key not in SHAPE_KEYS:
+                raise ConfigError(f"{where}: {key!r} is not a shape key{_closest(str(key), list(SHAPE_KEYS))}; "
+                                  f"a shape takes {' and '.join(SHAPE_KEYS)}, e.g. {{width:64,depth:2}}")
+        missing = [k for k in SHAPE_KEYS if k not in shape]
+        if missing:
+            raise ConfigError(f"{where} has no {missing[0]}: a shape takes {' and '.join(SHAPE_KEYS)}, "
+                              "e.g. {width:64,depth:2}")
 
 
 def _short_float(x: float) -> str:
