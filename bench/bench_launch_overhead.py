@@ -1,4 +1,6 @@
-"""Per-run start-up overhead of a multirun: a process per run (submitit) against runs in one worker process.
+"""Per-run start-up overhead of a multirun: a process per run (submitit) against runs in one worker process
+(Hydra's basic launcher, and ``hydra/launcher=worker``, the basic launcher as ``scaling-study``'s workers run
+it: each job composed with every interpolation parsed once and trained from a resolved snapshot).
 
 Launches the same N tiny runs (``model=tiny``, a few dozen steps each, logging to W&B offline or not)
 once with ``hydra/launcher=local`` (submitit: every run its own process, one at a time) and once with
@@ -8,7 +10,7 @@ metrics.jsonl), and their difference, the overhead (process start, imports, Hydr
 opening, model construction, W&B start, the final evaluation, the record).
 
     python bench/bench_launch_overhead.py              # 4 runs, W&B offline
-    python bench/bench_launch_overhead.py --runs 6 --logger none
+    python bench/bench_launch_overhead.py --runs 6 --logger none --launchers basic worker
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from bench_train import loop_seconds  # bench/ is on sys.path when a bench scrip
 BIN = Path(sys.executable).parent
 TINY = ["model=tiny", "train.batch_size=8", "model.context=64", "train.tokens=20480", "train.eval_every=0",
         "train.final_eval_tokens=4096", "train.checkpoint_every=0", "train.threads=1", "data.max_bytes=2000000"]
+LAUNCHER_ARGS = {"submitit": ["hydra/launcher=local", "hydra.sweeper.max_batch_size=1"],
+                 "basic": ["hydra/launcher=basic"], "worker": ["hydra/launcher=worker"]}
+LABELS = {"submitit": "a process per run (hydra/launcher=local, submitit)",
+          "basic": "runs in one worker process (hydra/launcher=basic)",
+          "worker": "runs in one worker process (hydra/launcher=worker, as scaling-study's workers)"}
 
 
 def launch(launcher: str, runs: int, logger: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        extra = ["hydra/launcher=local", "hydra.sweeper.max_batch_size=1"] if launcher == "submitit" else \
-            ["hydra/launcher=basic"]
+        extra = LAUNCHER_ARGS[launcher]
         cmd = [str(BIN / "scaling-train"), "--multirun", *TINY, f"logger={logger}", f"runs_dir={tmp}",
                f"train.seed={','.join(str(i) for i in range(runs))}", *extra]
         t0 = time.perf_counter()
@@ -48,17 +54,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=4)
     p.add_argument("--logger", default="wandb", choices=["wandb", "none"])
+    p.add_argument("--launchers", nargs="+", default=list(LAUNCHER_ARGS), choices=list(LAUNCHER_ARGS))
     args = p.parse_args()
-    rows = {name: launch(name, args.runs, args.logger) for name in ("submitit", "basic")}
+    rows = {name: launch(name, args.runs, args.logger) for name in args.launchers}
     print(f"command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; date {date.today()}; "
           f"{args.runs} tiny runs (40 steps of model=tiny), logger={args.logger}")
     print("| launch | wall s per run | training loop s per run | overhead s per run |")
     print("| --- | --- | --- | --- |")
     for name, r in rows.items():
-        label = ("a process per run (hydra/launcher=local, submitit)" if name == "submitit" else
-                 "runs in one worker process (hydra/launcher=basic, as scaling-study's workers)")
-        print(f"| {label} | {r['wall_per_run']:.2f} | {r['loop_per_run']:.2f} | {r['overhead_per_run']:.2f} |")
+        print(f"| {LABELS[name]} | {r['wall_per_run']:.2f} | {r['loop_per_run']:.2f} | {r['overhead_per_run']:.2f} |")
 
 
 if __name__ == "__main__":
