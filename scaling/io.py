@@ -88,11 +88,13 @@ def writable_dir(path: str | Path, what: str) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        try:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as exc:
+            exc.filename = str(path)  # the folder, not the probe's name
+            raise
     except OSError as exc:
-        if exc.filename is None:
-            exc.filename = str(path)
         problem = storage_problem(exc) or f"{exc.filename}: {exc.strerror or exc}"
         raise StorageError(f"{what}: cannot write there ({problem})") from None
     return path

@@ -163,7 +163,7 @@ def _split_torn_tail(path: Path) -> tuple[bytes, bytes]:
             bad_line = bad_line or (number, raw)
             continue
         if bad_line is not None:
-            raise DataError(f"{path}: line {bad_line[0]} is not a JSON object ({bad_line[1][:60]!r}), and lines after "
+            raise DataError(f"{path}: line {bad_line[0]} is not a JSON object ({bad_line[1][:60].decode(errors='replace')!r}), and lines after "
                             "it are: remove that line (or move the file away) to resume the run")
         good_end = min(offset, len(data))
     good = data[:good_end]
