@@ -19,8 +19,8 @@ USAGE = """\
     --seed-budgets K the seed design: the K smallest budgets (default 2)
     --batch K        runs per round (default --jobs)
     --criterion C    variance (default), d-optimal, v-optimal, random, cheapest
-    --pool P         the candidates: wide (default: the sweep's grid plus budgets and widths between and
-                     beside its own, under its rules) or sweep (its own runs only)
+    --pool P         the candidates: sweep (default: its own runs) or wide (its grid plus budgets and
+                     widths between and beside its own, under its rules; docs/next_run.md)
 """
 
 FLAGS = ("--target", "--width", "--fixed", "--max-flops", "--seed-budgets", "--batch", "--criterion", "--pool")

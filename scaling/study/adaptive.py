@@ -58,7 +58,7 @@ class Adaptive:
     batch: int | None = None  # runs per round; None: --jobs
     criterion: str = "variance"
     level: float = 0.95
-    pool: str = "wide"  # candidates: "wide", the sweep's grid widened (widened_grid); "sweep", its runs only
+    pool: str = "sweep"  # candidates: "sweep", its runs; "wide", its grid widened (widened_grid: biased a on study_quick)
 
 
 POOLS = ("wide", "sweep")

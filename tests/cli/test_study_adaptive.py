@@ -26,7 +26,7 @@ def study(*args):
 def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_a_held_out_run(tmp_path):
     out = tmp_path / "adaptive"
     # Room for one round of 2 runs at 1e11, and a width no fit reaches: the budget ends it.
-    p = study("--adaptive", "--width", 1e-9, "--max-flops", SEED_FLOPS + 2.2e11, "--batch", 2, "--jobs", 2,
+    p = study("--adaptive", "--pool", "wide", "--width", 1e-9, "--max-flops", SEED_FLOPS + 2.2e11, "--batch", 2, "--jobs", 2,
               "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     s = json.loads((out / "adaptive.json").read_text())
