@@ -55,6 +55,11 @@ class Study:
     measured_only: dict[str, Any] = dataclasses.field(default_factory=dict)  # fits without the predicted points
 
     @property
+    def budgets(self) -> list[float]:
+        """The sweep's budgets, of its trained and its predicted points."""
+        return sorted({r.budget for r in self.runs + self.predicted if r.budget is not None})
+
+    @property
     def group_dir(self) -> Path:
         return Path(self.runs[0].run_dir).parent
 
@@ -96,8 +101,7 @@ def sweep_phase(st: Study) -> None:
     if not st.trainable:
         raise ConfigError(f"sweep {st.preset.sweep}: every run is skipped ({st.runs[0].skip_reason})")
     st.reused_dirs = {r.run_dir for r in st.trainable if not r.to_train}
-    budgets = sorted({r.budget for r in st.runs if r.budget is not None})
-    sizes = sorted({r.shape["width"] for r in st.runs})
+    budgets, sizes = st.budgets, sorted({r.shape["width"] for r in st.runs})
     branches = sum(1 for r in st.trainable if r.role == "branch")
     how = (f"{sum(1 for r in st.trainable if r.role == 'trunk')} trunks and {branches} cooldown branches"
            if branches else "separate runs") + (f"; {len(st.predicted)} more branch points predicted, not trained"
@@ -245,7 +249,7 @@ def analysis_phase(st: Study, table: Any, results: dict[str, Any], curves: Any, 
     from analysis import write_report
 
     t0 = time.time()
-    budgets = sorted({r.budget for r in st.runs if r.budget is not None})
+    budgets = st.budgets
     written = write_report(st.out, results, runs=table, curves=curves, notes=notes, source=str(st.group_dir),
                            budgets=budgets + [holdout["budget"]])
     out = {"fit_report": (st.out / "report.md").read_text(), "files": sorted(p.name for p in written.values()),
@@ -268,7 +272,7 @@ def report_phase(st: Study, table: Any, results: dict[str, Any], analysis: dict[
     study = {
         "sweep": st.preset.sweep, "variant": st.opts.variant, "design": st.opts.resolved_design, "out": str(st.out),
         "data": str(first_cfg.data.source), "convention": convention, "params": params_of(convention),
-        "budgets": sorted({r.budget for r in st.runs if r.budget is not None}),
+        "budgets": st.budgets,
         "sizes": sorted({r.shape["width"] for r in st.runs}),
         "runs": {"total": len(st.trainable), "skipped": len(st.runs) - len(st.trainable),
                  "trunks": sum(1 for r in st.trainable if r.role == "trunk"),
