@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 
 from scaling.cli.overrides import check_before_run, integral_overrides, run_flags_first
 from scaling.config import CONF_DIR
@@ -84,13 +84,21 @@ def answered_before_run(cfg: DictConfig) -> bool:
     try:
         from scaling.run.training import check_training_data
 
-        check_training_data(cfg)
+        check_training_data(_without_hydra(cfg))
     except Exception as exc:  # noqa: BLE001 - only a user error counts here: the run checks again
         found = config_error_in(exc)
         if found is not None:
             raise found from None
     writable_dir(run_dir, f"runs_dir={cfg.runs_dir!r}")
     return False
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    """The job's config as the task receives it: a copy without Hydra's own node."""
+    job = cfg.copy()
+    with read_write(job), open_dict(job):
+        del job["hydra"]
+    return job
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from scaling.sweep.expand import compose_run_config
 TRAIN, PLAN, STUDY = "scaling-train", "scaling-plan", "scaling-study"
 MODULES = {TRAIN: "scaling.cli.train", PLAN: "scaling.cli.plan", STUDY: "scaling.cli.study"}
 
+SMALL_DATA = ["model=tiny", "data.max_bytes=2000000"]
+
 BAD = [
     # counts: an int field takes 5e6, not 5.5
     (TRAIN, ["train.tokens=5.5"], "train.tokens=5.5 is invalid: it must be a whole number"),
@@ -45,6 +47,11 @@ BAD = [
     (TRAIN, ["optim.lr=inf"], "optim.lr=inf is invalid"),
     (TRAIN, ["name=../../x"], "name='../../x' is not allowed"),
     (TRAIN, ["group=../../x"], "group='../../x' is not allowed"),
+    # checked on the prepared data (a small one, shared with the run tests) before a run folder exists
+    (TRAIN, [*SMALL_DATA, "model.vocab_size=100"],
+     "model.vocab_size=100 is smaller than the vocabulary of the data (256 tokens"),
+    (TRAIN, [*SMALL_DATA, "train.tokens=1"], "train.tokens=1 is fewer than one optimizer step"),
+    (TRAIN, [*SMALL_DATA, "runs_dir=/proc/x"], "runs_dir='/proc/x': cannot write there (/proc/x: "),
     # sweeps, through scaling-plan
     (PLAN, ["+sweep=isoflop", "sweep.budgets=[1e11,1e11]"], "the list swept as sweep.budget holds 1e+11 twice"),
     (PLAN, ["+sweep=isoflop", "sweep.min_steps=-3"], "sweep.min_steps=-3 is invalid"),
