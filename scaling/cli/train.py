@@ -56,7 +56,8 @@ def task(cfg: DictConfig) -> dict[str, Any]:
 
 def main() -> None:
     """Hydra's app, after the command line is checked: scientific-notation counts made integers, and the
-    config composed and validated before Hydra makes the run folder (one line and exit 2 when it fails)."""
+    config composed and validated before Hydra makes the run folder (one line and exit 2 when it fails); a
+    single run that already ended is answered from its record without Hydra."""
     configure_runtime()
     try:
         sys.argv[1:] = integral_overrides(run_flags_first(sys.argv[1:]))
@@ -78,8 +79,10 @@ def answered_before_run(cfg: DictConfig) -> bool:
     run_dir = Path(cfg.hydra.run.dir)
     finished = RunRecord(run_dir).finished()
     if finished is not None:
+        loss = finished.get("val_loss")
+        shown = f"{loss:.4f}" if isinstance(loss, (int, float)) else loss
         print(f"run {finished['run_id']} already {finished['status']}; nothing to train "
-              f"(val_loss {finished.get('val_loss')}, {run_dir / 'result.json'})")
+              f"(val_loss {shown}, {run_dir / 'result.json'})")
         return True
     try:
         from scaling.run.training import check_training_data
