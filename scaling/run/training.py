@@ -154,6 +154,7 @@ def _run(cfg: Any, run: RunConfig, run_dir: Path, device: torch.device, ctx: Dis
                   "flops": sizes.flops,
                   "flops_per_token": sizes.flops_per_token, "steps": sizes.steps, "batch_size": sizes.batch_size,
                   "context": sizes.context, "world_size": ctx.world_size, "device": str(device),
+                  "data_fingerprint": prepared.fingerprint,
                   **source_report(prepared.train, sizes.batch_size, sizes.context, sizes.steps),
                   **branch.branch_fields(cfg, sizes, outcome.get("wall_time")),
                   **(repeats.record(sizes.steps, sizes.batch_size) if repeats else {})}

@@ -152,8 +152,6 @@ def test_an_aligned_run_evaluates_whole_windows_from_document_starts(tmp_path, g
     assert result["val_loss"] == result["val_nats"] / result["eval_tokens"]
 
 
-@pytest.mark.xfail(strict=True, reason="result.json does not carry the data fingerprint yet: it is built in "
-                                       "scaling/run/training.py (run_training's result dict)")
 def test_result_json_carries_the_data_fingerprint_which_follows_the_data(tmp_path):
     first, first_dir = train(tmp_path, "a", [d + "\n" for d in documents(200, seed=1)])
     second, second_dir = train(tmp_path, "b", [d + "\n" for d in documents(200, seed=2)])
