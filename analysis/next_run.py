@@ -252,19 +252,20 @@ def _count(n: Any) -> int:
 def replay(
     N: Any, D: Any, L: Any, initial: Any, target: Any, criterion: str = "variance", *,
     cost: Any = None, stop_width: float | None = None, level: float = 0.95, seed: int = 0,
-    max_steps: int | None = None, bootstrap: int = 0,
+    max_steps: int | None = None, bootstrap: int = 0, stable: float | None = None, min_dof: int = 0,
 ) -> pd.DataFrame:
     """Run the sequential design on points whose losses are known: the benchmark of ``propose_next``.
 
     Start from the points where the boolean mask ``initial`` is true; the rest are the pool. Each step
     scores the pool under the current posterior, adds the best point with its real loss and refits warm
-    from the previous optimum; it stops once the target's interval (estimate +- z sd) is <= ``stop_width`` wide
-    (None: never), after ``max_steps`` or when the pool is empty. The v-optimal reference is the pool.
+    from the previous optimum; it stops once ``goal_met`` holds (the target's interval, estimate +- z sd, at most
+    ``stop_width`` wide, with ``stable`` and ``min_dof`` as there; None: never), after ``max_steps`` or when the
+    pool is empty. The v-optimal reference is the pool.
     bootstrap > 0: the posterior (scores and interval) is the covariance of that many bootstrap refits.
 
     Rows: step (0 = the initial fit), point (index into the arrays, -1 at step 0), N, D, cost, spent
     (cumulative pool FLOPs), estimate, low, high, width. attrs: pool_cost, spent, share (spent /
-    pool_cost), reached (the width reached stop_width), steps.
+    pool_cost), reached (the stop rule held at the end), steps.
     """
     choice("criterion", criterion, CRITERIA)
     tgt, level = resolve_target(target), check_level(level)
@@ -284,7 +285,7 @@ def replay(
     rows = [_replay_row(0, -1, math.nan, math.nan, math.nan, 0.0, *interval(post, tgt, level))]
     limit = pool0.size if max_steps is None else min(int(max_steps), pool0.size)
     for step in range(1, limit + 1):
-        if stop_width is not None and rows[-1]["width"] <= stop_width:
+        if stop_width is not None and goal_met(rows, stop_width, int(used.sum()), stable=stable, min_dof=min_dof):
             break
         pool = np.flatnonzero(~used)
         J = jacobian(post.theta, N[pool], D[pool])[1]
@@ -296,10 +297,28 @@ def replay(
         rows.append(_replay_row(step, k, N[k], D[k], cost[k], rows[-1]["spent"] + cost[k], *interval(post, tgt, level)))
     table = pd.DataFrame(rows)
     spent, pool_cost = float(table["spent"].iloc[-1]), float(cost[pool0].sum())
-    reached = stop_width is not None and bool(table["width"].iloc[-1] <= stop_width)
+    reached = stop_width is not None and goal_met(rows, stop_width, int(used.sum()), stable=stable, min_dof=min_dof)
     table.attrs.update(pool_cost=pool_cost, spent=spent, share=spent / pool_cost, reached=reached,
                        steps=len(table) - 1, target=tgt.name, criterion=criterion)
     return table
+
+
+def goal_met(rounds: list[dict[str, float]], goal: float, n_runs: int, *, stable: float | None = None,
+             min_dof: int = 0) -> bool:
+    """The sequential design's stop rule on its rounds so far (dicts with estimate, low, high, oldest first).
+
+    The last interval is at most ``goal`` wide; the fit of ``n_runs`` runs has at least ``min_dof`` residual
+    degrees of freedom (n_runs - 5: the noise estimate behind the width); with ``stable``, the estimate moved
+    by at most ``stable`` x the last half-width since the round before (none before: not stable). The width
+    alone cannot see a biased fit; a fit still moving is the part of the bias a design can notice.
+    """
+    last = rounds[-1]
+    half = (last["high"] - last["low"]) / 2
+    if 2 * half > goal or n_runs - 5 < min_dof:
+        return False
+    if stable is None:
+        return True
+    return len(rounds) > 1 and abs(last["estimate"] - rounds[-2]["estimate"]) <= stable * half
 
 
 def _replay_row(step: int, point: int, N: float, D: float, cost: float, spent: float,

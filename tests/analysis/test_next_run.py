@@ -14,7 +14,7 @@ from analysis import (
     predict_loss,
     propose_next,
 )
-from analysis.next_run import replay
+from analysis.next_run import goal_met, replay
 from analysis.next_run_criteria import (
     Posterior,
     fit_posterior,
@@ -128,6 +128,31 @@ def test_small_replay_beats_random_on_average():
     assert best.attrs["reached"]
     assert best.attrs["share"] < np.mean(rand)
     assert (best.spent.diff().dropna() > 0).all() and best.point.iloc[1:].is_unique
+
+
+def rounds(*intervals):
+    return [{"estimate": e, "low": e - h, "high": e + h} for e, h in intervals]
+
+
+def test_the_stop_rule_needs_the_width_and_with_options_the_dof_and_a_settled_estimate():
+    assert goal_met(rounds((0.5, 0.1)), 0.2, 6) and not goal_met(rounds((0.5, 0.11)), 0.2, 6)
+    assert not goal_met(rounds((0.5, 0.1)), 0.2, 8, min_dof=4) and goal_met(rounds((0.5, 0.1)), 0.2, 9, min_dof=4)
+    assert not goal_met(rounds((0.5, 0.1)), 0.2, 9, stable=0.5)  # a first round has nothing to be stable against
+    assert goal_met(rounds((0.3, 0.4), (0.34, 0.1)), 0.25, 9, stable=0.5)  # moved 0.04 <= 0.5 x 0.1
+    assert not goal_met(rounds((0.3, 0.4), (0.36, 0.1)), 0.25, 9, stable=0.5)  # moved 0.06 > 0.05
+
+
+def test_a_replay_with_the_stability_rule_stops_no_earlier_and_where_the_rule_holds():
+    data = synthetic(seed=1, sizes=6, budgets=7, sigma=0.02)
+    N, D, L = (data[c].to_numpy() for c in ("N", "D", "loss"))
+    init, stop = data.budget.to_numpy() < 3, 1.25 * full_width(data)
+    plain = replay(N, D, L, init, "a", "variance", stop_width=stop)
+    strict = replay(N, D, L, init, "a", "variance", stop_width=stop, stable=0.1, min_dof=30)
+    assert strict.attrs["steps"] >= plain.attrs["steps"] and init.sum() + strict.attrs["steps"] - 5 >= 30
+    assert strict.attrs["reached"] == goal_met(strict.to_dict("records"), stop, init.sum() + strict.attrs["steps"],
+                                               stable=0.1, min_dof=30)
+    rows = strict.to_dict("records")
+    assert not any(goal_met(rows[:k], stop, init.sum() + k - 1, stable=0.1, min_dof=30) for k in range(1, len(rows)))
 
 
 def test_chinchilla_replay_reaches_the_interval_within_a_quarter_of_the_pool(shared_data):
