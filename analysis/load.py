@@ -2,7 +2,9 @@
 
 ``load_runs`` gives one row per run; ``load_curves`` one row per logged step. Both add the canonical
 columns ``N``, ``D``, ``C``, ``loss`` chosen by the counting conventions (see ``analysis.columns``).
-Failed and diverged runs are left out with a warning; the same run found twice is kept once.
+Failed and diverged runs, unusable records (``analysis.records``) and runs without a finite N, D, C or loss
+are left out with a warning naming each; none left is an ``AnalysisInputError``. The same run found twice
+is kept once.
 
 WSD branching: every row has a ``role``: ``branch`` (a cooldown branch: a point like any other, with its
 ``trunk``, ``branch_tokens``, ``own_tokens`` and ``own_flops_<convention>``), ``trunk`` (the constant-lr
