@@ -17,13 +17,18 @@ USAGE = """\
     --fixed DIR      a fixed study's output folder (scaling-study --design cosine): the width and the comparison
     --max-flops F    FLOPs the design may spend (default: the whole sweep's)
     --seed-budgets K the seed design: the K smallest budgets (default 2)
-    --batch K        runs per round (default --jobs)
+    --seed-widths M  of each seed budget only M widths, spread from its smallest to its largest (default: all)
+    --batch K        runs per round (default --jobs; cut after the first run expected to reach the width)
     --criterion C    variance (default), d-optimal, v-optimal, random, cheapest
-    --pool P         the candidates: sweep (default: its own runs) or wide (its grid plus budgets and
-                     widths between and beside its own, under its rules; docs/next_run.md)
+    --pool P         the candidates: sweep (default: its own runs), inside (its grid plus the budgets and
+                     widths between its own) or wide (inside plus widths beside its own; docs/next_run.md)
+    --stable S       stop only once the estimate moved by at most S x the half-width since the last round
+    --min-dof K      stop only once the fit has K residual degrees of freedom (runs - 5; default 0)
 """
 
-FLAGS = ("--target", "--width", "--fixed", "--max-flops", "--seed-budgets", "--batch", "--criterion", "--pool")
+FLAGS = ("--target", "--width", "--fixed", "--max-flops", "--seed-budgets", "--seed-widths", "--batch", "--criterion",
+         "--pool", "--stable", "--min-dof")
+WHOLE = ("--seed-budgets", "--seed-widths", "--batch", "--min-dof")
 
 
 def split_adaptive(argv: list[str]) -> tuple[list[str], Adaptive | None]:
@@ -61,9 +66,9 @@ def _set(ad: Adaptive, flag: str, text: str) -> None:
         x = float(text)
     except ValueError:
         x = math.nan
-    whole = flag in ("--seed-budgets", "--batch")
-    if not (math.isfinite(x) and x > 0 and (x == int(x) or not whole)):
-        raise ConfigError(f"{flag}={text!r} is invalid: it must be a {'whole number >= 1' if whole else 'positive number'}")
+    whole, least = flag in WHOLE, 0 if flag == "--min-dof" else 1
+    if not (math.isfinite(x) and (x >= least if whole else x > 0) and (x == int(x) or not whole)):
+        raise ConfigError(f"{flag}={text!r} is invalid: it must be a {f'whole number >= {least}' if whole else 'positive number'}")
     setattr(ad, flag[2:].replace("-", "_"), int(x) if whole else x)
 
 

@@ -2,11 +2,14 @@
 fit -> propose -> train until the target's interval is as narrow as asked or the FLOPs budget is spent; then
 the held-out check, and the FLOPs used against the fixed design (the whole sweep).
 
-1. Seed: the runs of the sweep's ``seed_budgets`` smallest budgets (the cosine design: separate runs).
+1. Seed: the runs of the sweep's ``seed_budgets`` smallest budgets (the cosine design: separate runs), with
+   ``seed_widths`` only that many widths of each.
 2. Rounds: fit the parametric law to the finished runs (its Laplace posterior, as ``analysis.propose_next``
-   scores with), stop when the target's interval is at most ``width`` wide; else choose the greedy batch of
-   ``batch`` runs of the sweep not yet trained that shrinks it most per FLOP within the FLOPs left, and train
-   exactly them (one ``scaling-train --multirun`` per run, ``jobs`` at a time).
+   scores with), stop when the target's interval is at most ``width`` wide (and, with ``stable`` and
+   ``min_dof``, the estimate has settled and the noise estimate has the degrees of freedom:
+   ``analysis.next_run.goal_met``); else choose the greedy batch of ``batch`` candidates not yet trained that
+   shrinks it most per FLOP within the FLOPs left, cut after the first run expected to reach the width, and
+   train exactly them (one ``scaling-train --multirun`` per run, ``jobs`` at a time).
 3. Check: the study's own fits and held-out run (``scaling.study.study``) on the design's runs (copies of
    their records in ``DIR/design``).
 4. Report: ``DIR/adaptive.json`` and ``DIR/adaptive.md``: rounds, FLOPs and widths against the fixed design
@@ -55,13 +58,16 @@ class Adaptive:
     fixed: Path | None = None  # a fixed study's output folder of the same sweep: its width and the comparison
     max_flops: float | None = None  # FLOPs the design may spend; None: the fixed design's
     seed_budgets: int = 2
-    batch: int | None = None  # runs per round; None: --jobs
+    seed_widths: int | None = None  # per seed budget, this many widths spread from the smallest to the largest; None: all
+    batch: int | None = None  # runs per round; None: --jobs (cut short where one run is expected to reach the width)
     criterion: str = "variance"
     level: float = 0.95
-    pool: str = "sweep"  # candidates: "sweep", its runs; "wide", its grid widened (widened_grid: biased a on study_quick)
+    pool: str = "sweep"  # candidates: "sweep", its runs; "inside"/"wide", its grid widened (widened_grid)
+    stable: float | None = None  # stop only once the estimate moved by at most this x the half-width (goal_met)
+    min_dof: int = 0  # stop only once the fit has this many residual degrees of freedom (runs - 5)
 
 
-POOLS = ("wide", "sweep")
+POOLS = ("inside", "sweep", "wide")
 
 
 def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
@@ -86,7 +92,7 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
         raise ConfigError("--adaptive needs the interval to reach: give --width W or --fixed DIR (a fixed study's folder)")
     max_flops = ad.max_flops if ad.max_flops is not None else fixed["flops"]
     budgets = sorted({r.budget for r in st.trainable})
-    seed = [r for r in st.trainable if r.budget in budgets[:ad.seed_budgets]]
+    seed = seed_design(st.trainable, ad.seed_budgets, ad.seed_widths)
     if sum(r.compute for r in seed) > max_flops:
         raise ConfigError(f"--max-flops={max_flops:.3g} is smaller than the seed design's {sum(r.compute for r in seed):.3g} FLOPs")
     print(f"[adaptive] sweep {st.preset.sweep}: seed {len(seed)} runs (budgets {', '.join(f'{b:.3g}' for b in budgets[:ad.seed_budgets])}); "
@@ -107,7 +113,9 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     summary = {
         "sweep": st.preset.sweep, "variant": opts.variant, "out": str(st.out), "convention": convention,
         "target": ad.target, "criterion": ad.criterion, "level": ad.level, "goal_width": goal, "max_flops": max_flops,
-        "pool": ad.pool, "candidates": n_candidates,
+        "pool": ad.pool, "candidates": n_candidates, "stable": ad.stable, "min_dof": ad.min_dof,
+        "seed": {"budgets": ad.seed_budgets, "widths": ad.seed_widths, "runs": len(seed),
+                 "flops": sum(r.compute for r in seed)},
         "reached": last["width"] <= goal, "rounds": rounds, "runs": len(design),
         "design": [{"width": r.shape["width"], "depth": r.shape["depth"], "budget": r.budget, "cost": r.compute,
                     "run_id": r.run_id} for r in design],
@@ -124,7 +132,7 @@ def candidate_runs(st: Study, ad: Adaptive) -> list[Any]:
     runs its rules do not skip (the same run of both plans once: run directories are config-hashed)."""
     if ad.pool == "sweep":
         return list(st.runs)
-    wide, _ = plan(st.base + launch_args(st.opts, st.jobs) + widened_grid(st.cfgs[0]))
+    wide, _ = plan(st.base + launch_args(st.opts, st.jobs) + widened_grid(st.cfgs[0], beside=ad.pool == "wide"))
     known = {r.run_id for r in st.runs}
     return list(st.runs) + [r for r in wide if r.run_id not in known and not r.skip_reason]
 
@@ -136,6 +144,8 @@ def loop(st: Study, ad: Adaptive, pool_runs: list[Any], design: list[Any], targe
 
     Only the design's runs count (``design``, extended in place): records of other runs of the sweep in the
     folder (a fixed study sharing it) are reused when a round chooses them, so a rerun retraces the rounds."""
+    from analysis.next_run import goal_met
+
     rounds: list[dict[str, Any]] = []
     batch = ad.batch or st.jobs
     while True:
@@ -155,7 +165,7 @@ def loop(st: Study, ad: Adaptive, pool_runs: list[Any], design: list[Any], targe
         rounds.append(row)
         print(f"[adaptive] round {row['round']}: {len(done)} runs, {used:.3g} FLOPs: {ad.target} = {est:.4g} "
               f"({lo:.4g} to {hi:.4g}, width {hi - lo:.4g}; goal {goal:.4g})", flush=True)
-        if hi - lo <= goal:
+        if goal_met(rounds, goal, len(done), stable=ad.stable, min_dof=ad.min_dof):
             row["stop"] = "reached"
             return rounds
         pool = candidate_pool(pool_runs, ids, finished=True)
@@ -166,11 +176,34 @@ def loop(st: Study, ad: Adaptive, pool_runs: list[Any], design: list[Any], targe
                               level=ad.level, sweep=f"sweep {st.preset.sweep}")
         for w in warns:
             print(f"[adaptive] warning: {w}", flush=True)
+        table = up_to_goal(table, goal)
         chosen = [pool_runs[i] for i in table["candidate"]]
         row["added"] = [{"width": r.shape["width"], "budget": r.budget, "cost": r.compute} for r in chosen]
         row["expected_width"] = float(table["width"].iloc[-1])
         design += chosen
         train(st, chosen, f"round {row['round'] + 1}")
+
+
+def seed_design(trainable: list[Any], n_budgets: int, n_widths: int | None) -> list[Any]:
+    """The seed: the runs of the ``n_budgets`` smallest budgets; with ``n_widths``, per budget that many of its
+    widths spread evenly from the smallest to the largest (a cheaper seed, still spanning the shapes)."""
+    import numpy as np
+
+    budgets = sorted({r.budget for r in trainable})[:n_budgets]
+    seed = []
+    for b in budgets:
+        runs = sorted((r for r in trainable if r.budget == b), key=lambda r: (r.shape["width"], r.shape["depth"]))
+        if n_widths is not None and n_widths < len(runs):
+            runs = [runs[i] for i in np.unique(np.round(np.linspace(0, len(runs) - 1, n_widths)).astype(int))]
+        seed += runs
+    return seed
+
+
+def up_to_goal(table: Any, goal: float) -> Any:
+    """The batch up to and including its first run expected to bring the interval to ``goal`` (the rest would be
+    spent past the goal: near it the design goes one run at a time)."""
+    reached = (table["width"] <= goal).to_numpy()
+    return table.iloc[: int(reached.argmax()) + 1] if reached.any() else table
 
 
 def design_folder(st: Study, design: list[Any]) -> Path:
@@ -227,8 +260,9 @@ def markdown(s: dict[str, Any]) -> str:
     """``adaptive.md``: the rounds, the comparison with the fixed design and the held-out check."""
     f, h, pct = s["fixed"], s["holdout"], f"{100 * s['level']:g}%"
     lines = [f"# Adaptive study `{s['sweep']}`", "",
-             f"Target {s['target']} ({pct} Laplace interval of the parametric law), criterion {s['criterion']}: stop at "
-             f"width {s['goal_width']:.4g} or {s['max_flops']:.3g} FLOPs. {'Reached' if s['reached'] else 'Not reached'} "
+             f"Target {s['target']} ({pct} Laplace interval of the parametric law), criterion {s['criterion']}, {s['pool']} "
+             f"pool, seed {s['seed']['runs']} runs: stop at width {s['goal_width']:.4g}{_rule(s)} or {s['max_flops']:.3g} "
+             f"FLOPs. {'Reached' if s['reached'] else 'Not reached'} "
              f"with {s['runs']} runs and {s['flops']:.3g} FLOPs: {100 * s['flops_share']:.1f}% of the fixed design "
              f"({f['runs']} runs, {f['flops']:.3g} FLOPs).", "",
              "| round | runs | FLOPs | estimate | interval | width | added next |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -243,3 +277,9 @@ def markdown(s: dict[str, Any]) -> str:
     lines += ["", f"Held-out run (C = {h['C']:.3g}, width {h['shape']['width']}): predicted {h['predicted']:.4f}, measured "
                   f"{h.get('measured', float('nan')):.4f}, error {100 * err:+.2f}%" if err is not None else "", ""]
     return "\n".join(lines)
+
+
+def _rule(s: dict[str, Any]) -> str:
+    stable = f", the estimate within {s['stable']:g} x the half-width of the last round's" if s.get("stable") else ""
+    dof = f", at least {s['min_dof']} residual degrees of freedom" if s.get("min_dof") else ""
+    return stable + dof

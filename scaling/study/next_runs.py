@@ -89,13 +89,15 @@ def candidate_pool(planned: list[Any], done_ids: set[str] | None = None, finishe
     return pd.DataFrame.from_dict(rows, orient="index", columns=["N", "D", "cost", "width", "depth", "budget", "run_id"])
 
 
-def widened_grid(cfg: Any) -> list[str]:
+def widened_grid(cfg: Any, beside: bool = True) -> list[str]:
     """Overrides that widen a sweep's grid into the adaptive study's candidate pool (the sweep's own points
-    plus points between and beside them, under the sweep's own rules, so the runs it skips stay skipped).
+    plus points between and, with ``beside``, beside them, under the sweep's own rules, so the runs it skips
+    stay skipped).
 
     Budgets: the sweep's and the geometric midpoint of each neighbouring pair (never beyond the largest).
     Shapes, per depth: the sweep's widths, the midpoint of each neighbouring pair rounded to the heads'
-    multiple (``model.head_dim``), and one step (the smallest gap) below the smallest and above the largest.
+    multiple (``model.head_dim``), and (``beside``) one step (the smallest gap) below the smallest and above
+    the largest. Without ``beside`` the pool stays inside the sweep's range of widths and budgets.
     """
     budgets = sorted(float(b) for b in cfg.sweep.budgets)
     budgets += [float(f"{math.sqrt(lo * hi):.3g}") for lo, hi in zip(budgets, budgets[1:])]
@@ -107,7 +109,8 @@ def widened_grid(cfg: Any) -> list[str]:
     for depth, widths in by_depth.items():
         ws = sorted(widths)
         step = min((b - a for a, b in zip(ws, ws[1:])), default=multiple)
-        extra = {multiple * round((a + b) / 2 / multiple) for a, b in zip(ws, ws[1:])} | {ws[0] - step, ws[-1] + step}
+        extra = {multiple * round((a + b) / 2 / multiple) for a, b in zip(ws, ws[1:])}
+        extra |= {ws[0] - step, ws[-1] + step} if beside else set()
         shapes += [f"{{width:{w},depth:{depth}}}" for w in sorted(widths | {w for w in extra if w > 0})]
     return [f"sweep.budgets=[{','.join(f'{b:g}' for b in sorted(set(budgets)))}]", f"sweep.shapes=[{','.join(shapes)}]"]
 

@@ -4,11 +4,13 @@ held-out check, and the one-line errors of its flags."""
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import run_cli
 from omegaconf import OmegaConf
 
 from scaling.cli.study import main
+from scaling.study.adaptive import seed_design, up_to_goal
 from scaling.study.next_runs import widened_grid
 from scaling.sweep.expand import expand
 from scaling.sweep.pricing import plan_run
@@ -57,7 +59,10 @@ def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_
     (["--adaptive", "--fixed", "/nonexistent"], "--fixed='/nonexistent': no run folder"),
     (["--adaptive", "--width", "0.1", "--max-flops", "1e9"], "is smaller than the seed design's"),
     (["--adaptive", "--width", "0.1", "--target", "gamma"], "gamma"),
-    (["--adaptive", "--width", "0.1", "--pool", "all"], "--pool='all' is unknown: choose wide, sweep"),
+    (["--adaptive", "--width", "0.1", "--pool", "all"], "--pool='all' is unknown: choose inside, sweep, wide"),
+    (["--adaptive", "--seed-widths", "0"], "--seed-widths='0' is invalid: it must be a whole number >= 1"),
+    (["--adaptive", "--min-dof", "-1"], "--min-dof='-1' is invalid: it must be a whole number >= 0"),
+    (["--adaptive", "--stable", "0"], "--stable='0' is invalid: it must be a positive number"),
 ])
 def test_bad_adaptive_flags_are_one_line_and_exit_2(args, message, capsys, tmp_path):
     assert main(["--quick", "--out", str(tmp_path), *args]) == 2
@@ -76,6 +81,33 @@ def test_the_wide_pool_holds_the_sweeps_grid_and_the_points_between_and_beside_i
     assert widths == [16, 32, 48, 64, 80, 96, 112]  # heads of 16: no width between; one step above (0 is none)
     cfg.model.head_dim, cfg.sweep.shapes = 8, [{"width": w, "depth": 2} for w in (16, 32, 48)]
     assert [int(w.split(",")[0]) for w in widened_grid(cfg)[1].split("{width:")[1:]] == [16, 24, 32, 40, 48, 64]
+
+
+def test_the_inside_pool_adds_the_midpoints_and_nothing_beside_the_sweeps_widths():
+    cfg = OmegaConf.create({"model": {"head_dim": 8}, "sweep": {
+        "budgets": [1e11, 5e10, 2.5e10], "shapes": [{"width": w, "depth": 2} for w in (16, 32, 24, 48)]}})
+    budgets, shapes = widened_grid(cfg, beside=False)
+    assert budgets == "sweep.budgets=[2.5e+10,3.54e+10,5e+10,7.07e+10,1e+11]"
+    assert [int(w.split(",")[0]) for w in shapes.split("{width:")[1:]] == [16, 24, 32, 40, 48]  # 40: between
+
+
+class Run:
+    def __init__(self, width, budget):
+        self.shape, self.budget = {"width": width, "depth": 2}, budget
+
+
+def test_the_seed_takes_the_smallest_budgets_and_spreads_the_widths_it_keeps():
+    runs = [Run(w, b) for b in (1e11, 2.5e10, 5e10) for w in (40, 16, 32, 24, 48)]
+    seed = seed_design(runs, 2, 3)
+    assert sorted((r.budget, r.shape["width"]) for r in seed) == [(2.5e10, 16), (2.5e10, 32), (2.5e10, 48),
+                                                                  (5e10, 16), (5e10, 32), (5e10, 48)]
+    assert len(seed_design(runs, 2, None)) == 10 and len(seed_design(runs, 1, 9)) == 5
+
+
+def test_a_batch_stops_at_its_first_run_expected_to_reach_the_width():
+    table = pd.DataFrame({"candidate": [3, 1, 7], "width": [0.5, 0.3, 0.2]})
+    assert list(up_to_goal(table, 0.35)["candidate"]) == [3, 1]
+    assert list(up_to_goal(table, 0.1)["candidate"]) == [3, 1, 7] and list(up_to_goal(table, 0.9)["candidate"]) == [3]
 
 
 def test_the_wide_pool_plans_the_sweeps_own_points_as_the_same_runs(tmp_path):
