@@ -55,7 +55,7 @@ def _hydra_message(exc: BaseException) -> Optional[str]:
     if missing and options is not None and "/" in missing:
         group, _, name = missing.rpartition("/")
         choices = [o for o in options if not o.endswith("_schema")]
-        return f"{group}={name!r} is unknown{_closest(name, choices) or ''}; choose one of {', '.join(choices)}"
+        return f"{group}={name!r} is unknown{did_you_mean(name, choices) or ''}; choose one of {', '.join(choices)}"
     if hasattr(exc, "override") and hasattr(exc, "message"):  # hydra.errors.OverrideParseException
         why = str(exc.message).strip().splitlines()[0]
         return (f"override {exc.override!r} cannot be parsed ({why}): write key=value, a list as [a,b], "
@@ -70,14 +70,14 @@ def _hydra_message(exc: BaseException) -> Optional[str]:
             and hasattr(parent, "keys"):
         section = full_key.rpartition(".")[0]
         keys = [f"{section}.{k}" if section else str(k) for k in parent.keys()]
-        close = _closest(full_key, keys)
+        close = did_you_mean(full_key, keys)
         return f"{full_key} is not a config key{close or ': the keys there are ' + ', '.join(keys)}"
     if type(cause).__name__ == "ValidationError":
         return f"{full_key}={getattr(cause, 'value', None)!r} is invalid: {detail}"
     return None
 
 
-def _closest(word: str, choices: list[str]) -> str:
+def did_you_mean(word: str, choices: list[str]) -> str:
     """' (did you mean X?)' for the valid choice closest to ``word``, or '' when none is close."""
     import difflib
 

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from scaling.config import check_number
 from scaling.conventions import PARAM_CONVENTIONS, PARAMS_OF_CONVENTION
-from scaling.errors import ConfigError
+from scaling.errors import ConfigError, did_you_mean
 
 # Settings a named sweep may put under ``sweep:`` (the node is free-form in the schema, so check it here).
 SWEEP_KEYS = ("name", "kind", "convention", "param_convention", "budget", "budgets", "shape", "shapes",
@@ -199,15 +199,13 @@ def sweep_values(values: Any, *, _node_: Any = None) -> str:
 
 def check_shapes(shapes: Any) -> None:
     """Each shape of ``sweep.shapes`` is a mapping of exactly ``SHAPE_KEYS`` (what ``model`` reads from it)."""
-    from scaling.errors import _closest
-
     for i, shape in enumerate(shapes):
         where = f"sweep.shapes[{i}]={_override_literal(shape)}"
         if not isinstance(shape, (DictConfig, dict)):
             raise ConfigError(f"{where} is invalid: a shape is a mapping such as {{width:64,depth:2}}")
         for key in shape:
             if key not in SHAPE_KEYS:
-                raise ConfigError(f"{where}: {key!r} is not a shape key{_closest(str(key), list(SHAPE_KEYS))}; "
+                raise ConfigError(f"{where}: {key!r} is not a shape key{did_you_mean(str(key), list(SHAPE_KEYS))}; "
                                   f"a shape takes {' and '.join(SHAPE_KEYS)}, e.g. {{width:64,depth:2}}")
         missing = [k for k in SHAPE_KEYS if k not in shape]
         if missing:
