@@ -16,14 +16,16 @@ USAGE = """\
     --width W        stop once the target's interval is at most W wide (default: the fixed design's, --fixed)
     --fixed DIR      a fixed study's output folder (scaling-study --design cosine): the width and the comparison
     --max-flops F    FLOPs the design may spend (default: the whole sweep's)
-    --seed-budgets K the seed design: the K smallest budgets (default 2)
-    --seed-widths M  of each seed budget only M widths, spread from its smallest to its largest (default: all)
-    --batch K        runs per round (default --jobs; cut after the first run expected to reach the width)
+    --seed-budgets K the seed design: the K smallest budgets (default 3)
+    --seed-widths M  of each seed budget only M widths, spread from its smallest to its largest (default 2;
+                     all: every width)
+    --batch K        runs per round (default 1; a batch is cut after its first run expected to reach the width)
     --criterion C    variance (default), d-optimal, v-optimal, random, cheapest
-    --pool P         the candidates: sweep (default: its own runs), inside (its grid plus the budgets and
-                     widths between its own) or wide (inside plus widths beside its own; docs/next_run.md)
+    --pool P         the candidates: inside (default: the sweep's grid plus the budgets and widths between its
+                     own), sweep (its own runs) or wide (inside plus widths beside its own; docs/next_run.md)
     --stable S       stop only once the estimate moved by at most S x the half-width since the last round
-    --min-dof K      stop only once the fit has K residual degrees of freedom (runs - 5; default 0)
+                     (default 0.5; off: the width alone)
+    --min-dof K      stop only once the fit has K residual degrees of freedom (runs - 5; default 4)
 """
 
 FLAGS = ("--target", "--width", "--fixed", "--max-flops", "--seed-budgets", "--seed-widths", "--batch", "--criterion",
@@ -62,13 +64,17 @@ def _set(ad: Adaptive, flag: str, text: str) -> None:
     if flag == "--fixed":
         ad.fixed = Path(text)
         return
+    if (flag, text) in (("--stable", "off"), ("--seed-widths", "all")):
+        setattr(ad, flag[2:].replace("-", "_"), None)
+        return
     try:
         x = float(text)
     except ValueError:
         x = math.nan
     whole, least = flag in WHOLE, 0 if flag == "--min-dof" else 1
     if not (math.isfinite(x) and (x >= least if whole else x > 0) and (x == int(x) or not whole)):
-        raise ConfigError(f"{flag}={text!r} is invalid: it must be a {f'whole number >= {least}' if whole else 'positive number'}")
+        other = {"--stable": " or off", "--seed-widths": " or all"}.get(flag, "")
+        raise ConfigError(f"{flag}={text!r} is invalid: it must be a {f'whole number >= {least}' if whole else 'positive number'}{other}")
     setattr(ad, flag[2:].replace("-", "_"), int(x) if whole else x)
 
 

@@ -57,14 +57,15 @@ class Adaptive:
     width: float | None = None  # stop once the interval is at most this wide; None: the fixed design's width
     fixed: Path | None = None  # a fixed study's output folder of the same sweep: its width and the comparison
     max_flops: float | None = None  # FLOPs the design may spend; None: the fixed design's
-    seed_budgets: int = 2
-    seed_widths: int | None = None  # per seed budget, this many widths spread from the smallest to the largest; None: all
-    batch: int | None = None  # runs per round; None: --jobs (cut short where one run is expected to reach the width)
+    # The defaults: the setting measured on study_quick (bench/RESULTS.md, "Inside the sweep's range").
+    seed_budgets: int = 3
+    seed_widths: int | None = 2  # per seed budget, this many widths spread from the smallest to the largest; None: all
+    batch: int = 1  # runs per round (a batch is cut after its first run expected to reach the width)
     criterion: str = "variance"
     level: float = 0.95
-    pool: str = "sweep"  # candidates: "sweep", its runs; "inside"/"wide", its grid widened (widened_grid)
-    stable: float | None = None  # stop only once the estimate moved by at most this x the half-width (goal_met)
-    min_dof: int = 0  # stop only once the fit has this many residual degrees of freedom (runs - 5)
+    pool: str = "inside"  # candidates: "sweep", its runs; "inside"/"wide", its grid widened (widened_grid)
+    stable: float | None = 0.5  # stop only once the estimate moved by at most this x the half-width (goal_met)
+    min_dof: int = 4  # stop only once the fit has this many residual degrees of freedom (runs - 5)
 
 
 POOLS = ("inside", "sweep", "wide")
@@ -147,7 +148,7 @@ def loop(st: Study, ad: Adaptive, pool_runs: list[Any], design: list[Any], targe
     from analysis.next_run import goal_met
 
     rounds: list[dict[str, Any]] = []
-    batch = ad.batch or st.jobs
+    batch = ad.batch
     while True:
         refresh(pool_runs)
         bad = [r for r in design if r.state != "completed"]

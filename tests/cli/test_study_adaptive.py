@@ -29,7 +29,7 @@ def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_
     out = tmp_path / "adaptive"
     # Room for one round of 2 runs at 1e11, and a width no fit reaches: the budget ends it.
     p = study("--adaptive", "--pool", "wide", "--width", 1e-9, "--max-flops", SEED_FLOPS + 2.2e11, "--batch", 2, "--jobs", 2,
-              "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
+              "--seed-budgets", 2, "--seed-widths", "all", "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     s = json.loads((out / "adaptive.json").read_text())
     assert [r["runs"] for r in s["rounds"]][:2] == [6, 8] and s["rounds"][-1]["stop"] == "budget spent"
@@ -43,12 +43,23 @@ def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_
     assert h["measured"] > 0 and abs(h["rel_error"]) < 0.2
     assert (out / "adaptive.md").read_text().startswith("# Adaptive study `study_quick`")
 
-    # Again, with a width the seed already reaches: nothing trains, round 0 stops, the records are reused.
-    p = study("--adaptive", "--width", 100, "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
+    # Again, with a width the seed already reaches and the width alone as the stop rule: nothing trains,
+    # round 0 stops, the records are reused.
+    p = study("--adaptive", "--width", 100, "--seed-budgets", 2, "--seed-widths", "all", "--stable", "off", "--min-dof", 0,
+              "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
     assert p.returncode == 0, p.stderr[-3000:]
     s2 = json.loads((out / "adaptive.json").read_text())
     assert s2["reached"] and len(s2["rounds"]) == 1 and s2["runs"] == 6  # the design: the seed alone
     assert "held-out: predicted" in p.stdout and p.stdout.strip().splitlines()[-1] == str(out.resolve())
+
+
+def test_the_defaults_are_the_measured_setting_and_off_or_all_restore_the_old_rule():
+    from scaling.cli.study_adaptive import split_adaptive
+
+    _, ad = split_adaptive(["--adaptive"])
+    assert (ad.pool, ad.seed_budgets, ad.seed_widths, ad.batch, ad.stable, ad.min_dof) == ("inside", 3, 2, 1, 0.5, 4)
+    rest, ad = split_adaptive(["--adaptive", "--stable", "off", "--seed-widths=all", "--min-dof", "0", "--jobs", "2"])
+    assert (ad.stable, ad.seed_widths, ad.min_dof, rest) == (None, None, 0, ["--jobs", "2"])
 
 
 @pytest.mark.parametrize("args,message", [
@@ -60,9 +71,9 @@ def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_
     (["--adaptive", "--width", "0.1", "--max-flops", "1e9"], "is smaller than the seed design's"),
     (["--adaptive", "--width", "0.1", "--target", "gamma"], "gamma"),
     (["--adaptive", "--width", "0.1", "--pool", "all"], "--pool='all' is unknown: choose inside, sweep, wide"),
-    (["--adaptive", "--seed-widths", "0"], "--seed-widths='0' is invalid: it must be a whole number >= 1"),
+    (["--adaptive", "--seed-widths", "0"], "--seed-widths='0' is invalid: it must be a whole number >= 1 or all"),
     (["--adaptive", "--min-dof", "-1"], "--min-dof='-1' is invalid: it must be a whole number >= 0"),
-    (["--adaptive", "--stable", "0"], "--stable='0' is invalid: it must be a positive number"),
+    (["--adaptive", "--stable", "0"], "--stable='0' is invalid: it must be a positive number or off"),
 ])
 def test_bad_adaptive_flags_are_one_line_and_exit_2(args, message, capsys, tmp_path):
     assert main(["--quick", "--out", str(tmp_path), *args]) == 2
