@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from scaling.run.record import RunRecord
+from scaling.sweep.expand import expand_values
+from scaling.sweep.pricing import plan_run
 from scaling.sweep.summary import summarize, write_summary
 
 
@@ -30,15 +32,8 @@ def costs(runs: list[Any], hold: Any, phases: dict[str, float], preset: Any, opt
         "convention": trained[0].convention, "sweep_flops": sweep_flops,
         "separate_flops": sum(r.compute for r in points), "holdout_flops": float(hold.compute),
         "sweep_train_seconds": train_s, "phases": dict(phases)}
-    fixed = preset.holdout_sweep if preset.holdout_overrides else None
-    if fixed is not None:
-        from scaling.study.launch import launch_args, plan
-
-        fixed_runs, _ = plan([f"+sweep={fixed}", f"runs_dir={Path(trained[0].run_dir).parents[1]}", *opts.overrides,
-                              *launch_args(opts, 1)])
-        out["fixed_sweep"] = fixed
-        out["fixed_runs"] = sum(1 for r in fixed_runs if not r.skip_reason)
-        out["fixed_flops"] = sum(r.compute for r in fixed_runs if not r.skip_reason)
+    if preset.holdout_overrides:
+        out.update(fixed_design(preset, opts, Path(trained[0].run_dir).parents[1]))
     else:
         out["fixed_sweep"], out["fixed_runs"], out["fixed_flops"] = preset.sweep, len(trained), sweep_flops
     out["ratio_to_fixed"] = sweep_flops / out["fixed_flops"] if out["fixed_flops"] else None
@@ -46,6 +41,19 @@ def costs(runs: list[Any], hold: Any, phases: dict[str, float], preset: Any, opt
         jobs = max(1, train_s / phases["sweep"])  # runs at a time, as this sweep achieved them
         out["fixed_seconds_estimate"] = out["fixed_flops"] / (sweep_flops / train_s) / jobs
     return out
+
+
+def fixed_design(preset: Any, opts: Any, runs_dir: Path) -> dict[str, Any]:
+    """The fixed design without branches (``preset.holdout_sweep``, with the study's overrides): its runs left
+    after the skip rules and their FLOPs, planned as ``scaling-plan`` plans them, but from one composed
+    config (``expand_values``: the sweep's jobs differ only in their budget and shape)."""
+    from scaling.study.launch import launch_args
+
+    jobs = expand_values([f"+sweep={preset.holdout_sweep}", f"runs_dir={runs_dir}", *opts.overrides,
+                          *launch_args(opts, 1)])
+    runs = [plan_run(cfg, i, job) for i, (job, cfg) in enumerate(jobs)]
+    return {"fixed_sweep": preset.holdout_sweep, "fixed_runs": sum(1 for r in runs if not r.skip_reason),
+            "fixed_flops": sum(r.compute for r in runs if not r.skip_reason)}
 
 
 def write_sweep_summary(group_dir: Path, name: str, runs: list[Any]) -> dict[str, Any]:

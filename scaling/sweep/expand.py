@@ -9,12 +9,13 @@ each job's overrides; each job's config is then composed with the Compose API fr
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from typing import Any, Iterator
 
 import omegaconf._utils
 import omegaconf.base
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from scaling.config import CONF_DIR
 from scaling.errors import ConfigError
@@ -79,9 +80,11 @@ def _check_sweep_name(overrides: list[str], config_loader: Any) -> None:
             raise ConfigError(f"unknown sweep {value!r}: choose one of {', '.join(names)}")
 
 
-def expand(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
-    """(job overrides, composed job config) of every job of the multirun ``overrides`` describe."""
-    from hydra import compose, initialize_config_dir
+@contextlib.contextmanager
+def _multirun_master(overrides: list[str]) -> Iterator[tuple[DictConfig, list[str], list[list[str]], Any]]:
+    """Within Hydra's initialised config dir: the multirun master config ``overrides`` compose, its Hydra
+    overrides, each job's overrides and the config loader."""
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
 
@@ -93,5 +96,61 @@ def expand(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
         master = gh.hydra.compose_config("config", overrides, run_mode=RunMode.MULTIRUN,
                                          with_log_configuration=False)
         hydra_overrides = list(OmegaConf.to_container(master.hydra.overrides.hydra, resolve=False))
-        jobs = job_overrides(master, loader)
+        yield master, hydra_overrides, job_overrides(master, loader), loader
+
+
+def expand(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
+    """(job overrides, composed job config) of every job of the multirun ``overrides`` describe."""
+    from hydra import compose
+
+    with _multirun_master(overrides) as (_, hydra_overrides, jobs, _):
         return [(job, compose("config", overrides=hydra_overrides + job, return_hydra_config=False)) for job in jobs]
+
+
+def expand_values(overrides: list[str]) -> list[tuple[list[str], DictConfig]]:
+    """Like ``expand``, without composing each job: where the sweeper's parameters only set config values that
+    no other override sets (no config group, no sweep among the task's overrides), each job's config is the
+    master config with the job's parameter overrides applied as Hydra applies them when it composes the job
+    (``ConfigLoaderImpl._apply_overrides_to_config``), on a copy without the ``hydra`` node. Several times
+    faster for pricing a sweep; any other sweep is composed job by job, as ``expand`` does."""
+    from hydra import compose
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with _multirun_master(overrides) as (master, hydra_overrides, jobs, loader):
+        parser = OverridesParser.create(config_loader=loader)
+        params = set(OmegaConf.select(master, "hydra.sweeper.params", default=None) or {})
+        task = parser.parse_overrides(list(OmegaConf.to_container(master.hydra.overrides.task, resolve=False)))
+        own = [[o for o in parser.parse_overrides(job) if o.get_key_element() in params] for job in jobs]
+        if not _values_only(task, own, set(master.hydra.runtime.choices)):
+            return [(job, compose("config", overrides=hydra_overrides + job, return_hydra_config=False))
+                    for job in jobs]
+        base = copy.deepcopy(master)
+        with open_dict(base):
+            del base["hydra"]
+        out = []
+        for job, parsed in zip(jobs, own):
+            cfg = copy.deepcopy(base)
+            ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
+            out.append((job, cfg))
+        return out
+
+
+def _values_only(task: list[Any], own: list[list[Any]], groups: set[str]) -> bool:
+    """Whether the jobs' parameter overrides only set config values, in an order that cannot matter: none
+    names a config group or deletes a key, no task override sets a value on the same key (or above or below
+    it; a config group's choice is composed before any value in both ways), and no task override is itself
+    a sweep. ``groups``: the config groups of the composition (``hydra.runtime.choices``)."""
+    def is_group(o: Any) -> bool:
+        return o.package is not None or o.key_or_group in groups
+
+    if any(o.is_sweep_override() for o in task):
+        return False
+    task_keys = [o.key_or_group for o in task if not is_group(o)]
+    for o in (o for job in own for o in job):
+        key = o.key_or_group
+        if o.is_hydra_override() or o.is_delete() or is_group(o):
+            return False
+        if any(t == key or t.startswith(key + ".") or key.startswith(t + ".") for t in task_keys):
+            return False
+    return True
