@@ -1,0 +1,146 @@
+"""The adaptive study replayed offline on a study's real run records: the share of the fixed design's FLOPs
+at which the stop rule holds, per seed design, candidate pool and stop rule.
+
+The fixed design is the run folder of a fixed study (``scaling-study --design cosine``): its runs are the
+sweep, their budgets and widths its grid, and its interval on ``a`` the width to reach. More folders of
+the same sweep (runs trained at the widened grid's budgets and widths) add candidates. Every candidate is
+a record with a measured loss: nothing is simulated. Pools: ``sweep`` (the fixed runs), ``inside``
+(every record within the sweep's range of widths and budgets), ``all`` (every record). Seeds: the K
+smallest budgets, M widths of each spread as ``scaling-study --adaptive --seed-widths M`` spreads them.
+Each step adds one run (``analysis.replay``: the study's ``--batch 1``) and stops by ``goal_met``.
+
+    python bench/bench_adaptive_replay.py /tmp/qfix/runs/study-quick /tmp/mid/runs/study-quick
+    python bench/bench_adaptive_replay.py FIXED MORE --seeds 3x2,2x3 --rules width,stable=0.5+dof=4
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from analysis import load_runs
+from analysis.next_run import replay
+from analysis.next_run_criteria import fit_posterior, interval, resolve_target
+from scaling.study.adaptive import seed_design
+
+POOLS = ("sweep", "inside", "all")
+
+
+def records(folders: list[Path], params: str, flops: str) -> pd.DataFrame:
+    """The completed runs of every folder (the first folder's are the fixed design: ``fixed``), one row per run."""
+    frames = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, folder in enumerate(folders):
+            frames.append(load_runs(folder, params=params, flops=flops).assign(fixed=i == 0))
+    runs = pd.concat(frames).drop_duplicates("run_id").reset_index(drop=True)
+    runs["width"] = runs["width"].astype(int)
+    return runs
+
+
+def grid(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The sweep's budgets (the fixed runs' C clustered within 5%, 3 significant digits) and their geometric
+    midpoints."""
+    budgets: list[float] = []
+    for c in sorted(runs.loc[runs.fixed, "C"]):
+        if not budgets or c > budgets[-1] * 1.05:
+            budgets.append(float(f"{c:.3g}"))
+    mids = [math.sqrt(a * b) for a, b in zip(budgets, budgets[1:])]
+    return np.array(budgets), np.array(sorted(budgets + mids))
+
+
+def with_budgets(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each run's budget: the nearest in log C of the sweep's budgets and midpoints (3 significant digits)."""
+    _, levels = grid(runs)
+    near = np.abs(np.log(runs["C"].to_numpy())[:, None] - np.log(levels)).argmin(axis=1)
+    return runs.assign(budget=[float(f"{levels[k]:.3g}") for k in near])
+
+
+def pool_of(runs: pd.DataFrame, name: str) -> pd.DataFrame:
+    fixed = runs[runs.fixed]
+    if name == "sweep":
+        keep = runs.fixed
+    elif name == "inside":
+        keep = runs.width.between(fixed.width.min(), fixed.width.max()) & runs.C.between(0.95 * fixed.C.min(), 1.05 * fixed.C.max())
+    else:
+        keep = runs.fixed | ~runs.fixed
+    return runs[keep].reset_index(drop=True)
+
+
+def seed_mask(pool: pd.DataFrame, n_budgets: int, n_widths: int | None) -> np.ndarray:
+    """The seed as the adaptive study takes it (``seed_design``) among the pool's fixed runs."""
+    fixed = [SimpleNamespace(shape={"width": r.width, "depth": r.depth}, budget=r.budget, row=i)
+             for i, r in pool[pool.fixed].iterrows()]
+    mask = np.zeros(len(pool), bool)
+    mask[[r.row for r in seed_design(fixed, n_budgets, n_widths)]] = True
+    return mask
+
+
+def parse_rule(text: str) -> dict[str, float]:
+    """``width`` -> {}; ``stable=0.5+dof=4`` -> {"stable": 0.5, "min_dof": 4}."""
+    out: dict[str, float] = {}
+    for part in text.split("+"):
+        key, _, value = part.partition("=")
+        if key == "stable":
+            out["stable"] = float(value)
+        elif key == "dof":
+            out["min_dof"] = int(value)
+        elif key != "width":
+            raise SystemExit(f"--rules: {part!r} is not width, stable=S or dof=K")
+    return out
+
+
+def replay_row(pool: pd.DataFrame, init: np.ndarray, fixed: tuple[float, float, float], flops: float,
+               criterion: str, rule: dict[str, float]) -> dict[str, object]:
+    """One replay to the fixed width under ``rule``: share of the fixed FLOPs, the interval and the runs added."""
+    est, lo, hi = fixed
+    cost = pool["C"].to_numpy(float)
+    t = replay(pool.N.to_numpy(float), pool.D.to_numpy(float), pool.loss.to_numpy(float), init, "a", criterion,
+               cost=cost, stop_width=hi - lo, **rule)
+    last = t.iloc[-1]
+    added = [f"w{pool.width[k]}@{pool.budget[k]:.3g}" for k in t.point.iloc[1:]]
+    return {"share": (cost[init].sum() + t.attrs["spent"]) / flops, "reached": t.attrs["reached"],
+            "runs": int(init.sum()) + len(added), "a": last.estimate, "low": last.low, "high": last.high,
+            "width": last.width, "holds_fixed": bool(last.low <= est <= last.high), "added": ", ".join(added)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="+", type=Path, help="the fixed study's run folder first, then more run folders")
+    p.add_argument("--seeds", default="2xall,2x3,3x2", help="KxM: the K smallest budgets, M widths each (all: every width)")
+    p.add_argument("--pools", default=",".join(POOLS))
+    p.add_argument("--rules", default="width,dof=4,stable=0.5,stable=0.5+dof=4")
+    p.add_argument("--criterion", default="variance")
+    p.add_argument("--params", default="total")
+    p.add_argument("--flops", default="6nd_total")
+    args = p.parse_args()
+    runs = with_budgets(records(args.folders, args.params, args.flops))
+    fixed_runs = runs[runs.fixed]
+    post = fit_posterior(*(fixed_runs[c].to_numpy(float) for c in ("N", "D", "loss")))
+    fixed = interval(post, resolve_target("a"))
+    flops = float(fixed_runs.C.sum())
+    print(f"fixed design: {len(fixed_runs)} runs, {flops:.3g} FLOPs, a = {fixed[0]:.4f} ({fixed[1]:.4f} to {fixed[2]:.4f}, "
+          f"width {fixed[2] - fixed[1]:.4f}); {len(runs) - len(fixed_runs)} more records; criterion {args.criterion}\n")
+    print("| seed | pool | stop rule | share of fixed FLOPs | runs | a (95% Laplace) | width | holds the fixed a | added |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for seed in args.seeds.split(","):
+        k, _, m = seed.partition("x")
+        for name in args.pools.split(","):
+            pool = pool_of(runs, name)
+            init = seed_mask(pool, int(k), None if m == "all" else int(m))
+            for rule in args.rules.split(","):
+                r = replay_row(pool, init, fixed, flops, args.criterion, parse_rule(rule))
+                share = f"{100 * r['share']:.1f}%" + ("" if r["reached"] else " (not reached)")
+                print(f"| {seed} ({100 * pool.C[init].sum() / flops:.0f}%) | {name} | {rule} | {share} | {r['runs']} | "
+                      f"{r['a']:.3f} ({r['low']:.3f} to {r['high']:.3f}) | {r['width']:.3f} | "
+                      f"{'yes' if r['holds_fixed'] else 'no'} | {r['added']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
