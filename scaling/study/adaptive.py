@@ -129,8 +129,9 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
 
 
 def candidate_runs(st: Study, ad: Adaptive) -> list[Any]:
-    """The planned runs a round may choose from: the sweep's, and with the ``wide`` pool the widened grid's
-    runs its rules do not skip (the same run of both plans once: run directories are config-hashed)."""
+    """The planned runs a round may choose from: the sweep's, and with the ``inside`` or ``wide`` pool the
+    widened grid's runs its rules do not skip (the same run of both plans once: run directories are
+    config-hashed)."""
     if ad.pool == "sweep":
         return list(st.runs)
     wide, _ = plan(st.base + launch_args(st.opts, st.jobs) + widened_grid(st.cfgs[0], beside=ad.pool == "wide"))
