@@ -33,7 +33,7 @@ from analysis.curve_laws.branches import predict_branches, split_trunk
 from scaling.sweep.branch_plan import sweep_flops
 
 MULTIPLES = (2, 3, 4, 6)
-LAWS = ("multipower", "tissue")
+LAWS = ("multipower", "tissue", "mpexp")
 VARIANTS = [  # (loss column, label, options of predict_branches) of the summary
     ("val/loss", "code", {}), ("val/loss", "code, delta 5e-3", {"delta": 5e-3}),
     ("val/loss", "paper", {"warmup": "paper"}), ("train/loss", "code", {}),
@@ -77,7 +77,8 @@ def held_out(curves, law: str, fit: int, loss: str, **options) -> tuple[list[dic
         pred = table[table["predicted"] & (table["branch_step"] == point[r]) & (table["cooldown_steps"] == cool[r])]
         measured = float(branches[r]["val/loss"].dropna().iloc[-1])
         rows.append({"run_id": r, "branch_step": point[r], "cooldown_steps": cool[r], "measured": measured,
-                     "predicted": float(pred["loss"].iloc[0]), "error": float(pred["loss"].iloc[0]) / measured - 1})
+                     "predicted": float(pred["loss"].iloc[0]), "error": float(pred["loss"].iloc[0]) / measured - 1,
+                     "low": float(pred["loss_low"].iloc[0]), "high": float(pred["loss_high"].iloc[0])})
     return rows, res.warnings
 
 
@@ -93,6 +94,8 @@ def main() -> None:
     ap.add_argument("--warmup", default="code", help="warmup convention of the laws (code or paper)")
     ap.add_argument("--fit-branch", type=int, default=3, help="index (by length) of the branch fitted with the trunk")
     ap.add_argument("--runs-dir", help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--bootstrap", type=int, default=0, help="resamples for the 95%% band of each prediction")
+    ap.add_argument("--no-grid", action="store_true", help="skip the summary grid (every law, fitted branch, variant)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         runs_dir = Path(args.runs_dir or tmp)
@@ -100,10 +103,12 @@ def main() -> None:
         records = [json.loads(p.read_text()) for p in (runs_dir / "wsd").glob("*/result.json")]
         curves = load_curves(runs_dir / "wsd", loss="val/loss")
         t0 = time.time()
-        results = {law: held_out(curves, law, args.fit_branch, "val/loss", warmup=args.warmup) for law in LAWS}
-        fit_s = (time.time() - t0) / 2
-        summary = [(law, label, k, loss, held_out(curves, law, k, loss, **options)[0])
-                   for loss, label, options in VARIANTS for law in LAWS for k in range(len(MULTIPLES))]
+        results = {law: held_out(curves, law, args.fit_branch, "val/loss", warmup=args.warmup,
+                                  bootstrap=args.bootstrap) for law in LAWS}
+        fit_s = (time.time() - t0) / len(LAWS)
+        summary = [] if args.no_grid else [(law, label, k, loss, held_out(curves, law, k, loss, **options)[0])
+                                           for loss, label, options in VARIANTS for law in LAWS
+                                           for k in range(len(MULTIPLES))]
     by_id = {r["run_id"]: r for r in records}
     all_flops = sweep_flops(records)
     saved = sum(by_id[row["run_id"]]["own_flops"]["6nd"] for row in results["tissue"][0])
@@ -115,16 +120,20 @@ def main() -> None:
           f"to 0), width {args.width}, depth 2, {args.batch * CONTEXT} tokens/step, lr {args.lr:g}; fitted: trunk + "
           f"branch {args.fit_branch} (val/loss every {args.eval_every} steps), warmup convention {args.warmup}, "
           f"seed {args.seed}")
-    print("| law | branch point | cooldown | measured val loss | predicted | error | within 0.5% |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    band = " | 95% band | measured in band" if args.bootstrap else ""
+    print(f"| law | branch point | cooldown | measured val loss | predicted | error | within 0.5%{band} |")
+    print("| --- " * (7 + 2 * bool(args.bootstrap)) + "|")
     for law, (rows, warns) in results.items():
         for r in rows:
+            inside = f" | {r['low']:.4f}-{r['high']:.4f} | {'yes' if r['low'] <= r['measured'] <= r['high'] else 'no'}"
             print(f"| {law} | {r['branch_step']} | {r['cooldown_steps']} | {r['measured']:.4f} | {r['predicted']:.4f} "
-                  f"| {r['error']:+.2%} | {'yes' if abs(r['error']) <= 0.005 else 'no'} |")
+                  f"| {r['error']:+.2%} | {'yes' if abs(r['error']) <= 0.005 else 'no'}{inside if band else ''} |")
         if warns:
-            print(f"| {law} | fit warnings: {'; '.join(warns)} | | | | | |")
+            print(f"| {law} | fit warnings: {'; '.join(warns)} |" + " |" * (5 + 2 * bool(args.bootstrap)))
     print(f"FLOPs (6ND): all 5 runs {all_flops:.3e}; the 3 branches not trained {saved:.3e}: "
           f"saved {saved / all_flops:.1%}")
+    if not summary:
+        return
     print("\nerror of each branch not fitted (branch point/cooldown: error), by law, warmup convention (Huber delta "
           "1e-3 unless given), fitted branch and loss column:")
     for law, label, k, loss, rows in summary:

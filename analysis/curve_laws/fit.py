@@ -9,7 +9,7 @@ Objective as the Multi-Power Law authors' code: Huber (delta 1e-3) of log(measur
 summed over every point of every curve (``objective.Problem``). Starts: a grid over the law's nonlinear
 parameters, the linear ones (L0, A, and B or C) solved by non-negative least squares for each; the best
 starts are refined by trust-region least squares with analytic Jacobians, in logs of the scale
-parameters (``objective.minimise``). Bootstrap: resample the runs (a single run: blocks of its points),
+parameters (``objective.minimise``). Bootstrap: resample the runs (fewer than 3: blocks of points within each run),
 refit (``lsq``: from the point estimate; ``paper``: the whole procedure); the draws give the intervals
 of the parameters and the prediction band.
 
@@ -53,6 +53,7 @@ from analysis.curve_laws.objective import Problem, linear_start, minimise
 
 __all__ = ["EXTRAPOLATION", "METHODS", "WARMUP_NOTES", "CurveModel", "curve_law", "fit_loss_curve"]
 METHODS = ("lsq", "paper")
+RUNS_TO_RESAMPLE = 3  # fewer runs: the bootstrap resamples blocks of points within each run
 
 
 def fit_loss_curve(
@@ -84,7 +85,8 @@ def fit_loss_curve(
       ``curves`` are ignored.
     warmup: ``code`` (default; the released code's convention, the ramp inside the loss-drop term) or
       ``paper`` (the literal paper: the ramp only in S1). Named in ``diagnostics["warmup"]``.
-    bootstrap: resamples of the runs (one run: blocks of points) for intervals and the prediction band.
+    bootstrap: resamples of the runs (fewer than 3 runs: blocks of points within each) for intervals and the
+      prediction band.
     fix: parameters held at a value, e.g. ``{"decay": 0.999}`` (Tissue et al.'s default).
     starts: nonlinear starting values to use instead of the built-in grid (the linear ones are solved).
     min_step: fit only points at or after this step (default: the points after each run's warmup).
@@ -119,7 +121,7 @@ def fit_loss_curve(
                         n_points=n_points, seconds=time.perf_counter() - t0, method=method)
     if n_boot:
         diag["bootstrap"] = n_boot
-        diag["bootstrap_over"] = "runs" if len(ys) >= 2 else "blocks of points (a single run)"
+        diag["bootstrap_over"] = "runs" if len(ys) >= RUNS_TO_RESAMPLE else "blocks of points within each run"
     return make_result(model, lw.formula, diag, _warnings(notes, best), samples, tables)
 
 
@@ -212,16 +214,22 @@ def _bootstrap(problem: Problem, p_hat: np.ndarray, peak: float, n_boot: int, se
 
 
 def _resample(rng: np.random.Generator, ys: list[np.ndarray]) -> list[np.ndarray]:
-    """Point counts of one bootstrap resample: multinomial counts of the runs, or of blocks of one run."""
-    if len(ys) >= 2:
+    """Point counts of one bootstrap resample: multinomial counts of the runs (``RUNS_TO_RESAMPLE`` runs or
+    more), else of blocks of points within each run (a draw of one or two runs would often hold a single
+    run, which cannot identify the law's drop term)."""
+    if len(ys) >= RUNS_TO_RESAMPLE:
         counts = rng.multinomial(len(ys), np.full(len(ys), 1.0 / len(ys)))
         return [np.full(len(y), int(k), dtype=np.int64) for y, k in zip(ys, counts)]
-    n = len(ys[0])
+    return [_block_counts(rng, len(y)) for y in ys]
+
+
+def _block_counts(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Counts of the points of one run: 10 blocks of consecutive points, resampled."""
     size = max(1, n // 10)
     blocks = np.arange(n) // size
     nb = int(blocks.max()) + 1
     counts = rng.multinomial(nb, np.full(nb, 1.0 / nb))
-    return [counts[blocks].astype(np.int64)]
+    return counts[blocks].astype(np.int64)
 
 
 def _tables(lw: Law, p_hat: np.ndarray, runs: list[cdata.Curve], designs: list[Design],

@@ -79,6 +79,26 @@ def test_branch_point_and_lr_read_off_the_logged_lr():
     assert longer[longer["predicted"]]["extrapolated"].all()
 
 
+def test_the_band_of_a_trunk_and_one_branch_resamples_points_within_each_run():
+    """Two runs: a draw of whole runs would often hold the trunk alone, which says nothing of the cooldown;
+    blocks of points within each run keep both in every draw, so the band is finite and holds the truth."""
+    law = curve_law("tissue", **LAWS["tissue"])
+    rng = np.random.default_rng(0)
+    trunk = curve(law, trunk_lrs())
+    branch = curve(law, branch_lrs(480, 120), start=480).assign(branch_step=480)
+    trunk, branch = (f.assign(loss=f["loss"] * np.exp(rng.normal(0, 2e-3, len(f)))) for f in (trunk, branch))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table, res = predict_branches(trunk, {"b480": branch}, branch_points=[240], cooldowns=[60], law="tissue",
+                                      schedules={"trunk": trunk_lrs(), "b480": branch_lrs(480, 120)},
+                                      bootstrap=8, return_fit=True)
+    assert res.diagnostics["bootstrap_over"] == "blocks of points within each run"
+    row = table[table["predicted"]].iloc[0]
+    truth = float(law.predict(branch_lrs(240, 60), [300])["loss"].iloc[0])
+    assert row["loss_low"] < row["loss"] < row["loss_high"] < row["loss"] * 1.02
+    assert row["loss_low"] <= truth <= row["loss_high"]
+
+
 def _inputs():
     law = curve_law("tissue", **LAWS["tissue"])
     trunk = curve(law, trunk_lrs(), every=1)
