@@ -163,10 +163,10 @@ def test_predicted_points_fill_an_isoflop_profile_marked_and_counted_apart(tmp_p
     assert any(f"{n_pred} of {len(df)} points are predicted" in w for w in res.warnings)
     plain = fit_isoflop(df.N, df.loss, df.C)
     assert plain.diagnostics["n_predicted"] == 0 and not any("predicted" in w for w in plain.warnings)
-    svg = plot_isoflop(res, tmp_path / "iso")[1]
+    svg = plot_isoflop(res, tmp_path / "iso", formats=("svg",))[0]
     assert sum(svg_group(svg, "predicted-points")) == n_pred and sum(svg_group(svg, "run-points")) == len(df) - n_pred
     assert "<!-- predicted (never trained) -->" in svg.read_text()
-    assert "predicted (never trained)" not in plot_isoflop(plain, tmp_path / "plain")[1].read_text()
+    assert "predicted (never trained)" not in plot_isoflop(plain, tmp_path / "plain", formats=("svg",))[0].read_text()
     with pytest.raises(AnalysisInputError, match="predicted: 3 values for 18 points"):
         fit_isoflop(df.N, df.loss, df.C, predicted=[True, False, True])
 
