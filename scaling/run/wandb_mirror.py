@@ -14,11 +14,12 @@ config is built from the resolved run config alone, and any string holding the A
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -154,20 +155,21 @@ def start(cfg: DictConfig, run_dir: str | Path, run_id: str, resume_id: str | No
         in_sweep = OmegaConf.select(cfg, "sweep", default=None) is not None  # a run of a named sweep
         directory = Path(_get(wcfg, "dir", None) or (sweep_folder(run_dir) if in_sweep else run_dir))
         directory.mkdir(parents=True, exist_ok=True)
-        run = wandb.init(
-            project=_get(wcfg, "project", "scaling"),
-            entity=_get(wcfg, "entity", None) or None,
-            group=_get(wcfg, "group", None) or str(cfg.get("group") or "default"),
-            tags=[str(t) for t in (_get(wcfg, "tags", None) or [])],
-            name=run_id,
-            job_type=JOB_TYPE,
-            id=resume_id or wandb_run_id(run_id),
-            resume="allow",
-            dir=str(directory),
-            config=config,
-            reinit="create_new",  # one W&B run per job, even with several jobs in one process
-            settings=_settings(wandb, mode),
-        )
+        with packages_listed_once():  # W&B lists the installed packages once per process
+            run = wandb.init(
+                project=_get(wcfg, "project", "scaling"),
+                entity=_get(wcfg, "entity", None) or None,
+                group=_get(wcfg, "group", None) or str(cfg.get("group") or "default"),
+                tags=[str(t) for t in (_get(wcfg, "tags", None) or [])],
+                name=run_id,
+                job_type=JOB_TYPE,
+                id=resume_id or wandb_run_id(run_id),
+                resume="allow",
+                dir=str(directory),
+                config=config,
+                reinit="create_new",  # one W&B run per job, even with several jobs in one process
+                settings=_settings(wandb, mode),
+            )
         run.define_metric("tokens")
         run.define_metric("flops")
         for key in ("Loss/*", "train/*", "val/*", "pred/*", "lr", "tokens_per_s", "mfu"):
@@ -213,20 +215,54 @@ def run_config(cfg: DictConfig, run_id: str, info: Mapping[str, Any]) -> dict[st
 
 
 def _settings(wandb: Any, mode: str) -> Any:
-    """Fast, quiet, bounded: no git/metadata/console capture; system stats only online; init/finish timeouts."""
+    """Fast, quiet, bounded: no git/metadata/console capture; system stats only online; init/finish timeouts.
+    A setting the user gives through W&B's own environment variable (``WANDB_X_DISABLE_STATS=false``:
+    system metrics offline too) is left to W&B."""
     online = mode == "online"
+    defaults = dict(x_disable_stats=not online, x_disable_meta=True, disable_git=True, save_code=False,
+                    disable_job_creation=True, console="off")
     return wandb.Settings(
         mode=mode,
         init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT") or INIT_TIMEOUT_S),
         finish_timeout=float(os.environ.get("WANDB_FINISH_TIMEOUT") or FINISH_TIMEOUT_S) if online else 0.0,
-        x_disable_stats=not online,
-        x_disable_meta=True,
-        disable_git=True,
-        save_code=False,
-        disable_job_creation=True,
-        console="off",
         silent=True,
+        **{key: value for key, value in defaults.items() if not _set_in_env(key)},
     )
+
+
+def _set_in_env(setting: str) -> bool:
+    """Whether the environment sets this W&B setting: ``WANDB_<SETTING>``, or ``WANDB__<NAME>`` for ``x_<name>``."""
+    names = [f"WANDB_{setting.upper()}"] + ([f"WANDB__{setting[2:].upper()}"] if setting.startswith("x_") else [])
+    return any(os.environ.get(name, "").strip() for name in names)
+
+
+_PACKAGES: list[Any] = []  # the installed packages as W&B lists them, the first time a run of this process starts
+
+
+@contextlib.contextmanager
+def packages_listed_once() -> Iterator[None]:
+    """Within the block, W&B's list of installed packages (``wandb.util.working_set``, which each run's start
+    saves as its ``requirements.txt``) is read once per process: listing it parses the metadata of every
+    installed distribution, about 0.3 s, most of a later run's offline start in a worker that trains many.
+    The packages do not change while a worker trains, so every run keeps the same ``requirements.txt``.
+    Leaves W&B alone where it has no such function (another version)."""
+    import wandb.util
+
+    listing = getattr(wandb.util, "working_set", None)
+    if not callable(listing):
+        yield
+        return
+
+    def cached() -> Iterator[Any]:
+        if not _PACKAGES:
+            _PACKAGES.extend(listing())
+        return iter(_PACKAGES)
+
+    wandb.util.working_set = cached
+    try:
+        yield
+    finally:
+        wandb.util.working_set = listing
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -138,6 +138,62 @@ def test_two_jobs_in_one_process_make_two_runs(env):
     assert [h["step"] for h in runs["run-b"].history] == [2]
 
 
+def _requirements(run_folder: Path, timeout: float = 15.0) -> str:
+    """``files/requirements.txt`` of an offline run, once W&B's service has written it."""
+    path = run_folder / "files" / "requirements.txt"
+    deadline = time.monotonic() + timeout
+    while not path.is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return path.read_text()
+
+
+def test_every_run_of_a_process_saves_the_installed_packages(env):
+    """The package list is read once per process, yet each run still saves all of it (``requirements.txt``,
+    the W&B Files tab after ``wandb sync``), and W&B's own listing is left as it was."""
+    import wandb.util
+
+    listing = wandb.util.working_set
+    for rid in ("run-p", "run-q"):
+        m = wandb_mirror.start(make_cfg(), env / rid, rid, None, INFO)
+        m.log(rows(1)[0], 1)
+        m.finish(result_of(rid))
+    assert wandb.util.working_set is listing
+    texts = [_requirements(folder) for rid in ("run-p", "run-q")
+             for folder in (env / rid / "wandb").glob("offline-run-*")]
+    installed = {f"{d.key}=={d.version}" for d in listing()}
+    assert len(texts) == 2 and all(set(t.split()) == installed for t in texts)
+
+
+def _record_kind(record_type, data: bytes) -> str:
+    record = record_type()
+    record.ParseFromString(data)
+    return record.WhichOneof("record_type")
+
+
+def test_system_metrics_are_recorded_offline_when_the_user_turns_them_on(env):
+    """Offline runs skip system metrics unless ``WANDB_X_DISABLE_STATS=false`` (W&B's own variable, read when
+    a process starts its first run): then the ``.wandb`` file holds stats records, as an online run's would."""
+    from analysis.wandb_files import _records
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    script = ("import sys, time\nfrom omegaconf import OmegaConf\nfrom scaling.config import RunConfig\n"
+              "from scaling.run import wandb_mirror\ncfg = OmegaConf.structured(RunConfig)\n"
+              "cfg.logger.wandb.mode, cfg.logger.wandb.project = 'offline', 'test'\n"
+              "m = wandb_mirror.start(cfg, sys.argv[1], 'run-s', None, {})\n"
+              "for s in range(1, 6):\n    m.log({'step': s, 'train/loss': 1.0 / s}, s)\n    time.sleep(0.3)\n"
+              "m.finish({'status': 'completed'})\n")
+    kinds = {}
+    for flag in ("", "false"):
+        run_dir = env / f"stats-{flag or 'default'}"
+        extra = {"WANDB_X_DISABLE_STATS": flag} if flag else {}
+        subprocess.run([sys.executable, "-c", script, str(run_dir)], check=True, timeout=120,
+                       env={**wandb_env(env), "WANDB_X_STATS_SAMPLING_INTERVAL": "0.2", **extra})
+        assert len(read_back(run_dir)) == 1
+        kinds[flag] = [_record_kind(pb.Record, data) for f in run_dir.rglob("run-*.wandb") for data in _records(f)]
+    assert "stats" not in kinds[""] and "stats" in kinds["false"]
+    assert kinds[""].count("history") == kinds["false"].count("history") == 5
+
+
 def test_resumed_mirror_continues_the_same_wandb_run(env):
     cfg = make_cfg()
     first = wandb_mirror.start(cfg, env / "r", "run-r", None, INFO)
