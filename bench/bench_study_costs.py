@@ -1,7 +1,8 @@
 """Time of pricing the fixed design without branches for the study report (``scaling.study.costs``): planned
 through Hydra job by job (``scaling.study.launch.plan``, as the report did before) against ``fixed_design``
-(one composed config, ``scaling.sweep.expand.expand_values``). Each way runs in a fresh process (Hydra's
-and OmegaConf's caches cold, as in a study), and the runs and FLOPs of both must be equal.
+(one composed config, ``scaling.sweep.expand.expand_values``). Each way runs in a process of its own that
+has planned the study's branch design first (as the study has when it writes its report), and the runs
+and FLOPs of both must be equal.
 
     python bench/bench_study_costs.py                  # the quick and the full design
 """
@@ -18,11 +19,12 @@ from pathlib import Path
 ONE = """
 import json, sys, time
 from scaling.study.options import Options
+from scaling.study.launch import launch_args, plan
 opts = Options(variant=sys.argv[1], design="wsd")
 runs_dir = "/tmp/bench-study-costs/runs"
+plan([f"+sweep={opts.preset.sweep}", f"runs_dir={runs_dir}", *launch_args(opts, 1)])  # as the study did before
 t0, c0 = time.perf_counter(), time.process_time()
 if sys.argv[2] == "hydra":
-    from scaling.study.launch import launch_args, plan
     runs, _ = plan([f"+sweep={opts.preset.holdout_sweep}", f"runs_dir={runs_dir}", *launch_args(opts, 1)])
     out = {"fixed_runs": sum(1 for r in runs if not r.skip_reason),
            "fixed_flops": sum(r.compute for r in runs if not r.skip_reason)}
