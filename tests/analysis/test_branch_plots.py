@@ -66,18 +66,18 @@ def test_loss_against_compute_marks_branch_points(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         runs = load_runs(branching_sweep(tmp_path / "runs"))
-    paths = plot_loss_vs_compute(runs, tmp_path / "lvc")
+    paths = plot_loss_vs_compute(runs, tmp_path / "lvc", formats=("png", "svg"))
     assert svg_group(paths[1], "branch-points") == [9] and svg_group(paths[1], "run-points") == [1]
     text = paths[1].read_text()
     assert "<!-- WSD branch (cooldown) -->" in text and "<!-- run -->" in text  # legend entries of the markers
-    plain = plot_loss_vs_compute(runs[runs["role"] == "run"], tmp_path / "plain")  # no branch: no role legend
+    plain = plot_loss_vs_compute(runs[runs["role"] == "run"], tmp_path / "plain", formats=("png", "svg"))  # no branch: no role legend
     assert svg_group(plain[1], "branch-points") == [] and "WSD branch" not in plain[1].read_text()
 
 
 def test_isoflop_profiles_mark_branch_points(tmp_path):
     df = isoflop_points(budgets=np.geomspace(1e18, 1e19, 2))  # 2 budgets x 9 sizes
     df["role"] = np.where(np.arange(len(df)) % 3 == 0, "branch", "run")
-    svg = plot_isoflop(fit_isoflop(df.N, df.loss, df.C), tmp_path / "iso", runs=df)[1]
+    svg = plot_isoflop(fit_isoflop(df.N, df.loss, df.C), tmp_path / "iso", runs=df, formats=("png", "svg"))[1]
     assert svg_group(svg, "branch-points") == [3, 3] and svg_group(svg, "run-points") == [6, 6]  # per budget
     assert "<!-- WSD branch (cooldown) -->" in svg.read_text()
 
@@ -87,7 +87,7 @@ def test_plot_branches_hangs_each_branch_off_its_trunk(tmp_path):
         warnings.simplefilter("ignore")
         curves = load_curves(branching_sweep(tmp_path / "runs"))
     for x in ("D", "C"):
-        png, svg = plot_branches(curves, tmp_path / f"branches_{x}", x=x)
+        png, svg = plot_branches(curves, tmp_path / f"branches_{x}", x=x, formats=("png", "svg"))
         assert png.stat().st_size > 5000
         assert len(svg_group(svg, "trunk-w")) == 3  # one curve per trunk
         assert sum(svg_group(svg, "branch-starts")) == 9 and sum(svg_group(svg, "branch-ends")) == 9
