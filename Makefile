@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
+# Test processes (pytest-xdist); each test module runs whole in one of them, so module fixtures run once.
+TEST_WORKERS ?= 2
 
 .PHONY: setup study test bench
 setup: $(VENV)/.installed
@@ -17,4 +19,4 @@ study: setup
 	$(VENV)/bin/scaling-study $(ARGS)
 
 test: setup
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)

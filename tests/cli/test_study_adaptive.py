@@ -35,7 +35,8 @@ def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_
     assert [r["runs"] for r in s["rounds"]][:2] == [6, 8] and s["rounds"][-1]["stop"] == "budget spent"
     added = [a for r in s["rounds"] for a in r["added"]]
     assert sum(a["cost"] for a in added) <= 2.2e11 and not s["reached"]
-    assert s["flops"] == pytest.approx(SEED_FLOPS + sum(a["cost"] for a in added), rel=1e-6)
+    assert s["seed"]["flops"] == pytest.approx(SEED_FLOPS, rel=1e-3)  # each run's true 6ND, whole steps
+    assert s["flops"] == pytest.approx(s["seed"]["flops"] + sum(a["cost"] for a in added), rel=1e-9)
     assert s["fixed"]["runs"] == 9 and s["pool"] == "wide"  # the fixed design: the sweep's own 9 runs
     trained = sorted(p.name for p in (out / "runs" / "study-quick").iterdir() if (p / "result.json").exists())
     assert trained == sorted(d["run_id"] for d in s["design"])  # the seed and the chosen runs, no other
