@@ -25,6 +25,7 @@ from scaling.io import read_json_object
 from scaling.sweep.resolvers import flops_per_token_of, param_counts_of
 
 X_CONVENTIONS = {"params": PARAM_CONVENTIONS, "compute": CONVENTIONS}
+MAX_RULE_LR = 1.0  # an Adam lr of 1 or more trains no transformer: a rule giving one is extrapolated too far
 
 
 def read_rule(path: str | Path, field: str = "optim.lr") -> dict[str, Any]:
@@ -74,7 +75,11 @@ def lr_from_rule(path: Any = None, *, _root_: DictConfig, _node_: Any = None) ->
     if path is None or not str(path).strip():
         raise ConfigError(f"{field}='${{lr_from_rule:}}' names no rule file: write {field}='${{lr_from_rule:PATH}}' "
                           "with PATH a rule file of `scaling-fit RUNS --lr-rule PATH`")
-    return rule_value(read_rule(path, field), _root_)
+    lr = rule_value(read_rule(path, field), _root_)
+    if not lr < MAX_RULE_LR:
+        raise ConfigError(f"{field}={lr:.3g} from the lr rule file {str(path)!r} is invalid: a rule's lr must be below "
+                          f"{MAX_RULE_LR:g} (this run is far outside the sizes the rule was fitted on)")
+    return lr
 
 
 RESOLVERS = {"lr_from_rule": lr_from_rule}

@@ -64,3 +64,15 @@ def test_the_named_sweeps_shapes_pass_the_check():
             check_shapes(shapes)
             checked += 1
     assert checked >= 5, f"only {checked} sweeps with shapes found in {files}"
+
+
+def test_an_lr_rule_that_gives_an_absurd_lr_is_one_line(tmp_path):
+    """A rule extrapolated far beyond its runs (here lr = 1e6 * C^0) is refused before any run is planned."""
+    rule = tmp_path / "rule.json"
+    rule.write_text('{"form": "power", "hparam": "lr", "x": "compute", "convention": "6nd", "coef": 1e6, "exponent": 0}')
+    proc = subprocess.run(command(PLAN, ["+sweep=demo", f"optim.lr=${{lr_from_rule:{rule}}}"], tmp_path / "runs"),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "optim.lr=1e+06 from the lr rule file" in lines[0] and "must be below 1" in lines[0], lines[0]
+    assert not (tmp_path / "runs").exists()
