@@ -74,22 +74,26 @@ def command(script: str, args: list[str], runs_dir: Path) -> list[str]:
     return cmd + extra + args
 
 
-@pytest.fixture(scope="module")
-def answers(tmp_path_factory):
-    """(process, the row's own folder) of every row, two rows at a time."""
-    root = tmp_path_factory.mktemp("bad_input")
+def replay(rows: list[tuple[str, list[str]]], root: Path) -> list[tuple[subprocess.CompletedProcess, Path]]:
+    """(process, the row's own folder) of each (script, arguments) row, run in a folder of its own under
+    ``root``, two rows at a time."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"WANDB_MODE": "disabled"}
 
-    def replay(i: int):
+    def one(i: int):
         cwd = root / f"row{i}"
         cwd.mkdir()
-        script, args, _ = BAD[i]
+        script, args = rows[i]
         proc = subprocess.run(command(script, args, cwd / "runs"), cwd=cwd, env=env, capture_output=True,
                               text=True, timeout=300)
         return proc, cwd
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(replay, range(len(BAD))))
+        return list(pool.map(one, range(len(rows))))
+
+
+@pytest.fixture(scope="module")
+def answers(tmp_path_factory):
+    return replay([(script, args) for script, args, _ in BAD], tmp_path_factory.mktemp("bad_input"))
 
 
 @pytest.mark.parametrize("row", range(len(BAD)), ids=[" ".join([s, *a]) for s, a, _ in BAD])

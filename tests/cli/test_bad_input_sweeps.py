@@ -4,12 +4,10 @@ and what is allowed, exit status 2, no traceback, nothing written (the runner of
 
 from __future__ import annotations
 
-import os
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_bad_input import PLAN, command
+from test_bad_input import PLAN, command, replay
 
 BAD = [  # (arguments of scaling-plan, a substring of the one-line message)
     (["+sweep=demo", "sweep.shapes=[{widt:32,depth:2}]"],
@@ -24,19 +22,7 @@ BAD = [  # (arguments of scaling-plan, a substring of the one-line message)
 
 @pytest.fixture(scope="module")
 def answers(tmp_path_factory):
-    """(process, the row's own folder) of every row, two rows at a time."""
-    root = tmp_path_factory.mktemp("bad_sweeps")
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"WANDB_MODE": "disabled"}
-
-    def replay(i: int):
-        cwd = root / f"row{i}"
-        cwd.mkdir()
-        proc = subprocess.run(command(PLAN, BAD[i][0], cwd / "runs"), cwd=cwd, env=env, capture_output=True,
-                              text=True, timeout=300)
-        return proc, cwd
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(replay, range(len(BAD))))
+    return replay([(PLAN, args) for args, _ in BAD], tmp_path_factory.mktemp("bad_sweeps"))
 
 
 @pytest.mark.parametrize("row", range(len(BAD)), ids=[" ".join(args) for args, _ in BAD])
