@@ -82,14 +82,17 @@ def storage_problem(exc: BaseException) -> Optional[str]:
     return f"{exc.filename or 'a file'}: {what}"
 
 
-def writable_dir(path: str | Path, what: str) -> Path:
-    """``path``, created if missing and shown writable by a probe file (``os.access`` says yes to root on a
-    read-only mount); StorageError naming ``what`` (e.g. ``runs_dir='/x'``), the path and the problem."""
+def writable_dir(path: str | Path, what: str, create: bool = True) -> Path:
+    """``path``, created if missing (else, with ``create=False``, its nearest existing folder) and shown
+    writable by a probe file (``os.access`` says yes to root on a read-only mount); StorageError naming
+    ``what`` (e.g. ``runs_dir='/x'``), the path and the problem."""
     path = Path(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        probed = path if create else next((p for p in (path, *path.absolute().parents) if p.exists()), path)
         try:
-            with tempfile.TemporaryFile(dir=path):
+            with tempfile.TemporaryFile(dir=probed):
                 pass
         except OSError as exc:
             exc.filename = str(path)  # the folder, not the probe's name

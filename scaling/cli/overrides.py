@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from scaling.config import CONF_DIR, RunConfig
 from scaling.errors import ConfigError, config_error_in
+from scaling.io import writable_dir
 
 _NUMBER = re.compile(r"(?<![\w.])[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?(?![\w.])")
 HYDRA_RUN_FLAGS = ("-m", "--multirun")
@@ -70,7 +71,7 @@ def _as_int(key: str, value: str, text: str) -> str:
 def check_before_run(args: list[str]) -> Optional[Any]:
     """Compose ``args`` as ``scaling-train`` will and, for a single run, validate the config (ConfigError,
     or Hydra's own error, before any run folder exists) and return it. A multirun's jobs are only composed:
-    each job checks and records its own config. Hydra's other commands (``--help``, ``--cfg``, ...) are left
+    each job checks and records its own config, once ``runs_dir`` is shown writable. Hydra's other commands (``--help``, ``--cfg``, ...) are left
     to Hydra. None where no single run's config was checked."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -84,6 +85,7 @@ def check_before_run(args: list[str]) -> Optional[Any]:
         master = hydra.compose_config("config", overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=False,
                                       validate_sweep_overrides=False)
         if len(overrides) < len(args) or master.hydra.mode == RunMode.MULTIRUN:
+            writable_dir(master.runs_dir, f"runs_dir={master.runs_dir!r}", create=False)  # before Hydra's first write
             return None
         cfg = hydra.compose_config("config", overrides, run_mode=RunMode.RUN, with_log_configuration=False)
         _validate(cfg)

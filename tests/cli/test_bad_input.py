@@ -52,6 +52,7 @@ BAD = [
      "model.vocab_size=100 is smaller than the vocabulary of the data (256 tokens"),
     (TRAIN, [*SMALL_DATA, "train.tokens=1"], "train.tokens=1 is fewer than one optimizer step"),
     (TRAIN, [*SMALL_DATA, "runs_dir=/proc/x"], "runs_dir='/proc/x': cannot write there (/proc/x: "),
+    (TRAIN, ["-m", "model.width=32,48", "runs_dir=/proc/x"], "runs_dir='/proc/x': cannot write there (/proc/x: "),
     # sweeps, through scaling-plan
     (PLAN, ["+sweep=isoflop", "sweep.budgets=[1e11,1e11]"], "the list swept as sweep.budget holds 1e+11 twice"),
     (PLAN, ["+sweep=isoflop", "sweep.min_steps=-3"], "sweep.min_steps=-3 is invalid"),
