@@ -23,7 +23,7 @@ def _records(out: Path) -> dict[Path, tuple[float, bytes]]:
 @pytest.mark.slow
 def test_quick_study_reports_fits_and_holdout_and_a_rerun_trains_nothing(tmp_path):
     out = tmp_path / "study"
-    proc = run_cli("scaling-study", "--quick", "--out", str(out), cwd=tmp_path, timeout=400)
+    proc = run_cli("scaling-study", "--quick", "--out", str(out), cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out.resolve())  # the folder is printed last
     assert "remain" in proc.stdout and "left" in proc.stdout  # progress: runs remaining, time left

@@ -31,7 +31,7 @@ def study(tmp_path_factory) -> dict:
     proc = run_cli("scaling-study", "--quick", "--out", str(out), "--bootstrap", "20",
                    "sweep.budgets=[2.5e10,1.25e10,6.25e9]",
                    "sweep.shapes=[{width:8,depth:2},{width:16,depth:2},{width:24,depth:2}]",
-                   "sweep.min_steps=20", cwd=out.parent, env={"WANDB_MODE": "offline"}, timeout=400)
+                   "sweep.min_steps=20", cwd=out.parent, env={"WANDB_MODE": "offline"}, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "study.json").read_text())
 
