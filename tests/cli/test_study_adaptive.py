@@ -28,7 +28,7 @@ def study(*args):
 def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_a_held_out_run(tmp_path):
     out = tmp_path / "adaptive"
     # Room for one round of 2 runs at 1e11, and a width no fit reaches: the budget ends it.
-    p = study("--adaptive", "--pool", "wide", "--width", 1e-9, "--max-flops", SEED_FLOPS + 2.2e11, "--batch", 2, "--jobs", 2,
+    p = study("--adaptive", "--pool", "sweep", "--width", 1e-9, "--max-flops", SEED_FLOPS + 2.2e11, "--batch", 2, "--jobs", 2,
               "--seed-budgets", 2, "--seed-widths", "all", "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     s = json.loads((out / "adaptive.json").read_text())
@@ -37,7 +37,7 @@ def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_
     assert sum(a["cost"] for a in added) <= 2.2e11 and not s["reached"]
     assert s["seed"]["flops"] == pytest.approx(SEED_FLOPS, rel=1e-3)  # each run's true 6ND, whole steps
     assert s["flops"] == pytest.approx(s["seed"]["flops"] + sum(a["cost"] for a in added), rel=1e-9)
-    assert s["fixed"]["runs"] == 9 and s["pool"] == "wide"  # the fixed design: the sweep's own 9 runs
+    assert s["fixed"]["runs"] == 9 and s["pool"] == "sweep"  # the fixed design: the sweep's own 9 runs
     trained = sorted(p.name for p in (out / "runs" / "study-quick").iterdir() if (p / "result.json").exists())
     assert trained == sorted(d["run_id"] for d in s["design"])  # the seed and the chosen runs, no other
     h = s["holdout"]
