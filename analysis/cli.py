@@ -8,23 +8,26 @@
 
 Prints a readable table (or, with ``--json``, one JSON object keyed by approach); ``--out DIR`` also
 writes ``fit.json``, plots and ``report.md``. Bad input: ``error: ...`` on stderr and exit status 2.
+
+This module parses and checks the options and dispatches; the approaches are ``cli_points`` (the fits of
+(N, D, loss) points), ``cli_lr_rule`` (``--lr-rule``) and ``curve_laws.cli`` (``--approach curve``), and
+``cli_input`` loads and selects the runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import warnings
 from pathlib import Path
-from typing import Any, Iterable
 
 import pandas as pd
 
 from analysis import columns as col
+from analysis.cli_input import captured, load, select
+from analysis.cli_lr_rule import run_lr_rule
+from analysis.cli_points import APPROACHES, run_points
 from analysis.errors import AnalysisInputError
 
-APPROACHES = ("kaplan", "envelope", "isoflop", "parametric")
 ON_REQUEST = ("data-constrained", "curve")  # approaches that need more than (N, D, loss): never part of "all"
 
 
@@ -96,11 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def plot_formats(args: argparse.Namespace) -> tuple[str, ...]:
-    """The image formats of the report's plots: PNG, and SVG with ``--svg``."""
-    return ("png", "svg") if args.svg else ("png",)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -144,241 +142,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.approach == "curve":  # per-step loss curves and their lr, not (N, D, loss) points
         from analysis.curve_laws.cli import run_curve
 
-        return run_curve(args, _captured)
+        return run_curve(args, captured)
     notes: list[str] = []
-    runs = _captured(notes, _load, args)
-    runs = _select(runs, args)
+    runs = captured(notes, load, args)
+    runs = select(runs, args)
     if args.lr_rule is not None:
-        return _lr_rule(args, runs, notes)
-    from analysis.objectives import split_by_objective
-
-    by_objective = split_by_objective(runs)
-    if len(by_objective) > 1:  # causal and masked LMs: fitted apart, never mixed, then compared
-        return _run_objectives(args, by_objective, notes)
-    results, curves = _fit_all(args, runs, notes)
-
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
-    if args.json:
-        from analysis.report import results_json
-
-        print(json.dumps(results_json(results), indent=2))
-    else:
-        print(_readable(results, runs))
-    if args.out is not None:
-        from analysis.report import write_report
-
-        written = _captured(notes, write_report, args.out, results, runs=runs, curves=curves, notes=notes,
-                            source=str(args.source), formats=plot_formats(args))
-        print(f"wrote {len(written)} files to {args.out}", file=sys.stderr)
-    if args.wandb:
-        _log_to_wandb(args, results, runs, written.values() if args.out is not None else ())
-    return 0
-
-
-def _run_objectives(args: argparse.Namespace, by_objective: dict[str, pd.DataFrame], notes: list[str]) -> int:
-    """One set of fits per objective (``--out``: a report per objective in DIR/<objective>/), then the
-    report of all of them with the section comparing the objectives (exponents, tokens per parameter)."""
-    from analysis.objectives import compare_objectives, comparison_budgets
-    from analysis.report import results_json, write_report
-
-    fits: dict[str, dict] = {}
-    for objective, runs in by_objective.items():
-        own: list[str] = []
-        try:
-            fits[objective], curves = _fit_all(args, runs, own)
-        except AnalysisInputError as err:
-            notes.append(f"objective {objective}: {err}")
-            continue
-        notes += [f"{objective}: {n}" for n in own]
-        if args.out is not None:
-            _captured(own, write_report, args.out / objective, fits[objective], runs=runs, curves=curves, notes=own,
-                      source=f"{args.source} (objective {objective})", formats=plot_formats(args))
-    if not fits:
-        raise AnalysisInputError("approach: no fit applies to any objective; " + "; ".join(notes))
-    runs = pd.concat(list(by_objective.values()), ignore_index=True)
-    comparison = compare_objectives(fits, comparison_budgets(fits, runs))
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
-    if args.json:
-        print(json.dumps({o: results_json(r) for o, r in fits.items()}, indent=2))
-    else:
-        parts = [f"== objective {o} ==\n" + _readable(r, by_objective[o]) for o, r in fits.items()]
-        with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 160):
-            parts += [f"objectives compared, {k}:\n{v.to_string(index=False)}" for k, v in comparison.items() if len(v)]
-        print("\n\n".join(parts))
-    if args.out is not None:
-        merged = {f"{name} ({o})": res for o, r in fits.items() for name, res in r.items()}
-        written = write_report(args.out, merged, runs=runs, notes=notes, source=str(args.source), comparison=comparison,
-                               formats=plot_formats(args))
-        print(f"wrote {len(written)} files to {args.out} (one report per objective in its folder)", file=sys.stderr)
-    return 0
-
-
-def _fit_all(args: argparse.Namespace, runs: pd.DataFrame, notes: list[str]) -> tuple[dict, pd.DataFrame | None]:
-    """Every requested approach on ``runs`` (one objective); the fits and the curves the envelope used."""
-    approaches = APPROACHES if args.approach == "all" else (args.approach,)
-    curves = None
-    if "envelope" in approaches:
-        try:
-            curves = _captured(notes, _curves, args, runs)
-        except AnalysisInputError as err:
-            if args.approach != "all":
-                raise
-            notes.append(f"envelope skipped: {err}")
-
-    results = {}
-    for name in approaches:
-        if name == "envelope" and curves is None:
-            continue
-        try:
-            results[name] = _captured(notes, _fit, name, args, runs, curves)
-        except AnalysisInputError as err:
-            if args.approach != "all":
-                raise
-            notes.append(f"{name} skipped: {err}")
-    if not results:
-        raise AnalysisInputError("approach: no fit applies to this data; " + "; ".join(notes))
-    return results, curves
-
-
-def _lr_rule(args: argparse.Namespace, runs: pd.DataFrame, notes: list[str]) -> int:
-    """Fit the learning-rate rule of an LR sweep and write its rule file."""
-    from analysis.lr_rules import fit_lr_rule, with_hparams, write_rule
-
-    if "lr" not in runs and not Path(str(args.source)).is_dir():
-        raise AnalysisInputError(f"--lr-rule: {str(args.source)!r} is not a folder of run records and has no 'lr' "
-                                 f"column (columns: {', '.join(map(str, runs.columns))}); an LR sweep needs each run's "
-                                 "lr: run folders (the lr of each config.yaml) or a table with an 'lr' column")
-    runs = runs if "lr" in runs else with_hparams(runs)  # a table may carry lr; run folders have it in config.yaml
-    fit = _captured(notes, fit_lr_rule, runs, x=args.lr_rule_x, level=args.level)
-    convention = args.params if args.lr_rule_x == "N" else args.flops
-    write_rule(fit, args.lr_rule, convention=convention, fitted_from=str(args.source))
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr)
-    print(json.dumps({"lr_rule": fit.to_dict()}, indent=2) if args.json else fit.summary())
-    print(f"wrote the rule to {args.lr_rule}; use it as optim.lr='${{lr_from_rule:{args.lr_rule}}}'", file=sys.stderr)
-    return 0
-
-
-def _log_to_wandb(args: argparse.Namespace, results: dict, runs: pd.DataFrame, files: Iterable[Path]) -> None:
-    from analysis.wandb_log import log_fit
-
-    entity, _, project = args.wandb.rpartition("/")
-    sweeps = runs["sweep"].dropna().unique() if "sweep" in runs else []
-    group = args.wandb_group or (str(sweeps[0]) if len(sweeps) == 1 else None)
-    plots = [p for p in files if Path(p).suffix in (".png", ".svg", ".pdf")]
-    run_id = log_fit(results, runs, plots, project=project, entity=entity or None, mode=args.wandb_mode,
-                     group=group, dir=args.out)
-    print(f"logged the fit to W&B run {run_id}" if run_id else "warning: the fit was not logged to W&B",
-          file=sys.stderr)
-
-
-def _load(args: argparse.Namespace) -> pd.DataFrame:
-    from analysis.load import load_runs
-
-    return load_runs(args.source, params=args.params, flops=args.flops, loss=args.loss, params_col=args.params_col,
-                     tokens_col=args.tokens_col, flops_col=args.flops_col, loss_col=args.loss_col)
-
-
-def _curves(args: argparse.Namespace, runs: pd.DataFrame) -> pd.DataFrame:
-    from analysis.load import WANDB_PREFIX, load_curves
-
-    source = str(args.source)
-    if not source.startswith(WANDB_PREFIX) and not Path(source).is_dir():
-        raise AnalysisInputError(f"approach: the envelope needs per-step curves; {source!r} is not a run folder, "
-                                 f"an offline W&B folder or {WANDB_PREFIX}ENTITY/PROJECT")
-    curves = load_curves(source, params=args.params, flops=args.flops, loss="train/loss")
-    return curves[curves["run_id"].isin(runs["run_id"])]
-
-
-def _select(runs: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
-    """Apply --filter and --drop-highest; what they did is kept in ``runs.attrs["selection"]``."""
-    attrs = {**runs.attrs, "selection": []}
-    if runs.empty:
-        raise AnalysisInputError(f"source: {str(args.source)!r} holds no run to fit")
-    loaded = len(runs)
-    for expr in args.filter:
-        try:
-            runs = runs.query(expr)
-        except Exception as err:  # pandas raises many types for a bad expression
-            raise AnalysisInputError(f"--filter {expr!r}: {type(err).__name__}: {err}") from None
-        attrs.setdefault("selection", []).append(f"--filter {expr!r}: {len(runs)} runs kept")
-    if args.drop_highest < 0:
-        raise AnalysisInputError(f"--drop-highest: {args.drop_highest}; must be a whole number >= 0")
-    if args.drop_highest:
-        if args.drop_highest >= len(runs):
-            raise AnalysisInputError(f"--drop-highest: {args.drop_highest}; only {len(runs)} runs are selected")
-        runs = runs.drop(index=runs["loss"].nlargest(args.drop_highest).index)
-        attrs.setdefault("selection", []).append(f"--drop-highest {args.drop_highest}: {len(runs)} runs kept")
-    if runs.empty:
-        exprs = " ".join(f"--filter {e!r}" for e in args.filter)
-        raise AnalysisInputError(f"{exprs}: none of the {loaded} runs loaded from {str(args.source)!r} matches; "
-                                 "loosen the selection")
-    runs = runs.reset_index(drop=True)
-    runs.attrs.update(attrs)
-    return runs
-
-
-def _fit(name: str, args: argparse.Namespace, runs: pd.DataFrame, curves: pd.DataFrame | None):
-    common = {"bootstrap": args.bootstrap, "seed": args.seed, "level": args.level}
-    if name == "kaplan":
-        from analysis.kaplan import fit_kaplan_table
-
-        return fit_kaplan_table(runs, objective=args.objective, delta=args.delta, **common)
-    if name == "envelope":
-        from analysis.envelope import fit_envelope
-
-        return fit_envelope(curves, **common)
-    if name == "isoflop":
-        from analysis.isoflop import fit_isoflop
-
-        return fit_isoflop(runs["N"], runs["loss"], runs["C"], D=runs["D"], window=args.window,
-                           robust=args.robust, **common)
-    if name == "data-constrained":
-        return _fit_data_constrained(args, runs, common)
-    try:
-        from analysis.parametric import fit_parametric
-    except ImportError as err:
-        raise AnalysisInputError(f"approach: the parametric fitter is not installed ({err})") from None
-    return fit_parametric(runs["N"], runs["D"], runs["loss"], objective=args.objective, delta=args.delta, grid=args.grid,
-                          method=args.method, **common)
-
-
-def _fit_data_constrained(args: argparse.Namespace, runs: pd.DataFrame, common: dict[str, Any]):
-    from analysis.data_constrained import fit_data_constrained
-
-    name = args.unique_tokens_col or "unique_tokens"
-    if name not in runs.columns:
-        raise AnalysisInputError(f"--unique-tokens-col: {name!r} is not a column (columns: {', '.join(map(str, runs.columns))}); "
-                                 "the data-constrained fit needs the unique tokens U of every run")
-    return fit_data_constrained(runs["N"], runs["D"], pd.to_numeric(runs[name], errors="coerce"), runs["loss"],
-                                base=args.base_law, method=args.dc_method, delta=args.delta, **common)
-
-
-def _captured(sink: list[str], fn, *args: Any, **kwargs: Any):
-    """Call ``fn``; its Python warnings become notes (printed once on stderr and put in the report)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        out = fn(*args, **kwargs)
-    for w in caught:
-        if issubclass(w.category, UserWarning) and str(w.message) not in sink:
-            sink.append(str(w.message))
-    return out
-
-
-def _readable(results: dict, runs: pd.DataFrame) -> str:
-    from analysis.report import allocation_table, budgets_for
-
-    parts = [f"{len(runs)} runs; N {runs['N'].min():.3g} to {runs['N'].max():.3g}, "
-             f"C {runs['C'].min():.3g} to {runs['C'].max():.3g} FLOPs"]
-    parts += [res.summary() for res in results.values()]
-    alloc = allocation_table(results, budgets_for(runs))
-    if len(alloc):
-        with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 160,
-                               "display.max_columns", 20):
-            parts.append("compute-optimal allocation:\n" + alloc.to_string(index=False))
-    return "\n\n".join(parts)
+        return run_lr_rule(args, runs, notes)
+    return run_points(args, runs, notes)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,11 +1,9 @@
-"""Data-constrained scaling (Muennighoff et al. 2023): the effective-data law and its fit.
+"""Data-constrained scaling (Muennighoff et al. 2023): the fit of the effective-data law.
 
-    L = E + A / N'^alpha + B / D'^beta,   D' = U + U R_D* (1 - exp(-R_D / R_D*)),  R_D = max(D/U - 1, 0)
-                                          N' = U_N + U_N R_N* (1 - exp(-R_N / R_N*)), R_N = max(N/U_N - 1, 0)
-
-U_N = min(N_opt(C_U), N): the base law's compute-optimal size at the compute C_U whose optimal data is U.
-Fitted as log L = LSE(a - alpha log N', b - beta log D', e) under a Huber loss (delta 1e-3) on log loss,
-summed over runs.
+The law, ``L = E + A / N'^alpha + B / D'^beta`` with effective data D' and parameters N', is
+``analysis.data_constrained_law``; the tables of a fit (``epoch_table``, ``constrained_allocation``) are
+``analysis.data_constrained_tables``. Both are importable from here too. Fitted as
+log L = LSE(a - alpha log N', b - beta log D', e) under a Huber loss (delta 1e-3) on log loss, summed over runs.
 
     res = fit_data_constrained(N, D, U, L, base=MUENNIGHOFF_C4_BASE)      # two-stage: R_D*, R_N* only
     res = fit_data_constrained(N, D, U, L)                                  # joint: all seven parameters
@@ -32,51 +30,21 @@ from scipy.stats import chi2
 
 from analysis import data_constrained_search as search
 from analysis.checks import as_positive, check_bootstrap, check_level, choice, enough_points, same_length
-from analysis.data_constrained_search import _LOG_RANGE, _base_log_pred, _Data, _log_pred, _Space, effective_tokens
+from analysis.data_constrained_law import (BASE_NAMES, EPOCHS, LAW, MUENNIGHOFF_C4_BASE, THETA, base_theta, epoch_value,
+                                           extra_epoch_value, predict_data_constrained, predict_theta, unique_params)
+from analysis.data_constrained_search import _LOG_RANGE, _base_log_pred, _Data, _Space, effective_tokens
+from analysis.data_constrained_tables import constrained_allocation, epoch_table
 from analysis.errors import AnalysisInputError
 from analysis.result import FitResult, summarize_samples
 
-LAW = "L = E + A/N'^alpha + B/D'^beta, D' = U(1 + R_D*(1 - exp(-R_D/R_D*))), N' = U_N(1 + R_N*(1 - exp(-R_N/R_N*)))"
-BASE_NAMES = ("A", "B", "E", "alpha", "beta")
-THETA = ("a", "b", "e", "alpha", "beta", "R_D_star", "R_N_star")
-# The base law of the paper, fitted to Chinchilla's C4 runs (datablations notebook, alpha = beta tied).
-MUENNIGHOFF_C4_BASE = {"A": math.exp(6.255414), "B": math.exp(7.3049974), "E": math.exp(0.6254804),
-                       "alpha": 0.3526596, "beta": 0.3526596}
+__all__ = ["BASE_NAMES", "EPOCHS", "LAW", "METHODS", "MUENNIGHOFF_C4_BASE", "PAPER_GRID", "THETA",
+           "constrained_allocation", "effective_tokens", "epoch_table", "epoch_value", "extra_epoch_value",
+           "fit_data_constrained", "predict_data_constrained", "unique_params"]
+
 PAPER_GRID = np.linspace(0.0, 20.0, 4)
 METHODS = ("valley", "paper")
-EPOCHS = (4, 16, 40)
 _LOG_STARTS = 10.0 ** np.linspace(-0.5, 4.0, 10)  # valley starts of R_D* and R_N*, over four decades
 _PROFILE = search.PROFILE
-
-
-def epoch_value(epochs: Any, R_D_star: Any) -> np.ndarray:
-    """What ``epochs`` passes over U unique tokens are worth relative to as many fresh tokens: D' / D."""
-    epochs = np.asarray(epochs, float)
-    return effective_tokens(1.0, epochs, R_D_star) / epochs
-
-
-def extra_epoch_value(epochs: Any, R_D_star: Any) -> np.ndarray:
-    """What one more pass after ``epochs`` passes adds to D', as a fraction of a pass of fresh data."""
-    epochs = np.asarray(epochs, float)
-    return effective_tokens(1.0, epochs + 1.0, R_D_star) - effective_tokens(1.0, epochs, R_D_star)
-
-
-def unique_params(U: Any, base: Any) -> np.ndarray:
-    """U_N: the base law's compute-optimal N at the compute whose optimal D is U (before the min with N)."""
-    a, b, _, alpha, beta = _base_theta(base)
-    return search.unique_params(np.asarray(U, float), a, b, alpha, beta)
-
-
-def predict_data_constrained(N: Any, D: Any, U: Any, *, R_D_star: float, R_N_star: float,
-                             base: Any = MUENNIGHOFF_C4_BASE) -> np.ndarray:
-    """The law's loss at (N, D, U) (broadcast together) for given R_D*, R_N* and base law, e.g. the
-    paper's published R_D* = 15.387756, R_N* = 5.309743 on ``MUENNIGHOFF_C4_BASE``."""
-    return _predict(np.r_[_base_theta(base), float(R_D_star), float(R_N_star)], N, D, U)
-
-
-def _predict(theta: np.ndarray, N: Any, D: Any, U: Any) -> np.ndarray:
-    N, D, U = np.broadcast_arrays(*(np.asarray(v, float) for v in (N, D, U)))
-    return np.exp(_log_pred(theta[None], N.ravel(), D.ravel(), U.ravel())[0]).reshape(N.shape)
 
 
 def fit_data_constrained(N: Any, D: Any, U: Any, L: Any, *, base: Any = None, method: str = "valley",
@@ -95,7 +63,7 @@ def fit_data_constrained(N: Any, D: Any, U: Any, L: Any, *, base: Any = None, me
     epochs = tuple(float(k) for k in as_positive("epochs", epochs))
     named = {"joint": None, "c4": MUENNIGHOFF_C4_BASE}  # what scaling-fit --base-law accepts
     base = named.get(base, base) if isinstance(base, str) else base
-    base5 = None if base is None else _base_theta(base)
+    base5 = None if base is None else base_theta(base)
     if method == "paper" and base5 is None:
         raise AnalysisInputError("method: 'paper' needs base (the paper fixes the base law first); "
                                  "pass base=MUENNIGHOFF_C4_BASE or use method 'valley'")
@@ -257,31 +225,11 @@ def _result(data, theta, f_min, info, prof, draws, n_bad, method, joint, level, 
 
     def predict(N_new: Any, D_new: Any, U_new: Any) -> np.ndarray:
         """Predicted loss at (N, D, U) (broadcast together)."""
-        return _predict(theta, N_new, D_new, U_new)
+        return predict_theta(theta, N_new, D_new, U_new)
 
     return FitResult(approach="data-constrained", law=LAW, estimates=estimates, stderr=stderr, interval=interval,
                      level=level, diagnostics=diagnostics, warnings=warnings, samples=samples, tables=tables,
                      predict_fn=predict)
-
-
-def epoch_table(res: FitResult, epochs: Any = None) -> pd.DataFrame:
-    """Per epoch count: ``value`` (D'/D, what the epochs are worth relative to fresh data) with its profile
-    and bootstrap intervals where the fit has them, and ``extra_epoch`` (what one more pass adds, in passes
-    of fresh data). epochs: default the fit's (``epoch_value_<k>`` estimates)."""
-    if epochs is None:
-        epochs = [float(k.rsplit("_", 1)[1]) for k in res.estimates if k.startswith("epoch_value_")] or EPOCHS
-    epochs = as_positive("epochs", epochs)
-    rd = res["R_D_star"]
-    out = pd.DataFrame({"epochs": epochs, "value": epoch_value(epochs, rd), "extra_epoch": extra_epoch_value(epochs, rd)})
-    if "profile_interval" in res.diagnostics:
-        for end, v in zip(("profile_low", "profile_high"), res.diagnostics["profile_interval"]["R_D_star"]):
-            out[end] = epoch_value(epochs, v)
-    draws = res.samples.get("R_D_star")
-    if draws is not None and np.isfinite(draws).sum() > 1:
-        values = epoch_value(epochs[None, :], draws[np.isfinite(draws)][:, None])
-        tail = 100 * (1 - res.level) / 2
-        out["bootstrap_low"], out["bootstrap_high"] = np.percentile(values, [tail, 100 - tail], axis=0)
-    return out
 
 
 def _bound_hit(theta: np.ndarray, method: str) -> list[str]:
@@ -294,25 +242,6 @@ def _bound_hit(theta: np.ndarray, method: str) -> list[str]:
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:
     return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
 
-
-def constrained_allocation(res: FitResult, U: Any, C: Any) -> pd.DataFrame:
-    """Compute-optimal N, D = C / 6N and epochs D / U for U unique tokens at budgets C (broadcast together).
-
-    Minimises the fitted law over N (a grid over 1e-3 to 1e4 epochs, then refined). Columns U, C, N_opt,
-    D_opt, epochs, loss_opt, and value (D'/D at the optimum).
-    """
-    if res.approach != "data-constrained":
-        raise AnalysisInputError(f"res: a {res.approach!r} fit is not allowed; pass a fit_data_constrained result")
-    U, C = np.broadcast_arrays(as_positive("U", U), as_positive("C", C))
-    rows = []
-    for u, c in zip(U, C):
-        logN = search.argmin_1d(lambda x, c=c, u=u: np.log(res.predict(np.exp(x), c / (6 * np.exp(x)), u)),
-                                math.log(c / (6 * u * 1e4)), math.log(c / (6 * u * 1e-3)))
-        n = math.exp(logN)
-        d = c / (6 * n)
-        rows.append({"U": u, "C": c, "N_opt": n, "D_opt": d, "epochs": d / u,
-                     "loss_opt": float(res.predict(n, d, u)), "value": float(epoch_value(d / u, res["R_D_star"]))})
-    return pd.DataFrame(rows)
 
 # ---------------------------------------------------------------- inputs
 
@@ -328,22 +257,6 @@ def _validate(N, D, U, L) -> tuple[np.ndarray, ...]:
     if not (D > U * (1 + 1e-9)).any():
         raise AnalysisInputError("U: no run repeats data (D / U = 1 everywhere); R_D* needs runs of more than one epoch")
     return N, D, U, L
-
-
-def _base_theta(base: Any) -> np.ndarray:
-    """(a, b, e, alpha, beta) of a base law given as a mapping or a FitResult with A, B, E, alpha, beta."""
-    est = base.estimates if isinstance(base, FitResult) else base
-    if not hasattr(est, "get"):
-        raise AnalysisInputError(f"base: {base!r} is not allowed; pass a mapping with {', '.join(BASE_NAMES)}, "
-                                 "a fit_parametric result, 'c4', or None ('joint')")
-    missing = [k for k in BASE_NAMES if k not in est]
-    if missing:
-        raise AnalysisInputError(f"base: missing {', '.join(missing)}; the base law needs {', '.join(BASE_NAMES)}")
-    vals = {k: float(est[k]) for k in BASE_NAMES}
-    for k, v in vals.items():
-        if not (math.isfinite(v) and v > 0):
-            raise AnalysisInputError(f"base: {k} = {v!r} is not allowed; every base-law value must be finite and > 0")
-    return np.array([math.log(vals["A"]), math.log(vals["B"]), math.log(vals["E"]), vals["alpha"], vals["beta"]])
 
 
 def _positive(name: str, value: Any) -> float:
