@@ -233,7 +233,7 @@ class OptimConfig:
     final_lr_fraction: float = 0.1  # lr at the end = final_lr_fraction * lr
     cooldown_fraction: float = 0.2  # wsd: share of steps spent cooling down
     cooldown_shape: str = "linear"  # wsd: linear | sqrt (1 - sqrt)
-    fused: Optional[bool] = None  # fused AdamW; null = on for CUDA
+    fused: Optional[bool] = None  # fused AdamW; null = on for CUDA and CPU
 
     def validate(self) -> None:
         check_finite_numbers("optim", self, OptimConfig)

