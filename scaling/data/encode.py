@@ -17,12 +17,12 @@ import numpy as np
 
 from scaling.data.corpus import _decode
 
-_STATE: dict = {}  # per process: tokenizer, separators, val_fraction
+_STATE: dict = {}  # per process: tokenizer, separators, val_fraction, the shards' token dtype
 
 
 @dataclass
 class Encoded:
-    tokens: np.ndarray  # (n_tokens,) uint32, separators included
+    tokens: np.ndarray  # (n_tokens,) in the shards' dtype (uint16 or uint32), separators included
     lengths: np.ndarray  # (n_docs,) int64 tokens per document
     nbytes: np.ndarray  # (n_docs,) int64 UTF-8 bytes per document
     val: np.ndarray  # (n_docs,) bool, held out
@@ -38,14 +38,18 @@ def separators(tokenizer, doc_sep: str) -> tuple[Optional[int], Optional[int]]:
     return bos, eos
 
 
-def init_worker(tokenizer_dir: str, tokenizer_name: str, doc_sep: str, val_fraction: float) -> None:
+def init_worker(tokenizer_dir: str, tokenizer_name: str, doc_sep: str, val_fraction: float,
+                dtype: str = "uint32") -> None:
     from scaling.data.tokenizer import tokenizer_from_dir
 
-    setup(tokenizer_from_dir(tokenizer_dir, tokenizer_name), doc_sep, val_fraction)
+    setup(tokenizer_from_dir(tokenizer_dir, tokenizer_name), doc_sep, val_fraction, dtype)
 
 
-def setup(tokenizer, doc_sep: str, val_fraction: float) -> None:
-    _STATE.update(tok=tokenizer, sep=separators(tokenizer, doc_sep), val_fraction=val_fraction)
+def setup(tokenizer, doc_sep: str, val_fraction: float, dtype: str = "uint32") -> None:
+    """This process's tokenizer, separators, held-out share and the dtype its tokens are returned in (the
+    shards' own, so the worker converts them and half the bytes travel back for a uint16 vocabulary)."""
+    _STATE.update(tok=tokenizer, sep=separators(tokenizer, doc_sep), val_fraction=val_fraction,
+                  dtype=np.dtype(dtype))
 
 
 def held_out(rel: str, index: int, val_fraction: float) -> bool:
@@ -106,7 +110,7 @@ def _bad(bad: dict, rel: str, line: int, what: str) -> None:
 
 def run_task(task: tuple) -> Encoded:
     """Decode and tokenize one task with this process's tokenizer (``init_worker`` / ``setup``)."""
-    tok, (bos, eos), frac = _STATE["tok"], _STATE["sep"], _STATE["val_fraction"]
+    tok, (bos, eos), frac, dtype = _STATE["tok"], _STATE["sep"], _STATE["val_fraction"], _STATE["dtype"]
     texts, val, skipped, bad, rel = decode_task(task, frac)
     ids = tok.encode_many(texts) if hasattr(tok, "encode_many") else [tok.encode_array(t) for t in texts]
     n_sep = (bos is not None) + (eos is not None)
@@ -115,6 +119,6 @@ def run_task(task: tuple) -> Encoded:
         b = [np.array([bos], dtype=np.uint32)] if bos is not None else []
         e = [np.array([eos], dtype=np.uint32)] if eos is not None else []
         ids = [piece for a in ids for piece in (*b, a, *e)]
-    tokens = np.concatenate(ids).astype(np.uint32, copy=False) if ids else np.zeros(0, dtype=np.uint32)
+    tokens = np.concatenate(ids, dtype=dtype, casting="unsafe") if ids else np.zeros(0, dtype=dtype)
     nbytes = np.fromiter((len(t.encode("utf-8", "surrogatepass")) for t in texts), dtype=np.int64, count=len(texts))
     return Encoded(tokens, lengths, nbytes, np.asarray(val, dtype=bool), rel, skipped, bad)

@@ -107,7 +107,7 @@ def tokenize(work: Path, plan: Plan, val_plan: Optional[Plan], cfg, tokenizer_na
     writers = {s: ShardWriter(work, s, dtype, int(cfg.shard_tokens)) for s in ("train", "val")}
     stats = _resume(work, plan, val_plan, writers)
     stop, bad = [False], {}
-    init = (str(work), tokenizer_name, doc_sep, float(cfg.val_fraction))
+    init = (str(work), tokenizer_name, doc_sep, float(cfg.val_fraction), np.dtype(dtype).name)
     items = _phased(plan, val_plan, cfg.text_field, dict(stats.done), stop)
     bar = Progress(cfg.progress)
     try:
