@@ -167,6 +167,28 @@ def test_two_workers_write_the_same_bytes(tmp_path):
     assert all((a.dir / f).read_bytes() == (b.dir / f).read_bytes() for f in files)
 
 
+def test_workers_do_not_run_the_main_script_again(tmp_path):
+    """A console script's imports (scaling-prepare's pull in torch) stay out of the tokenizing workers."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "imported"
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        f"if __name__ != '__main__':\n    open({str(marker)!r}, 'a').write('x')\n"
+        "from scaling.data import pipeline\n"
+        "if __name__ == '__main__':\n"
+        "    items = [('main', ('split-text', 'a', 'hello world', 'x'))] * 4\n"
+        f"    out = list(pipeline.ordered_results(iter(items), 2, ({str(tmp_path)!r}, 'byte', 'none', 0.0)))\n"
+        "    print(sum(len(enc.tokens) for _, enc in out))\n")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=root, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["48"] and not marker.exists()
+
+
 def test_interrupted_preparation_resumes_from_its_last_shard(tmp_path, monkeypatch):
     import scaling.data.sources as sources
 
