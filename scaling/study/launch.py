@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from scaling.run.record import RunRecord
 from scaling.study.options import LAUNCHERS, Options, StudyError
+from scaling.study.workers import start_worker
 from scaling.sweep.expand import expand
 from scaling.sweep.pricing import plan_run, run_state
 from scaling.units import duration
@@ -127,7 +127,7 @@ def run_pool(cmds: list[tuple[str, list[str]]], jobs: int, log_path: Path, progr
     ``progress``; on an interrupt or failure every running one is stopped (it checkpoints; a rerun resumes)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pending = list(cmds)
-    running: list[tuple[str, subprocess.Popen, Path]] = []
+    running: list[tuple[str, Any, Path]] = []
     try:
         while pending or running:
             while pending and len(running) < jobs:
@@ -141,8 +141,7 @@ def run_pool(cmds: list[tuple[str, list[str]]], jobs: int, log_path: Path, progr
                     _check(item, label)
     except BaseException:
         for _, proc, _ in running:  # runs checkpoint and stop; a rerun resumes them
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+            _stop(proc)
         for _, proc, _ in running:
             proc.wait()
         raise
@@ -186,32 +185,27 @@ def _shapes_override(shapes: list[dict[str, int]]) -> str:
     return "sweep.shapes=[" + ",".join(f"{{width:{s['width']},depth:{s['depth']}}}" for s in shapes) + "]"
 
 
-def _start(name: str, args: list[str], log_path: Path) -> tuple[str, subprocess.Popen, Path]:
+def _start(name: str, args: list[str], log_path: Path) -> tuple[str, Any, Path]:
+    """One worker (``scaling.study.workers``), its command line written to the launch log and its own log."""
     cmd = [sys.executable, "-m", "scaling.cli.train", "--multirun", *args]
     path = log_path.with_name(f"{name}.log") if name != log_path.stem else log_path
     with open(log_path, "ab") as log:
         log.write(f"\n$ {' '.join(cmd)}\n  (output: {path.name})\n".encode())
-    out = open(path, "ab")
-    out.write(f"\n$ {' '.join(cmd)}\n".encode())
-    out.flush()
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=_stop_with_parent)
-    out.close()
-    return name, proc, path
+    with open(path, "ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+    return name, start_worker(args, path), path
 
 
-def _stop_with_parent() -> None:
-    """In the worker, before it starts: SIGTERM when the study dies (killed, or its test timed out), so that
-    no worker trains on unwatched; its runs checkpoint and stop, and a rerun resumes them (Linux only)."""
+def _stop(proc: Any) -> None:
+    """SIGTERM to a worker's session (its runs checkpoint and stop), or to the worker before it has one."""
     try:
-        import ctypes
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, AttributeError):
+            proc.terminate()
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
-
-def _check(item: tuple[str, subprocess.Popen, Path], label: str) -> None:
+def _check(item: tuple[str, Any, Path], label: str) -> None:
     name, proc, path = item
     if proc.returncode != 0:
         tail = path.read_text(errors="replace").strip().splitlines()[-15:]

@@ -32,6 +32,7 @@ from scaling.study.options import Options, Preset, StudyError, check_out_dir, co
 from scaling.study.predicted import (PREDICT_LAW, choose_trained, eval_overrides, launch_trained, predict_points,
                                      predicted_summary)
 from scaling.study.report import _ordinal, _settings, markdown, plot_holdout
+from scaling.study.workers import warm_up
 
 
 @dataclasses.dataclass
@@ -94,6 +95,7 @@ def _setup(opts: Options) -> Study:
 def sweep_phase(st: Study) -> None:
     """Plan the sweep, train what is left of it, and check that every run it trains completed."""
     t0 = time.time()
+    warm_up()  # the workers' server imports torch and Hydra on another core while the sweep is planned
     planned, st.cfgs = plan(st.base + launch_args(st.opts, st.jobs))
     st.runs, st.predicted = choose_trained(planned, st.opts.predict_branches) if st.opts.predict_branches \
         else (planned, [])
