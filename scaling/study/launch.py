@@ -13,7 +13,7 @@ from typing import Any
 from scaling.run.record import RunRecord
 from scaling.study.options import LAUNCHERS, Options, StudyError
 from scaling.study.workers import start_worker
-from scaling.sweep.expand import expand
+from scaling.sweep.expand import expand_values
 from scaling.sweep.pricing import plan_run, run_state
 from scaling.units import duration
 
@@ -24,8 +24,10 @@ OVERHEAD_FLOPS_PER_RUN = 5e10
 
 
 def plan(overrides: list[str]) -> tuple[list[Any], list[Any]]:
-    """The sweep's runs as ``scaling.sweep.pricing.PlannedRun`` (run directory, shape, N, D, C, state), and their configs."""
-    jobs = expand(overrides)
+    """The sweep's runs as ``scaling.sweep.pricing.PlannedRun`` (run directory, shape, N, D, C, state), and their
+    configs (without the ``hydra`` node), from one composed config where the jobs differ only in values
+    (``expand_values``; the workers compose each job, to the same run)."""
+    jobs = expand_values(overrides)
     return [plan_run(cfg, i, job) for i, (job, cfg) in enumerate(jobs)], [cfg for _, cfg in jobs]
 
 

@@ -52,3 +52,12 @@ def test_a_sweep_of_values_is_the_same_field_by_field_without_composing_each_job
     assert fast == _planned(expand(args))
     assert sorted((r["shape"]["width"], r["budget"]) for r in fast) == [(16, 2.5e10), (16, 1e11), (48, 2.5e10),
                                                                        (48, 1e11)]
+
+
+@pytest.mark.parametrize("sweep", ["study_wsd_quick", "study_quick"])
+def test_the_study_plans_the_runs_its_workers_compose(tmp_path, sweep):
+    """The study plans its sweep from one composed config; each worker composes its jobs through Hydra: the
+    same runs, field by field (run ids, sizes, FLOPs, branch roles), or the study would wait for other ones."""
+    args = [f"+sweep={sweep}", f"runs_dir={tmp_path}", *launch_args(Options(variant="quick"), 2)]
+    planned, _ = plan(args)
+    assert [dataclasses.asdict(r) for r in planned] == _planned(expand(args))
