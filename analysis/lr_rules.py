@@ -24,11 +24,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from analysis.columns import PARAMS
 from analysis.errors import AnalysisInputError
 from analysis.files import atomic_write_text
+from analysis.records import read_config
 from analysis.result import FitResult
 
 RULE_X = {"N": "params", "C": "compute"}  # the fit's x -> the rule file's x
@@ -41,7 +41,7 @@ def with_hparams(runs: pd.DataFrame) -> pd.DataFrame:
         raise AnalysisInputError("runs: no 'path' column; load run folders with analysis.load_runs first")
     lrs, batches = [], []
     for path in runs["path"]:
-        cfg = yaml.safe_load((Path(path) / "config.yaml").read_text()) or {}
+        cfg = read_config(Path(path) / "config.yaml")
         lrs.append(float((cfg.get("optim") or {}).get("lr", np.nan)))
         batches.append(float((cfg.get("train") or {}).get("batch_size", np.nan)))
     return runs.assign(lr=lrs, batch_size=batches)
