@@ -8,9 +8,13 @@ invocation and each in a fresh process:
 - ``bare``: tiktoken's ``encode_ordinary_batch(num_threads=1)`` on the same documents (reading and JSON
   decoding not timed): the ceiling of one core;
 - ``prepare_data`` with ``data.workers`` = 1 and 2 (``data.tokenizer=gpt2``, ``max_bytes=null``), timed
-  end to end, with the peak RSS of the main process and of the worker processes.
+  end to end, with the peak RSS of the main process and of the worker processes, and the CPU seconds of
+  each side (the main process: reading, handing out tasks, writing shards; the workers: the rest).
 
-It checks that both worker counts wrote identical shards and prints a markdown table (and ``--json``).
+It checks that both worker counts wrote identical shards and prints a markdown table (and ``--json``) with
+the load-independent figures of the 2-worker run: f, the main process's share of the CPU seconds, the
+speed-up bound 2 / (1 + f) that share leaves, and 2 x CPU(1 worker) / CPU(2 workers), the bound that the
+total extra CPU of the pool leaves on 2 cores.
 The corpus and the prepared shards live under ``--tmp`` (default /tmp) and are deleted afterwards.
 
     python bench/bench_prepare.py                   # 500 MB
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -123,27 +128,62 @@ def run_prepare(corpus: Path, cache: Path, workers: int) -> dict:
 
     cfg = DataConfig(source=f"{corpus}/*.jsonl.zst", tokenizer="gpt2", max_bytes=None, workers=workers,
                      cache_dir=str(cache), val_tokens=1_000_000, progress=False)
+    main0, workers0, peaks = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN), WorkerPeaks()
     t0 = time.perf_counter()
     p = prepare_data(cfg)
     seconds = time.perf_counter() - t0
+    peaks.stop()
     manifest = json.loads((p.dir / "manifest.json").read_text())
     return {"tokens": p.meta["train_tokens"] + p.meta["val_tokens"], "seconds": seconds, "text_bytes": p.meta["bytes"],
             "docs": p.meta["train_docs"] + p.meta["val_docs"], "shards": len(manifest["shards"]),
-            "sha256": [s["sha256"] for s in manifest["shards"]], **_rss()}
+            "sha256": [s["sha256"] for s in manifest["shards"]], **_rss(),
+            "cpu_main": _cpu(resource.RUSAGE_SELF) - main0, "cpu_workers": _cpu(resource.RUSAGE_CHILDREN) - workers0,
+            **({"rss_worker_mb": peaks.mb} if peaks.mb else {})}
+
+
+def _cpu(who: int) -> float:
+    use = resource.getrusage(who)
+    return use.ru_utime + use.ru_stime
 
 
 def _rss() -> dict:
     """Peak RSS of this process and of its largest child; CPU seconds of this process and its children."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"rss_main_mb": me.ru_maxrss / 1024, "rss_worker_mb": kids.ru_maxrss / 1024,
-            "cpu_seconds": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime}
+            "cpu_seconds": _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN)}
+
+
+class WorkerPeaks(threading.Thread):
+    """The largest peak RSS (VmHWM) of this process's children, read from /proc every 0.5 s: a child's
+    RUSAGE_CHILDREN peak also counts the parent's pages it held between fork and exec."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.mb, self._done = 0.0, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self._done.wait(0.5):
+            for children in Path("/proc/self/task").glob("*/children"):
+                for pid in children.read_text().split():
+                    try:
+                        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                    except OSError:
+                        continue
+                    hwm = [int(ln.split()[1]) for ln in status if ln.startswith("VmHWM")]
+                    self.mb = max([self.mb, *(kb / 1024 for kb in hwm)])
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
 
 
 def child(*args: str) -> dict:
+    load = os.getloadavg()[0]
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load": [load, os.getloadavg()[0]]}
 
 
 def table(info: dict, rows: dict) -> str:
@@ -167,7 +207,20 @@ def table(info: dict, rows: dict) -> str:
     lines.append(f"corpus: {info['jsonl_bytes'] / 1e6:,.0f} MB of JSON lines in {info['files']} .jsonl.zst files "
                  f"({info['zst_bytes'] / 1e6:,.0f} MB on disk), {info['docs']:,} documents; speed-up 1 -> 2 workers "
                  f"{two / one:.2f}x; identical shards for 1 and 2 workers: {info['identical']}")
+    lines.append(cpu_split(rows))
     return "\n".join(lines)
+
+
+def cpu_split(rows: dict) -> str:
+    """The 2-worker run's CPU seconds by process and the speed-up bounds they give (independent of load)."""
+    one, two = rows["workers=1"], rows["workers=2"]
+    main, workers = two["cpu_main"], two["cpu_workers"]
+    f = main / (main + workers)
+    ratio = (one["cpu_main"] + one["cpu_workers"]) / (main + workers)
+    loads = ", ".join(f"{name} {r['load'][0]:.1f} -> {r['load'][1]:.1f}" for name, r in rows.items())
+    return (f"CPU s of preparing with 2 workers: main {main:.1f}, workers {workers:.1f} (1 worker: {one['cpu_main']:.1f} "
+            f"in one process); main share f = {f:.3f}, bound 2/(1+f) = {2 / (1 + f):.2f}x; CPU bound "
+            f"2 x CPU(1)/CPU(2) = {2 * ratio:.2f}x; load average (1 min) at start -> end: {loads}")
 
 
 def main() -> None:
