@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from scaling.run.record import RunRecord
 from scaling.study.options import LAUNCHERS, Options, StudyError
@@ -98,7 +98,8 @@ class Progress:
 
 
 def launch(opts: Options, overrides: list[str], runs: list[Any], jobs: int, log_path: Path, label: str,
-           extra: list[str] | None = None, by_shape: bool = True) -> float:
+           extra: list[str] | None = None, by_shape: bool = True,
+           on_spare_core: Callable[[], None] | None = None) -> float:
     """Train the runs left to train, showing progress; returns the wall time of the launch.
 
     ``local``: at most ``jobs`` worker processes, each one ``scaling-train --multirun`` with
@@ -120,13 +121,17 @@ def launch(opts: Options, overrides: list[str], runs: list[Any], jobs: int, log_
     else:
         cmds = [(label, [*overrides, *extra])]
     t0 = time.time()
-    run_pool(cmds, max(1, jobs if opts.launcher == "local" else 1), log_path, Progress(todo, label), label)
+    run_pool(cmds, max(1, jobs if opts.launcher == "local" else 1), log_path, Progress(todo, label), label,
+             on_spare_core=on_spare_core)
     return time.time() - t0
 
 
-def run_pool(cmds: list[tuple[str, list[str]]], jobs: int, log_path: Path, progress: Progress, label: str) -> None:
+def run_pool(cmds: list[tuple[str, list[str]]], jobs: int, log_path: Path, progress: Progress, label: str,
+             on_spare_core: Callable[[], None] | None = None) -> None:
     """Run the ``scaling-train --multirun`` commands ``cmds`` (name, arguments), ``jobs`` at a time, showing
-    ``progress``; on an interrupt or failure every running one is stopped (it checkpoints; a rerun resumes)."""
+    ``progress``; on an interrupt or failure every running one is stopped (it checkpoints; a rerun resumes).
+    ``on_spare_core`` is called once, in this process, when a worker has ended and others still train with
+    nothing left to start: work of the next phase that needs no result of this one (imports, say)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pending = list(cmds)
     running: list[tuple[str, Any, Path]] = []
@@ -141,6 +146,9 @@ def run_pool(cmds: list[tuple[str, list[str]]], jobs: int, log_path: Path, progr
                 if item[1].poll() is not None:
                     running.remove(item)
                     _check(item, label)
+                    if on_spare_core is not None and running and not pending:
+                        on_spare_core()
+                        on_spare_core = None
     except BaseException:
         for _, proc, _ in running:  # runs checkpoint and stop; a rerun resumes them
             _stop(proc)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -123,7 +124,7 @@ def sweep_phase(st: Study) -> None:
     if st.opts.predict_branches:
         launch_trained(st.opts, st.base, st.runs, st.jobs, st.log_path)
     else:
-        launch(st.opts, st.base, st.runs, st.jobs, st.log_path, "sweep")
+        launch(st.opts, st.base, st.runs, st.jobs, st.log_path, "sweep", on_spare_core=_import_analysis)
     refresh(st.runs)
     write_sweep_summary(st.group_dir, st.preset.sweep, st.runs)
     st.timed("sweep", t0)
@@ -131,6 +132,12 @@ def sweep_phase(st: Study) -> None:
     if bad:
         raise StudyError(f"{len(bad)} sweep run(s) did not complete ({', '.join(_describe(r) + ': ' + (r.state or 'missing') for r in bad)}); "
                          f"see {st.group_dir / 'summary.md'} and {st.log_path}; relaunch to resume")
+
+
+def _import_analysis() -> None:
+    """The fit's imports (pandas, scipy, matplotlib: seconds on a small CPU), on the core the sweep's first
+    finished worker left idle."""
+    importlib.import_module("analysis")
 
 
 def fit_phase(st: Study) -> tuple[Any, dict[str, Any], Any, list[str]]:

@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from scaling.study.launch import _stop
+from scaling.study.launch import Progress, _stop, run_pool
 from scaling.study.workers import Worker, start_worker, warm_up
 
 TINY = ["model=tiny", "logger=none", "train.tokens=4096", "train.batch_size=4", "model.context=32",
@@ -51,3 +51,16 @@ def test_a_stopped_worker_ends(tmp_path):
     _wait(proc, timeout=120)  # hours of training left: it ended because it was stopped
     for result in (tmp_path / "runs").rglob("result.json"):
         assert json.loads(result.read_text())["status"] != "completed"
+
+
+def test_the_next_phase_starts_on_the_core_a_finished_worker_left(tmp_path):
+    """``run_pool(on_spare_core=...)``: called once, when one worker has ended while another still trains."""
+    calls = []
+    cmds = [("help", ["--help"]), ("train", [*TINY, f"runs_dir={tmp_path / 'runs'}"])]
+
+    def spare() -> None:
+        calls.append(len(list((tmp_path / "runs").rglob("result.json"))))  # the training has not finished
+
+    run_pool(cmds, 2, tmp_path / "logs" / "launch.log", Progress([], "test"), "test", on_spare_core=spare)
+    assert calls == [0]
+    assert len(list((tmp_path / "runs").rglob("result.json"))) == 1
