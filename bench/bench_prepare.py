@@ -216,11 +216,11 @@ def cpu_split(rows: dict) -> str:
     one, two = rows["workers=1"], rows["workers=2"]
     main, workers = two["cpu_main"], two["cpu_workers"]
     f = main / (main + workers)
-    ratio = (one["cpu_main"] + one["cpu_workers"]) / (main + workers)
+    single = one["cpu_main"] + one["cpu_workers"]
     loads = ", ".join(f"{name} {r['load'][0]:.1f} -> {r['load'][1]:.1f}" for name, r in rows.items())
-    return (f"CPU s of preparing with 2 workers: main {main:.1f}, workers {workers:.1f} (1 worker: {one['cpu_main']:.1f} "
+    return (f"CPU s of preparing with 2 workers: main {main:.1f}, workers {workers:.1f} (1 worker: {single:.1f} "
             f"in one process); main share f = {f:.3f}, bound 2/(1+f) = {2 / (1 + f):.2f}x; CPU bound "
-            f"2 x CPU(1)/CPU(2) = {2 * ratio:.2f}x; load average (1 min) at start -> end: {loads}")
+            f"2 x CPU(1)/CPU(2) = {2 * single / (main + workers):.2f}x; load average (1 min) at start -> end: {loads}")
 
 
 def main() -> None:
