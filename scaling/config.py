@@ -266,6 +266,7 @@ class TrainConfig:
     eval_every: int = 200  # steps between periodic evaluations; 0 disables
     eval_tokens: int = 32_768  # held-out tokens per periodic evaluation
     final_eval_tokens: int = 131_072  # held-out tokens of the final evaluation (fixed set)
+    eval_documents: Optional[int] = None  # final evaluation of the first K validation documents, whole; null = off
     log_every: int = 10  # steps between metric lines
     checkpoint_every: int = 200  # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = 1  # how many step checkpoints to keep
@@ -285,6 +286,8 @@ class TrainConfig:
             check_number("train.micro_batch_size", self.micro_batch_size, low=1, integer=True)
         for name in ("eval_every", "eval_tokens", "final_eval_tokens", "checkpoint_every"):
             check_number(f"train.{name}", getattr(self, name), low=0, integer=True)
+        if self.eval_documents is not None:
+            check_number("train.eval_documents", self.eval_documents, low=1, integer=True)
         if self.eval_every > 0 and self.eval_tokens == 0:
             raise ConfigError(f"train.eval_tokens=0 with train.eval_every={self.eval_every} is invalid: allowed "
                               "eval_tokens >= 1, or train.eval_every=0 to evaluate only at the end")

@@ -41,6 +41,7 @@ class EvalSums:
     bytes: Optional[int] = None
     masked: bool = False  # mlm: the tokens are the masked ones of the fixed evaluation masking
     parts: tuple = ()  # a mixture: (source name, EvalSums) per source; the sums above are their totals
+    documents: Optional[int] = None  # document-level evaluation: the whole documents scored
 
     @property
     def loss(self) -> float:
@@ -52,8 +53,11 @@ class EvalSums:
         return self.nats / (math.log(2) * self.bytes) if self.bytes else None
 
     def metrics(self, prefix: str = "val") -> dict[str, Any]:
-        """The metrics-line keys: ``val/loss``, ``val/nats``, ``val/tokens`` and, when known, ``val/bytes``, ``val/bpb``."""
+        """The metrics-line keys: ``val/loss``, ``val/nats``, ``val/tokens`` and, when known, ``val/bytes``, ``val/bpb``
+        (and ``doc/documents`` for a document-level evaluation)."""
         row: dict[str, Any] = {f"{prefix}/loss": self.loss, f"{prefix}/nats": self.nats, f"{prefix}/tokens": self.tokens}
+        if self.documents is not None:
+            row[f"{prefix}/documents"] = self.documents
         row[f"{prefix}/pseudo_ppl" if self.masked else f"{prefix}/ppl"] = math.exp(min(self.loss, 700.0))
         if self.bytes:
             row[f"{prefix}/bytes"] = self.bytes
@@ -95,13 +99,15 @@ def evaluate(model: torch.nn.Module, tokens: Any, offsets: Any, context: int, mi
 
 
 class Evaluator:
-    """The run's two evaluations over its validation tokens: ``periodic()`` and ``final()``."""
+    """The run's two evaluations over its validation tokens: ``periodic()`` and ``final()``; ``documents``
+    (``train.eval_documents``: ``scaling.run.evaluate_documents``) joins the final one in ``final_metrics()``."""
 
     def __init__(self, model: torch.nn.Module, val: np.ndarray, context: int, micro: int, device: torch.device,
                  autocast: Any, ctx: DistContext, eval_tokens: int, final_eval_tokens: int,
-                 token_bytes: Optional[np.ndarray] = None, mask: Optional[Callable[..., Any]] = None):
+                 token_bytes: Optional[np.ndarray] = None, mask: Optional[Callable[..., Any]] = None,
+                 documents: Any = None):
         self.model, self.val, self.context, self.micro = model, val, context, micro
-        self.token_bytes, self.mask = token_bytes, mask
+        self.token_bytes, self.mask, self.documents = token_bytes, mask, documents
         self.device, self.autocast, self.ctx = device, autocast, ctx
         self.periodic_windows = source_windows(val, context, eval_tokens)
         self.final_windows = source_windows(val, context, final_eval_tokens)
@@ -115,6 +121,13 @@ class Evaluator:
 
     def final(self) -> EvalSums:
         return self._run(self.final_windows)
+
+    def final_metrics(self) -> dict[str, Any]:
+        """The final evaluation's ``val/...`` keys, and the document-level ``doc/...`` ones where asked for."""
+        row = self.final().metrics()
+        if self.documents is not None:
+            row.update(self.documents.documents().metrics("doc"))
+        return row
 
     def _run(self, windows: list) -> EvalSums:
         parts = [(name, evaluate(self.model, self.val, w, self.context, self.micro, self.device, self.autocast,

@@ -92,7 +92,7 @@ class EvalHook:
         if ev.row is None or ev.status == "diverged":
             return
         if ev.is_last:
-            ev.row.update(self.evaluator.final().metrics())
+            ev.row.update(self.evaluator.final_metrics())
         elif self.eval_every and ev.step % self.eval_every == 0:
             ev.row.update(self.evaluator.periodic().metrics())
 

@@ -33,6 +33,7 @@ from scaling.run.checkpoint import (check_resume_data, latest_checkpoint_path, l
                                    remove_stale_temporaries)
 from scaling.run.distributed import DistContext, setup_distributed, teardown_distributed
 from scaling.run.evaluate import Evaluator
+from scaling.run.evaluate_documents import check_document_eval, document_evaluator, document_fields
 from scaling.run.hardware import peak_flops, resolve_device
 from scaling.run.hooks import (CheckpointHook, Checkpointer, ConsoleHook, EvalHook, HookContext, HookFactory,
                                MetricsHook, RecordHook)
@@ -59,7 +60,7 @@ def check_run_config(cfg: Any) -> None:
 def check_run_data(run: RunConfig, prepared: PreparedData, world_size: int) -> tuple[int, RunSizes]:
     """The vocabulary and the sizes of the run, after one-line errors for a config the prepared data cannot
     serve (before any training work): a model vocabulary smaller than the data's, a shape that cannot be
-    built, a context longer than a split, a budget under one optimizer step."""
+    built, a context longer than a split, a budget under one optimizer step, documents it cannot score."""
     vocab_size = run.model.vocab_size or prepared.vocab_size
     if vocab_size < prepared.vocab_size:
         raise ConfigError(f"model.vocab_size={vocab_size} is smaller than the vocabulary of the data "
@@ -72,6 +73,7 @@ def check_run_data(run: RunConfig, prepared: PreparedData, world_size: int) -> t
         raise ConfigError(f"train.tokens={run.train.tokens} is fewer than one optimizer step of "
                           f"train.batch_size={sizes.batch_size} x model.context={sizes.context} = "
                           f"{sizes.tokens_per_step:,} tokens: allowed >= {sizes.tokens_per_step}")
+    check_document_eval(run, prepared)
     return vocab_size, sizes
 
 
@@ -236,8 +238,10 @@ def _train(cfg: RunConfig, sizes: RunSizes, prepared: PreparedData, state: Train
     wall_time = lambda: wall_before + time.time() - start_time  # noqa: E731
     vocab_size = cfg.model.vocab_size or prepared.vocab_size  # the data's vocabulary ([MASK] is its size)
     mask = (lambda x, offsets: mask_windows(x, offsets, cfg.model, vocab_size)) if cfg.model.objective == "mlm" else None
+    documents = document_evaluator(cfg, prepared, state.model, sizes.context, sizes.micro_batch_size, device,
+                                   autocast, ctx)
     evaluator = Evaluator(state.model, prepared.val, sizes.context, sizes.micro_batch_size, device, autocast, ctx,
-                          t.eval_tokens, t.final_eval_tokens, prepared.token_bytes, mask=mask)
+                          t.eval_tokens, t.final_eval_tokens, prepared.token_bytes, mask=mask, documents=documents)
     keep_steps = frozenset(int(math.ceil(k / sizes.tokens_per_step)) for k in t.keep_at_tokens)
     checkpointer = Checkpointer(run_dir, state, t.keep_checkpoints, keep_steps, ctx, wall_time)
     guard = preemption.install()
@@ -264,11 +268,11 @@ def _train(cfg: RunConfig, sizes: RunSizes, prepared: PreparedData, state: Train
     else:
         checkpointer.save()
         row = metrics.last_row if "val/loss" in metrics.last_row else {**record.last_logged(),
-                                                                       **evaluator.final().metrics()}
+                                                                       **evaluator.final_metrics()}
         outcome = {"status": "completed", "step": state.step, "val_loss": row["val/loss"],
                    "train_loss": row.get("train/loss"), "eval_tokens": evaluator.final_tokens,
                    **{f"val_{k}": row[f"val/{k}"] for k in ("nats", "bytes", "bpb", "ppl", "pseudo_ppl")
-                      if f"val/{k}" in row}}
+                      if f"val/{k}" in row}, **document_fields(row)}
     elapsed = wall_time()
     return {**outcome, "wall_time": elapsed, "tokens_per_second": sizes.tokens / max(elapsed, 1e-9)}
 

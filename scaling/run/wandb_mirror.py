@@ -172,7 +172,7 @@ def start(cfg: DictConfig, run_dir: str | Path, run_id: str, resume_id: str | No
             )
         run.define_metric("tokens")
         run.define_metric("flops")
-        for key in ("Loss/*", "train/*", "val/*", "pred/*", "lr", "tokens_per_s", "mfu"):
+        for key in ("Loss/*", "train/*", "val/*", "doc/*", "pred/*", "lr", "tokens_per_s", "mfu"):
             run.define_metric(key, step_metric="tokens")
         return Mirror(run, run.id, secrets, loss_panels=in_sweep)
     except Exception as err:  # no network, bad credentials, quota, timeout: the run goes on
