@@ -78,6 +78,15 @@ def test_the_token_count_is_the_documents_lengths_less_one_each(tmp_path):
         assert all(d[0] == BOS for d in docs) and np.isfinite(nats).all() and (nats > 0).all()
 
 
+def test_under_doc_sep_eos_the_separator_conditions_each_document_and_every_token_is_predicted(tmp_path):
+    data = corpus(tmp_path)
+    data.meta = {"doc_sep": "eos", "eos_id": 5}
+    [(_, docs)] = validation_documents(data, 3)
+    ends = np.append(data.starts[1:], len(data.val))
+    assert [d.tolist() for d in docs] == [[5, *data.val[a:b].tolist()] for a, b in zip(data.starts, ends[:3])]
+    assert document_sums(score(docs), docs, data.token_bytes).tokens == int((ends - data.starts)[:3].sum())
+
+
 def test_no_document_sees_another(tmp_path):
     data = corpus(tmp_path)
     [(_, docs)] = validation_documents(data, 8)
