@@ -56,7 +56,7 @@ def test_a_stopped_worker_ends(tmp_path):
 def test_the_next_phase_starts_on_the_core_a_finished_worker_left(tmp_path):
     """``run_pool(on_spare_core=...)``: called once, when one worker has ended while another still trains."""
     calls = []
-    cmds = [("help", ["--help"]), ("train", [*TINY, f"runs_dir={tmp_path / 'runs'}"])]
+    cmds = [("help", ["--help"]), ("train", [*TINY, f"runs_dir={tmp_path / 'runs'}", "train.tokens=200000"])]
 
     def spare() -> None:
         calls.append(len(list((tmp_path / "runs").rglob("result.json"))))  # the training has not finished
