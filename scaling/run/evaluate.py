@@ -132,11 +132,19 @@ class Evaluator:
     def _run(self, windows: list) -> EvalSums:
         parts = [(name, evaluate(self.model, self.val, w, self.context, self.micro, self.device, self.autocast,
                                  self.ctx, self.token_bytes, self.mask)) for name, w in windows]
-        if len(parts) == 1 and parts[0][0] is None:
-            return parts[0][1]
-        sums = [p for _, p in parts]
-        nbytes = None if any(p.bytes is None for p in sums) else sum(p.bytes for p in sums)
-        return EvalSums(sum(p.nats for p in sums), sum(p.tokens for p in sums), nbytes, sums[0].masked, tuple(parts))
+        return combined(parts)
+
+
+def combined(parts: list) -> EvalSums:
+    """[(source, EvalSums)] as one: a single unnamed part as it is; a mixture's sources as their totals
+    (bytes and documents where every part knows them), with the parts kept."""
+    if len(parts) == 1 and parts[0][0] is None:
+        return parts[0][1]
+    sums = [p for _, p in parts]
+    nbytes = None if any(p.bytes is None for p in sums) else sum(p.bytes for p in sums)
+    documents = None if any(p.documents is None for p in sums) else sum(p.documents for p in sums)
+    return EvalSums(sum(p.nats for p in sums), sum(p.tokens for p in sums), nbytes, sums[0].masked, tuple(parts),
+                    documents=documents)
 
 
 def source_windows(val: Any, context: int, max_tokens: int) -> list:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from scaling.data.shards import TokenArray
 from scaling.errors import ConfigError, DataError
 from scaling.run.distributed import DistContext
-from scaling.run.evaluate import EvalSums
+from scaling.run.evaluate import EvalSums, combined
 
 SEPARATED = ("bos", "eos", "both")  # data.doc_sep values whose documents the model can tell apart
 RESULT_KEYS = ("loss", "nats", "tokens", "bytes", "bpb", "ppl", "documents")  # doc/<key> -> result.json doc_<key>
@@ -132,12 +132,7 @@ class DocumentEvaluator:
         for name, docs in self.sources:
             nats = document_nats(self.model, docs, self.context, self.micro, self.device, self.autocast, self.ctx)
             parts.append((name, document_sums(nats, docs, self.token_bytes)))
-        if len(parts) == 1 and parts[0][0] is None:
-            return parts[0][1]
-        sums = [p for _, p in parts]
-        nbytes = None if any(p.bytes is None for p in sums) else sum(p.bytes for p in sums)
-        return EvalSums(sum(p.nats for p in sums), sum(p.tokens for p in sums), nbytes,
-                        documents=sum(p.documents for p in sums), parts=tuple(parts))
+        return combined(parts)
 
 
 def validation_spans(prepared: Any, k: int) -> list[tuple[Optional[str], np.ndarray]]:
