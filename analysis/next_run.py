@@ -253,6 +253,7 @@ def replay(
     N: Any, D: Any, L: Any, initial: Any, target: Any, criterion: str = "variance", *,
     cost: Any = None, stop_width: float | None = None, level: float = 0.95, seed: int = 0,
     max_steps: int | None = None, bootstrap: int = 0, stable: float | None = None, min_dof: int = 0,
+    budget: float | None = None,
 ) -> pd.DataFrame:
     """Run the sequential design on points whose losses are known: the benchmark of ``propose_next``.
 
@@ -260,7 +261,9 @@ def replay(
     scores the pool under the current posterior, adds the best point with its real loss and refits warm
     from the previous optimum; it stops once ``goal_met`` holds (the target's interval, estimate +- z sd, at most
     ``stop_width`` wide, with ``stable`` and ``min_dof`` as there; None: never), after ``max_steps`` or when the
-    pool is empty. The v-optimal reference is the pool.
+    pool is empty. The v-optimal reference is the pool. budget: FLOPs the added points may spend (None: no
+    cap); a point dearer than what is left is passed over, and the replay stops once none is affordable, as
+    the adaptive study does with ``--max-flops``.
     bootstrap > 0: the posterior (scores and interval) is the covariance of that many bootstrap refits.
 
     Rows: step (0 = the initial fit), point (index into the arrays, -1 at step 0), N, D, cost, spent
@@ -284,22 +287,27 @@ def replay(
     post = fit_posterior(N[used], D[used], L[used], bootstrap=bootstrap, seed=seed)
     rows = [_replay_row(0, -1, math.nan, math.nan, math.nan, 0.0, *interval(post, tgt, level))]
     limit = pool0.size if max_steps is None else min(int(max_steps), pool0.size)
+    left = math.inf if budget is None else float(budget)
+    if not left >= 0:
+        raise AnalysisInputError(f"budget: {budget!r} FLOPs is not allowed; give a number >= 0, or None for no cap")
     for step in range(1, limit + 1):
         if stop_width is not None and goal_met(rows, stop_width, int(used.sum()), stable=stable, min_dof=min_dof):
             break
-        pool = np.flatnonzero(~used)
+        pool = np.flatnonzero(~used & (cost <= left))
+        if pool.size == 0:
+            break
         J = jacobian(post.theta, N[pool], D[pool])[1]
         ref = jacobian(post.theta, ref_N, ref_D)[1] if criterion == "v-optimal" else None
         _, score = scores(criterion, post, tgt.gradient(post.theta), J, cost[pool], ref, rng)
         k = int(pool[np.argmax(score)])
-        used[k] = True
+        used[k], left = True, left - cost[k]
         post = fit_posterior(N[used], D[used], L[used], start=post.theta, bootstrap=bootstrap, seed=seed + step)
         rows.append(_replay_row(step, k, N[k], D[k], cost[k], rows[-1]["spent"] + cost[k], *interval(post, tgt, level)))
     table = pd.DataFrame(rows)
     spent, pool_cost = float(table["spent"].iloc[-1]), float(cost[pool0].sum())
     reached = stop_width is not None and goal_met(rows, stop_width, int(used.sum()), stable=stable, min_dof=min_dof)
     table.attrs.update(pool_cost=pool_cost, spent=spent, share=spent / pool_cost, reached=reached,
-                       steps=len(table) - 1, target=tgt.name, criterion=criterion)
+                       steps=len(table) - 1, budget=budget, target=tgt.name, criterion=criterion)
     return table
 
 

@@ -97,12 +97,13 @@ def parse_rule(text: str) -> dict[str, float]:
 
 
 def replay_row(pool: pd.DataFrame, init: np.ndarray, fixed: tuple[float, float, float], flops: float,
-               criterion: str, rule: dict[str, float]) -> dict[str, object]:
-    """One replay to the fixed width under ``rule``: share of the fixed FLOPs, the interval and the runs added."""
+               criterion: str, rule: dict[str, float], max_share: float) -> dict[str, object]:
+    """One replay to the fixed width under ``rule``, seed and added runs together within ``max_share`` of the
+    fixed FLOPs (the study's ``--max-flops``): share of the fixed FLOPs, the interval and the runs added."""
     est, lo, hi = fixed
     cost = pool["C"].to_numpy(float)
     t = replay(pool.N.to_numpy(float), pool.D.to_numpy(float), pool.loss.to_numpy(float), init, "a", criterion,
-               cost=cost, stop_width=hi - lo, **rule)
+               cost=cost, stop_width=hi - lo, budget=max(0.0, max_share * flops - cost[init].sum()), **rule)
     last = t.iloc[-1]
     added = [f"w{pool.width[k]}@{pool.budget[k]:.3g}" for k in t.point.iloc[1:]]
     return {"share": (cost[init].sum() + t.attrs["spent"]) / flops, "reached": t.attrs["reached"],
@@ -117,6 +118,8 @@ def main() -> None:
     p.add_argument("--pools", default=",".join(POOLS))
     p.add_argument("--rules", default="width,dof=4,stable=0.5,stable=0.5+dof=4")
     p.add_argument("--criterion", default="variance")
+    p.add_argument("--max-share", type=float, default=1.0,
+                   help="FLOPs the design may spend, as a share of the fixed design's (default 1: the study's --max-flops default)")
     p.add_argument("--params", default="total")
     p.add_argument("--flops", default="6nd_total")
     args = p.parse_args()
@@ -126,7 +129,8 @@ def main() -> None:
     fixed = interval(post, resolve_target("a"))
     flops = float(fixed_runs.C.sum())
     print(f"fixed design: {len(fixed_runs)} runs, {flops:.3g} FLOPs, a = {fixed[0]:.4f} ({fixed[1]:.4f} to {fixed[2]:.4f}, "
-          f"width {fixed[2] - fixed[1]:.4f}); {len(runs) - len(fixed_runs)} more records; criterion {args.criterion}\n")
+          f"width {fixed[2] - fixed[1]:.4f}); {len(runs) - len(fixed_runs)} more records; criterion {args.criterion}; "
+          f"at most {args.max_share:g} x its FLOPs\n")
     print("| seed | pool | stop rule | share of fixed FLOPs | runs | a (95% Laplace) | width | holds the fixed a | added |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for seed in args.seeds.split(","):
@@ -135,7 +139,7 @@ def main() -> None:
             pool = pool_of(runs, name)
             init = seed_mask(pool, int(k), None if m == "all" else int(m))
             for rule in args.rules.split(","):
-                r = replay_row(pool, init, fixed, flops, args.criterion, parse_rule(rule))
+                r = replay_row(pool, init, fixed, flops, args.criterion, parse_rule(rule), args.max_share)
                 share = f"{100 * r['share']:.1f}%" + ("" if r["reached"] else " (not reached)")
                 print(f"| {seed} ({100 * pool.C[init].sum() / flops:.0f}%) | {name} | {rule} | {share} | {r['runs']} | "
                       f"{r['a']:.3f} ({r['low']:.3f} to {r['high']:.3f}) | {r['width']:.3f} | "

@@ -130,6 +130,22 @@ def test_small_replay_beats_random_on_average():
     assert (best.spent.diff().dropna() > 0).all() and best.point.iloc[1:].is_unique
 
 
+def test_a_replay_within_a_budget_spends_no_more_and_passes_over_dear_points():
+    data = synthetic(seed=1, sizes=6, budgets=7, sigma=0.02)
+    N, D, L = (data[c].to_numpy() for c in ("N", "D", "loss"))
+    init = data.budget.to_numpy() < 3
+    free = replay(N, D, L, init, "a", "variance", stop_width=0.0)  # never narrow enough: runs until the pool is empty
+    cost = 6 * N * D
+    budget = 0.3 * free.attrs["pool_cost"]
+    capped = replay(N, D, L, init, "a", "variance", stop_width=0.0, budget=budget)
+    assert 0 < capped.attrs["spent"] <= budget < free.attrs["spent"]
+    left = budget - capped.attrs["spent"]
+    untouched = np.setdiff1d(np.flatnonzero(~init), capped.point.iloc[1:])
+    assert (cost[untouched] > left).all()  # it stopped only once nothing left was affordable
+    with pytest.raises(AnalysisInputError, match="budget"):
+        replay(N, D, L, init, "a", "variance", budget=-1.0)
+
+
 def rounds(*intervals):
     return [{"estimate": e, "low": e - h, "high": e + h} for e, h in intervals]
 
