@@ -7,6 +7,11 @@ invocation and each in a fresh process:
 
 - ``bare``: tiktoken's ``encode_ordinary_batch(num_threads=1)`` on the same documents (reading and JSON
   decoding not timed): the ceiling of one core;
+- ``bare, 2 processes``: two such encoders at the same time, each on every other document (loaded first,
+  then started together): what this host gives two busy processes;
+- ``tasks alone`` and ``tasks, 2 processes``: the preparation's own tasks (decode the JSON lines, tokenize,
+  concatenate: ``scaling.data.encode.run_task``) loaded first and run with no pipeline around them, in one
+  process and in two at once on alternate tasks: the ceiling of 1 -> 2 workers for this work on this host;
 - ``prepare_data`` with ``data.workers`` = 1 and 2 (``data.tokenizer=gpt2``, ``max_bytes=null``), timed
   end to end, with the peak RSS of the main process and of the worker processes, and the CPU seconds of
   each side (the main process: reading, handing out tasks, writing shards; the workers: the rest).
@@ -112,6 +117,60 @@ def run_bare(corpus: Path) -> dict:
             "text_bytes": text_bytes, **_rss(), "cpu_seconds": _CPU[0]}
 
 
+def run_part(corpus: Path, kind: str, part: int, parts: int) -> dict:
+    """Every ``parts``-th unit of work from ``part`` on, loaded first, run when told to on stdin (after ``ready``
+    on stdout), so that the processes of a group work at the same time. ``bare``: documents through tiktoken's
+    batch encoder; ``tasks``: the preparation's own tasks (4 MB of JSON lines each) through ``run_task``
+    (decode, tokenize, concatenate), with no pipeline around them."""
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(TOKENIZERS)
+    from scaling.data import encode
+    from scaling.data.sources import iter_tasks, open_stream, plan_source
+    from scaling.data.tokenizers import pretrained_tokenizer
+
+    tok = pretrained_tokenizer("gpt2")
+    if kind == "tasks":
+        units = [t for i, t in enumerate(iter_tasks(plan_source(f"{corpus}/*.jsonl.zst", None, 0.0, False), "text"))
+                 if i % parts == part]
+        encode.setup(tok, "bos", 0.0, "uint16")
+    else:
+        docs = []
+        for path in sorted(corpus.glob("*.jsonl.zst")):
+            with open_stream(path) as f:
+                docs += [json.loads(line)["text"] for i, line in enumerate(f) if i % parts == part]
+        units = [docs[k:k + 1024] for k in range(0, len(docs), 1024)]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    tokens, encode_s, text_bytes = 0, 0.0, 0
+    for unit in units:
+        if kind == "tasks":
+            c0 = time.process_time()
+            tokens += len(encode.run_task(unit).tokens)
+            _CPU[0] += time.process_time() - c0
+        else:
+            tokens, encode_s, text_bytes = _encode(tok._enc, unit, tokens, encode_s, text_bytes)
+    return {"tokens": tokens, "cpu_seconds": _CPU[0], **{k: v for k, v in _rss().items() if k == "rss_main_mb"}}
+
+
+def group(corpus: Path, kind: str, parts: int) -> dict:
+    """``parts`` processes of ``run_part`` at once, timed from their common start to the last one's end."""
+    load = os.getloadavg()[0]
+    procs = [subprocess.Popen([sys.executable, __file__, "--_run", "part", "--kind", kind, "--corpus", str(corpus),
+                               "--part", str(i), "--parts", str(parts)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+             for i in range(parts)]
+    for proc in procs:
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"{kind} part failed before it was ready")
+    t0 = time.perf_counter()
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outs = [json.loads(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
+    return {"tokens": sum(o["tokens"] for o in outs), "seconds": time.perf_counter() - t0,
+            "cpu_seconds": sum(o["cpu_seconds"] for o in outs), "rss_main_mb": max(o["rss_main_mb"] for o in outs),
+            "rss_worker_mb": 0.0, "load": [load, os.getloadavg()[0]]}
+
+
 def _encode(enc, batch, tokens, encode_s, text_bytes):
     t0, c0 = time.perf_counter(), time.process_time()
     ids = enc.encode_ordinary_batch(batch, num_threads=1)
@@ -195,7 +254,7 @@ def table(info: dict, rows: dict) -> str:
     one = None
     for name, r in rows.items():
         rate = r["tokens"] / r["seconds"]
-        cores = int(name.split("=")[1]) if name.startswith("workers") else 1
+        cores = int(name.split("=")[1]) if name.startswith("workers") else 2 if "2 processes" in name else 1
         one = rate if name == "workers=1" else one
         worker = f"{r['rss_worker_mb']:.0f}" if name.startswith("workers=2") else "-"
         cpu_rate = r["tokens"] / r["cpu_seconds"]
@@ -203,10 +262,15 @@ def table(info: dict, rows: dict) -> str:
                      f"{rate / bare:.2f}x | {r['cpu_seconds']:.1f} | {cpu_rate:,.0f} | {cpu_rate / cpu_bare:.2f}x | "
                      f"{r['rss_main_mb']:.0f} / {worker} |")
     two = rows["workers=2"]["tokens"] / rows["workers=2"]["seconds"]
+    host = rows["bare, 2 processes"]["tokens"] / rows["bare, 2 processes"]["seconds"] / bare
+    tasks = (rows["tasks, 2 processes"]["tokens"] / rows["tasks, 2 processes"]["seconds"]) / \
+        (rows["tasks alone"]["tokens"] / rows["tasks alone"]["seconds"])
     lines.append("")
     lines.append(f"corpus: {info['jsonl_bytes'] / 1e6:,.0f} MB of JSON lines in {info['files']} .jsonl.zst files "
                  f"({info['zst_bytes'] / 1e6:,.0f} MB on disk), {info['docs']:,} documents; speed-up 1 -> 2 workers "
-                 f"{two / one:.2f}x; identical shards for 1 and 2 workers: {info['identical']}")
+                 f"{two / one:.2f}x; 1 -> 2 processes with no pipeline (this host's ceiling for two): the bare "
+                 f"encoder {host:.2f}x, the preparation's own tasks {tasks:.2f}x, so the pipeline reaches "
+                 f"{two / one / tasks:.0%} of the second; identical shards for 1 and 2 workers: {info['identical']}")
     lines.append(cpu_split(rows))
     return "\n".join(lines)
 
@@ -232,7 +296,13 @@ def main() -> None:
     ap.add_argument("--corpus", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--kind", default="bare", help=argparse.SUPPRESS)
+    ap.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--parts", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args._run == "part":
+        print(json.dumps(run_part(Path(args.corpus), args.kind, args.part, args.parts)))
+        return
     if args._run == "bare":
         print(json.dumps(run_bare(Path(args.corpus))))
         return
@@ -244,7 +314,10 @@ def main() -> None:
         t0 = time.perf_counter()
         info = build_corpus(work / "corpus", args.size_mb)
         print(f"corpus built in {time.perf_counter() - t0:.0f}s: {info}", file=sys.stderr)
-        rows = {"bare": child("--_run", "bare", "--corpus", str(work / "corpus"))}
+        rows = {"bare": child("--_run", "bare", "--corpus", str(work / "corpus")),
+                "bare, 2 processes": group(work / "corpus", "bare", 2),
+                "tasks alone": group(work / "corpus", "tasks", 1),
+                "tasks, 2 processes": group(work / "corpus", "tasks", 2)}
         for w in (1, 2):
             rows[f"workers={w}"] = child("--_run", "prepare", "--corpus", str(work / "corpus"),
                                          "--cache", str(work / f"cache{w}"), "--workers", str(w))
