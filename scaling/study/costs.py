@@ -16,13 +16,15 @@ from scaling.sweep.pricing import plan_run
 from scaling.sweep.summary import summarize, write_summary
 
 
-def costs(runs: list[Any], hold: Any, phases: dict[str, float], preset: Any, opts: Any) -> dict[str, Any]:
+def costs(runs: list[Any], hold: Any, phases: dict[str, float], preset: Any, opts: Any,
+          fixed: dict[str, Any] | None = None) -> dict[str, Any]:
     """FLOPs (the sweep's convention) and time of the sweep and the held-out run, and the fixed design's FLOPs.
 
     ``sweep_flops`` counts each trunk once and each branch only for its own tokens; ``separate_flops`` is what
     the same points would cost as separate runs; ``fixed_flops`` is the sweep without branches that the
     study used before (``study`` / ``study_quick``: one cosine run per point, with its own sizes), and
     ``fixed_seconds_estimate`` its sweep time at this sweep's measured FLOPs per second of training.
+    ``fixed``: ``fixed_design``'s result where it was priced already (None: priced here).
     """
     trained = [r for r in runs if not r.skip_reason]
     points = [r for r in trained if r.role != "trunk"]
@@ -33,7 +35,7 @@ def costs(runs: list[Any], hold: Any, phases: dict[str, float], preset: Any, opt
         "separate_flops": sum(r.compute for r in points), "holdout_flops": float(hold.compute),
         "sweep_train_seconds": train_s, "phases": dict(phases)}
     if preset.holdout_overrides:
-        out.update(fixed_design(preset, opts, Path(trained[0].run_dir).parents[1]))
+        out.update(fixed or fixed_design(preset, opts, Path(trained[0].run_dir).parents[1]))
     else:
         out["fixed_sweep"], out["fixed_runs"], out["fixed_flops"] = preset.sweep, len(trained), sweep_flops
     out["ratio_to_fixed"] = sweep_flops / out["fixed_flops"] if out["fixed_flops"] else None

@@ -26,7 +26,7 @@ from scaling.conventions import params_of
 from scaling.errors import ConfigError
 from scaling.io import atomic_write_json, atomic_write_text
 from scaling.run.record import RunRecord
-from scaling.study.costs import costs, log_analysis_run, write_sweep_summary
+from scaling.study.costs import costs, fixed_design, log_analysis_run, write_sweep_summary
 from scaling.study.fits import _f, _family, _quantile_in_band, exponents, fit_all, fit_laws, holdout_shape
 from scaling.study.launch import _describe, launch, launch_args, plan, refresh
 from scaling.study.options import Options, Preset, StudyError, check_out_dir, cores, idle_cores
@@ -55,6 +55,7 @@ class Study:
     predicted: list[Any] = dataclasses.field(default_factory=list)  # --predict-branches: the branches not trained
     points: Any = None  # their predicted IsoFLOP points
     measured_only: dict[str, Any] = dataclasses.field(default_factory=dict)  # fits without the predicted points
+    fixed: dict[str, Any] | None = None  # the fixed design's runs and FLOPs, once priced (costs.fixed_design)
 
     @property
     def budgets(self) -> list[float]:
@@ -124,7 +125,7 @@ def sweep_phase(st: Study) -> None:
     if st.opts.predict_branches:
         launch_trained(st.opts, st.base, st.runs, st.jobs, st.log_path)
     else:
-        launch(st.opts, st.base, st.runs, st.jobs, st.log_path, "sweep", on_spare_core=_import_analysis)
+        launch(st.opts, st.base, st.runs, st.jobs, st.log_path, "sweep", on_spare_core=lambda: _on_spare_core(st))
     refresh(st.runs)
     write_sweep_summary(st.group_dir, st.preset.sweep, st.runs)
     st.timed("sweep", t0)
@@ -134,10 +135,16 @@ def sweep_phase(st: Study) -> None:
                          f"see {st.group_dir / 'summary.md'} and {st.log_path}; relaunch to resume")
 
 
-def _import_analysis() -> None:
-    """The fit's imports (pandas, scipy, matplotlib: seconds on a small CPU), on the core the sweep's first
-    finished worker left idle."""
+def _on_spare_core(st: Study) -> None:
+    """Work of later phases that needs no sweep result, on the core the sweep's first finished worker left
+    idle: the fit's imports (pandas, scipy, matplotlib: seconds on a small CPU) and the report's pricing of
+    the fixed design without branches."""
     importlib.import_module("analysis")
+    if st.preset.holdout_overrides:
+        try:
+            st.fixed = fixed_design(st.preset, st.opts, st.group_dir.parent)
+        except Exception:  # never stop the sweep for it: the report prices it again and says what is wrong
+            st.fixed = None
 
 
 def fit_phase(st: Study) -> tuple[Any, dict[str, Any], Any, list[str]]:
@@ -290,7 +297,7 @@ def report_phase(st: Study, table: Any, results: dict[str, Any], analysis: dict[
                  "reused": len(st.reused_dirs) + int(not trained_hold)},
         "launcher": st.opts.launcher, "jobs": st.jobs, "bootstrap": st.bootstrap, "overrides": st.opts.overrides,
         "settings": _settings(first_cfg), "exponents": exponents(results), "holdout": holdout,
-        "costs": costs(st.runs, hold, st.phases, st.preset, st.opts), "wandb": analysis.get("wandb"),
+        "costs": costs(st.runs, hold, st.phases, st.preset, st.opts, st.fixed), "wandb": analysis.get("wandb"),
         "predicted_branches": predicted_summary(st.opts.predict_branches, st.preset.predict_eval_every, st.runs,
                                                 st.predicted, st.points, st.measured_only) if st.predicted else None,
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -24,8 +24,10 @@ from typing import Any, Optional
 TRAIN_MODULE = "scaling.cli.train"
 # What the server imports once for every worker (the train command's imports; not the command module itself,
 # which each worker runs afresh as __main__).
+# wandb and wandb.sdk.launch (which wandb imports at each process's first run): about 1 s a worker on a small CPU.
 PRELOAD = ["torch", "torch._dynamo", "hydra", "omegaconf", "scaling.cli.overrides", "scaling.sweep.registry",
-           "scaling.run.training", "scaling.study.forecast", "hydra_plugins.scaling_worker"]
+           "scaling.run.training", "scaling.study.forecast", "hydra_plugins.scaling_worker", "wandb",
+           "wandb.sdk.launch"]
 _context: Optional[Any] = None
 
 

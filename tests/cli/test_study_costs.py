@@ -61,3 +61,18 @@ def test_the_study_plans_the_runs_its_workers_compose(tmp_path, sweep):
     args = [f"+sweep={sweep}", f"runs_dir={tmp_path}", *launch_args(Options(variant="quick"), 2)]
     planned, _ = plan(args)
     assert [dataclasses.asdict(r) for r in planned] == _planned(expand(args))
+
+
+def test_the_fixed_design_priced_on_the_spare_core_is_the_one_the_report_prices(tmp_path):
+    """The study prices the fixed design while its sweep's last worker trains (``_on_spare_core``); the report
+    then gives the same runs and FLOPs as pricing it there."""
+    from scaling.study.study import Study, _on_spare_core
+
+    opts = Options(variant="quick", design="wsd", out=tmp_path)
+    base = [f"+sweep={opts.preset.sweep}", f"runs_dir={tmp_path / 'runs'}"]
+    runs, cfgs = plan(base + launch_args(opts, 2))
+    st = Study(opts, opts.preset, tmp_path, 2, 0, base, tmp_path / "logs" / "launch.log", runs=runs, cfgs=cfgs)
+    _on_spare_core(st)
+    assert st.fixed is not None and st.fixed["fixed_sweep"] == opts.preset.holdout_sweep
+    hold = SimpleNamespace(compute=4e11)
+    assert costs(runs, hold, {}, opts.preset, opts, st.fixed) == costs(runs, hold, {}, opts.preset, opts)
