@@ -11,7 +11,9 @@ from analysis.checks import choice
 
 PARAMS = ("non_embedding", "with_head", "total")  # conventions for N (see DESIGN.md)
 FLOPS = ("6nd", "6nd_with_head", "6nd_total", "kaplan", "chinchilla")  # conventions for C every record carries
-LOSSES = ("val_loss", "train_loss", "bpb")  # final losses of a run record (bpb: val_bpb, bits per byte)
+# final losses of a run record (bpb: val_bpb, bits per byte; doc_*: whole validation documents, train.eval_documents)
+LOSSES = ("val_loss", "train_loss", "bpb", "doc_loss", "doc_bpb")
+DOCUMENT = ("doc_loss", "doc_nats", "doc_tokens", "doc_bytes", "doc_bpb", "doc_ppl", "doc_documents")
 CURVE_LOSSES = ("val/loss", "train/loss")  # per-step losses in metrics.jsonl
 
 # Canonical columns every fit reads.

@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis import columns as col
 from analysis.errors import AnalysisInputError
-from analysis.loss_units import check_one_tokenizer, loss_column
+from analysis.loss_units import check_one_tokenizer, check_recorded, loss_column
 
 
 def curves_of(runs: pd.DataFrame, history: Callable[[dict[str, Any]], list[dict[str, Any]]], *, source: str,
@@ -170,6 +170,7 @@ def canonical(
     loss = loss_column(loss)  # bpb -> val_bpb
     loss_name = pick("loss_col", loss_col, [loss, loss.replace("_", "/"), "loss"], True)
     check_one_tokenizer(df, loss_name)
+    check_recorded(df, loss_name)
     d_name = pick("tokens_col", tokens_col, ["tokens", "D"], False)
     c_name = pick("flops_col", flops_col, [col.flops_col(flops), "C"], False)
     if flops_col is None and tokens_col is None and c_name is None and any(c.startswith("flops_") for c in cols):

@@ -1,8 +1,11 @@
-"""Loss units: nats per token (``val_loss``, ``train_loss``) and bits per byte (``bpb``).
+"""Loss units: nats per token (``val_loss``, ``train_loss``, ``doc_loss``) and bits per byte (``bpb``,
+``doc_bpb``).
 
 Bits per byte = summed nats / (ln 2 x UTF-8 bytes) (lm-evaluation-harness and nanochat compute it so; the
 run record keeps ``val_nats`` and ``val_bytes``, so it is exact). Nats per token depend on the tokenizer, so
-one fit never mixes tokenizers in that unit: ``check_one_tokenizer`` refuses it, naming the runs.
+one fit never mixes tokenizers in that unit: ``check_one_tokenizer`` refuses it, naming the runs. The
+``doc_*`` losses are the document-level validation's (``train.eval_documents``); only runs trained with it
+have them, and ``check_recorded`` refuses a fit on one where a completed run lacks it, naming the runs.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import pandas as pd
 from analysis.errors import AnalysisInputError
 
 LOSS_COLUMNS = {"bpb": "val_bpb"}  # loss names that are another column's
-PER_TOKEN = ("val_loss", "train_loss", "val/loss", "train/loss", "loss")
+PER_TOKEN = ("val_loss", "train_loss", "doc_loss", "val/loss", "train/loss", "doc/loss", "loss")
+PER_BYTE = {"doc_loss": "doc_bpb"}  # the bits-per-byte loss of a per-token one ('bpb' for the others)
+DOCUMENT_LOSSES = ("doc_loss", "doc_bpb")  # final losses recorded only by runs with train.eval_documents
 
 
 def loss_column(loss: str) -> str:
@@ -50,4 +55,22 @@ def check_one_tokenizer(df: pd.DataFrame, loss_name: str) -> None:
     groups = "; ".join(f"{name}: {', '.join(ids[names.index[names == name]][:4])}"
                        + (" ..." if (names == name).sum() > 4 else "") for name in sorted(names.unique()))
     raise AnalysisInputError(f"loss={loss_name!r} is nats per token and these runs use {names.nunique()} tokenizers "
-                             f"({groups}); fit in bits per byte (loss='bpb') or select runs of one tokenizer")
+                             f"({groups}); fit in bits per byte (loss={PER_BYTE.get(loss_name, 'bpb')!r}) or select runs "
+                             "of one tokenizer")
+
+
+def check_recorded(df: pd.DataFrame, loss_name: str) -> None:
+    """AnalysisInputError naming the completed runs without a value of a document-level loss (trained
+    without ``train.eval_documents``)."""
+    if loss_name not in DOCUMENT_LOSSES or loss_name not in df.columns:
+        return
+    status = df["status"].fillna("completed") if "status" in df.columns else pd.Series("completed", index=df.index)
+    values = pd.to_numeric(df[loss_name], errors="coerce")
+    lacking = df.index[values.isna() & (status == "completed")]
+    if not len(lacking):
+        return
+    ids = df.loc[lacking, "run_id"].astype(str).tolist() if "run_id" in df.columns else [f"row {i}" for i in lacking]
+    shown = ", ".join(ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
+    raise AnalysisInputError(f"loss={loss_name!r}: {len(ids)} of {int((status == 'completed').sum())} completed "
+                             f"runs have no {loss_name} ({shown}): trained without train.eval_documents; fit on "
+                             "loss='val_loss' or 'bpb', or select runs that scored documents")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,8 @@ def record_row(rec: dict[str, Any], config: dict[str, Any], *, path: str, sweep:
         row[key] = rec.get(key)
     for key in ("val_bpb", "val_nats", "val_bytes", "eval_tokens"):  # sums of the final evaluation: exact units
         row[key] = rec.get(key)
+    for key in col.DOCUMENT:  # document-level validation's sums (train.eval_documents): NaN in runs without it
+        row[key] = rec.get(key, math.nan)
     row["tokenizer"] = tokenizer_of(config)
     for key, value in (rec.get("own_flops") or {}).items():
         row[f"own_flops_{key}"] = value
