@@ -26,7 +26,9 @@ FLOP convention), budget, estimated time, whether it is skipped and why, and tot
 Time estimates come from, in order: --tokens-per-sec T (tokens/s of every run), --flops-per-sec F
 (Chinchilla-convention FLOP/s, as the training loop's MFU uses), --measure (a few training steps of each
 distinct shape on this machine, SECONDS each, default 1), else an assumed 5e10 FLOP/s. Evaluation
-tokens are priced as forward passes (a third of a training token).
+tokens are priced as forward passes (a third of a training token): the eval windows', and with
+train.eval_documents=K the K validation documents' (the "docs" column: their forward-pass tokens, from the
+prepared data's mean document length, or one model.context per document before it is prepared).
 """
 
 
@@ -37,8 +39,9 @@ NOTES = {"completed": "already completed", "diverged": "already diverged", "part
 def format_table(runs: list[PlannedRun], throughput: str, title: str) -> str:
     conv = runs[0].convention if runs else "6nd"
     repeats = any(r.unique_tokens is not None for r in runs)  # repeated data: U, epochs, repeated share
+    docs = any(r.document_tokens for r in runs)  # document-level validation: its forward-pass tokens
     head = ["#", "width", "depth", "heads", "ctx", "N_non_emb", "N_with_head", "N_total", "D", f"C[{conv}]",
-            "budget", *(["U", "epochs", "repeated"] if repeats else []), "est", "note"]
+            "budget", *(["U", "epochs", "repeated"] if repeats else []), *(["docs"] if docs else []), "est", "note"]
     rows = []
     for r in runs:
         note = f"skip: {r.skip_reason}" if r.skip_reason else NOTES.get(r.state, "")
@@ -49,16 +52,31 @@ def format_table(runs: list[PlannedRun], throughput: str, title: str) -> str:
                      str(r.shape["context"]), si(r.params["non_embedding"]), si(r.params["with_head"]),
                      si(r.params["total"]), si(r.tokens), f"{r.compute:.3g}",
                      "-" if r.budget is None else f"{r.budget:.3g}", *(_repeat_cells(r) if repeats else []),
-                     duration(r.est_seconds), note])
+                     *([_document_cell(r)] if docs else []), duration(r.est_seconds), note])
     t = totals(runs)
     rows.append(["total", "", "", "", "", "", "", "", si(t["tokens"]), f"{t['flops']:.3g}", "",
-                 *([""] * 3 if repeats else []), duration(t["est_seconds"]), f"{t['to_train']} to train, {t['skipped']} skipped, "
+                 *([""] * 3 if repeats else []), *([si(t["document_tokens_to_train"])] if docs else []),
+                 duration(t["est_seconds"]), f"{t['to_train']} to train, {t['skipped']} skipped, "
                  f"{t['already_done']} already done"])
     widths = [max(len(x[i]) for x in [head] + rows) for i in range(len(head))]
     line = lambda cells: "  ".join(c.rjust(w) if i < len(head) - 1 else c for i, (c, w) in enumerate(zip(cells, widths)))
     out = [title, line(head)] + [line(x) for x in rows[:-1]] + ["-" * (sum(widths[:-1]) + 2 * len(widths)), line(rows[-1])]
     out.append(f"time estimates: {throughput}")
+    if docs:
+        out.append(DOCUMENTS_NOTE + ("; *: data not prepared yet (or a mixture): one model.context per document "
+                                     "assumed" if any(not r.documents_from_data for r in runs if r.document_tokens) else ""))
     return "\n".join(o.rstrip() for o in out)
+
+
+DOCUMENTS_NOTE = ("docs: forward-pass tokens of the document-level validation (train.eval_documents), once at the "
+                  "end, in est at a third of a training token each")
+
+
+def _document_cell(r: PlannedRun) -> str:
+    """The document-level validation's forward-pass tokens ('-' without it; '*' where no data priced them)."""
+    if not r.document_tokens:
+        return "-"
+    return si(r.document_tokens) + ("" if r.documents_from_data else "*")
 
 
 def _repeat_cells(r: PlannedRun) -> list[str]:
@@ -88,7 +106,7 @@ def as_csv(runs: list[PlannedRun]) -> str:
         row = {"index": r.index, "run_id": r.run_id, **{k: v for k, v in r.shape.items()},
                **{f"N_{k}": v for k, v in r.params.items()}, "train_tokens": r.train_tokens, "tokens": r.tokens,
                "steps": r.steps, **{f"flops_{k}": v for k, v in r.flops.items()}, "convention": r.convention,
-               "budget": r.budget, "est_seconds": r.est_seconds, "skip_reason": r.skip_reason or "",
+               "budget": r.budget, "document_tokens": r.document_tokens, "est_seconds": r.est_seconds, "skip_reason": r.skip_reason or "",
                "state": r.state, "role": r.role or "", "trunk": r.trunk or "", "own_tokens": r.own_tokens,
                "unique_tokens": r.unique_tokens, "epochs": r.epochs, "repeated_share": r.repeated_share,
                "overrides": " ".join(r.overrides)}

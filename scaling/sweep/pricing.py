@@ -1,5 +1,7 @@
 """Price a sweep: each job's N, D, C and steps, derived from its config exactly as the run derives them
-(``scaling.run.sizes``), what its run directory already holds, and time estimates."""
+(``scaling.run.sizes``), what its run directory already holds, and time estimates. Evaluation is priced in
+time as forward passes, a third of a training token each: the eval windows' tokens, and the document-level
+validation's (``train.eval_documents``, ``document_tokens``)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from scaling.run.record import RunRecord
 from scaling.run.sizes import RunSizes, shape_of
 from scaling.sweep.expand import cached_grammar, expand
 from scaling.sweep.repeats import repeat_fields
-from scaling.sweep.resolvers import model_config, vocab_size
+from scaling.sweep.resolvers import cached_meta, model_config, vocab_size
 
 DEFAULT_FLOPS_PER_SEC = 5e10  # a 2-core CPU in fp32, roughly; say --tokens-per-sec or --measure otherwise
 
@@ -43,6 +45,8 @@ class PlannedRun:
     skip_reason: Optional[str]
     state: str  # completed | failed | diverged | skipped | partial | "" (not started), from the run directory
     eval_tokens: int = 0
+    document_tokens: int = 0  # forward-pass tokens of the document-level validation (train.eval_documents)
+    documents_from_data: bool = True  # document_tokens from the prepared data's documents (else one context each)
     est_seconds: Optional[float] = None
     role: Optional[str] = None  # WSD branching: trunk | branch | None
     trunk: Optional[str] = None  # a branch's trunk (run id)
@@ -89,6 +93,7 @@ def plan_run(cfg: DictConfig, index: int, overrides: list[str], run_dir: Optiona
         branch = branch_fields(cfg, sizes)
     t = cfg.train
     evals = (steps // t.eval_every if t.eval_every else 0) * t.eval_tokens + (t.final_eval_tokens if steps else 0)
+    documents, from_data = document_tokens(cfg) if steps else (0, True)
     convention = OmegaConf.select(cfg, "sweep.convention", default=None) or "6nd"
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.runs_dir) / cfg.group / run_key(cfg)
     return PlannedRun(
@@ -97,10 +102,37 @@ def plan_run(cfg: DictConfig, index: int, overrides: list[str], run_dir: Optiona
         train_tokens=train_tokens, tokens=tokens, steps=steps,
         flops={k: v * tokens for k, v in per_token.items()}, convention=str(convention),
         budget=_float_or_none(OmegaConf.select(cfg, "sweep.budget", default=None)),
-        skip_reason=reason, state=run_state(run_dir), eval_tokens=int(evals), role=branch_role(cfg),
+        skip_reason=reason, state=run_state(run_dir), eval_tokens=int(evals), document_tokens=documents,
+        documents_from_data=from_data, role=branch_role(cfg),
         trunk=branch.get("trunk"), own_tokens=branch.get("own_tokens"),
         **repeat_fields(cfg, tokens, skipped=bool(reason)),
     )
+
+
+def document_tokens(cfg: DictConfig) -> tuple[int, bool]:
+    """(forward-pass tokens of the final document-level validation, priced from the prepared data?).
+
+    ``train.eval_documents=K`` scores K validation documents (of each source) once. From prepared data (its
+    ``meta.json``): K documents (at most the split's) of the split's mean length, each at
+    ``document_forward_tokens``. Before the data is prepared (or for a mixture): one window of
+    ``model.context`` per document."""
+    k = cfg.train.get("eval_documents")
+    if not k:
+        return 0, True
+    context = int(cfg.model.context)
+    meta = cached_meta(cfg.data)
+    if meta is None or not meta.get("val_docs"):
+        return len(cfg.data.get("sources") or [None]) * int(k) * context, False
+    length = round(int(meta["val_tokens"]) / int(meta["val_docs"])) + (meta.get("doc_sep") == "eos")  # eos: put in front
+    return min(int(k), int(meta["val_docs"])) * document_forward_tokens(length, context), True
+
+
+def document_forward_tokens(length: int, context: int) -> int:
+    """Input tokens of the rolling windows that score a ``length``-token document (its tokens 1..n-1, each
+    once, ``scaling.run.evaluate_documents.rolling_windows``): one window of ``length - 1`` when that fits in
+    ``context``, else full windows of ``context``, the last reaching back into the document."""
+    predicted = max(length - 1, 0)
+    return predicted if predicted <= context else -(-predicted // context) * context
 
 
 def resolved(cfg: DictConfig) -> DictConfig:
@@ -186,7 +218,8 @@ def estimate_times(runs: list[PlannedRun], cfgs: list[DictConfig], tokens_per_se
         source = f"{fps:.3g} FLOP/s of Chinchilla-convention FLOPs ({how})"
         rate = {r.index: fps / (r.flops["chinchilla"] / r.tokens) if r.tokens else math.inf for r in runs}
     for r in runs:
-        r.est_seconds = 0.0 if r.skip_reason else (r.own_tokens + r.eval_tokens / 3.0) / rate[r.index]
+        forward = r.eval_tokens + r.document_tokens  # a forward pass: a third of a training token
+        r.est_seconds = 0.0 if r.skip_reason else (r.own_tokens + forward / 3.0) / rate[r.index]
     return source
 
 
@@ -252,6 +285,7 @@ def totals(runs: list[PlannedRun]) -> dict[str, Any]:
         "flops": sum(r.own_compute for r in runs if not r.skip_reason),
         "tokens_to_train": sum(r.own_tokens for r in todo),
         "flops_to_train": sum(r.own_compute for r in todo),
+        "document_tokens_to_train": sum(r.document_tokens for r in todo),
         "est_seconds": sum(r.est_seconds or 0.0 for r in todo),
     }
 

@@ -46,7 +46,7 @@ def _cache_root(data: Any) -> Path:
     return Path(os.path.expanduser(root)).resolve()
 
 
-def _cached_meta(data: Any) -> Optional[dict]:
+def cached_meta(data: Any) -> Optional[dict]:
     """meta.json of already-prepared data matching these data settings, newest first; None if none."""
     root = _cache_root(data)
     if not isinstance(data.source, str) or data.get("sources"):
@@ -84,7 +84,7 @@ def vocab_size(cfg: Any) -> int:
     tokenizer = cfg.data.tokenizer
     if tokenizer == "byte":
         return 256
-    meta = _cached_meta(cfg.data)
+    meta = cached_meta(cfg.data)
     if meta is not None:
         return int(meta["vocab_size"])
     if tokenizer == "bpe":
@@ -105,7 +105,7 @@ def vocab_size(cfg: Any) -> int:
 def data_tokens(data: Any) -> tuple[Optional[int], bool]:
     """(training tokens of the data, exact?): exact from cached data, else an upper bound from the bytes
     on disk (no tokenizer makes more tokens than bytes), else (None, False) when it cannot be told."""
-    meta = _cached_meta(data)
+    meta = cached_meta(data)
     if meta is not None:
         return int(meta["train_tokens"]), True
     nbytes = _source_bytes(data.source) if isinstance(data.source, str) and not data.get("sources") else None
