@@ -77,11 +77,18 @@ def check_run_data(run: RunConfig, prepared: PreparedData, world_size: int) -> t
     return vocab_size, sizes
 
 
+# The data ``check_training_data`` opened, with its settings and the working folder: the run of the same
+# data in this process takes it instead of opening the prepared data a second time (``_prepare``).
+_checked_data: list[tuple[str, DataConfig, PreparedData]] = []
+
+
 def check_training_data(cfg: Any) -> None:
     """``check_run_data`` for a command line before its run folder exists (the data prepared, or opened from
-    the cache, as the run will)."""
+    the cache, as the run will); the opening is kept for the run that follows in this process."""
     run = typed_config(cfg)
-    check_run_data(run, prepare_data(run.data), int(os.environ.get("WORLD_SIZE", 1)))
+    prepared = prepare_data(run.data)
+    check_run_data(run, prepared, int(os.environ.get("WORLD_SIZE", 1)))
+    _checked_data[:] = [(os.getcwd(), run.data, prepared)]
 
 
 def run_training(cfg: Any, run_dir: str | Path, record_user_errors: bool = True,
@@ -206,10 +213,18 @@ def _start_process(train: TrainConfig) -> tuple[torch.device, DistContext]:
 
 
 def _prepare(data: DataConfig, ctx: DistContext) -> PreparedData:
-    """The prepared data; the writing rank prepares first, the others then open the cache."""
-    prepared = prepare_data(data) if ctx.is_main else None
+    """The prepared data (the opening ``check_training_data`` made of the same data, where it did); the
+    writing rank prepares first, the others then open the cache."""
+    checked = _checked_opening(data)
+    prepared = checked if checked is not None else prepare_data(data) if ctx.is_main else None
     ctx.barrier()
     return prepared if prepared is not None else prepare_data(data)
+
+
+def _checked_opening(data: DataConfig) -> Optional[PreparedData]:
+    """The data ``check_training_data`` opened for these settings in this folder (handed over once), else None."""
+    held, _checked_data[:] = _checked_data[:], []
+    return next((prepared for cwd, checked, prepared in held if cwd == os.getcwd() and checked == data), None)
 
 
 def _initial_state(cfg: Any, run: RunConfig, run_dir: Path, sizes: RunSizes, vocab_size: int,
