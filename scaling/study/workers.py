@@ -13,6 +13,7 @@ Where the forkserver is not available (not POSIX) the worker is a plain subproce
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -90,6 +91,7 @@ def _worker_main(args: list[str], log_path: str, env: dict[str, str], cwd: str) 
 
     os.setsid()
     stop_with_parent()
+    _leave_the_server()
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -106,6 +108,21 @@ def _worker_main(args: list[str], log_path: str, env: dict[str, str], cwd: str) 
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
+
+
+def _leave_the_server() -> None:
+    """Close this worker's copy of the forkserver's "alive" pipe (multiprocessing hands one to every child it
+    forks, so that the server outlives its last child): the server then ends when the study does, even one
+    killed with no time to stop its workers, and ``stop_with_parent`` stops them. Without this, the server
+    and its workers keep each other alive and the workers train on, unwatched."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        server._forkserver_alive_fd = None
 
 
 def stop_with_parent() -> None:

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from scaling.study.launch import Progress, _stop, run_pool
 from scaling.study.workers import Worker, start_worker, warm_up
@@ -64,3 +68,27 @@ def test_the_next_phase_starts_on_the_core_a_finished_worker_left(tmp_path):
     run_pool(cmds, 2, tmp_path / "logs" / "launch.log", Progress([], "test"), "test", on_spare_core=spare)
     assert calls == [0]
     assert len(list((tmp_path / "runs").rglob("result.json"))) == 1
+
+
+def test_workers_stop_when_the_study_is_killed(tmp_path):
+    """A study killed with no time to stop its workers (SIGKILL) must not leave them training unwatched: its
+    server ends with it and each worker gets SIGTERM, checkpoints and stops."""
+    runs = tmp_path / "runs"
+    study = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from scaling.study.workers import start_worker; "
+         f"p = start_worker({[*TINY, f'runs_dir={runs}', 'train.tokens=100000000']!r}, "
+         f"__import__('pathlib').Path({str(tmp_path / 'w.log')!r})); print(p.pid, flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    worker = int(study.stdout.readline())
+    end = time.time() + 240
+    while not list(runs.rglob("metrics.jsonl")) and time.time() < end:  # it trains
+        time.sleep(0.5)
+    assert list(runs.rglob("metrics.jsonl")), (tmp_path / "w.log").read_text()[-3000:]
+    study.send_signal(signal.SIGKILL)
+    study.wait()
+    end = time.time() + 120
+    while Path(f"/proc/{worker}").exists() and time.time() < end:
+        time.sleep(0.5)
+    assert not Path(f"/proc/{worker}").exists(), "the worker trains on after its study was killed"
+    for result in runs.rglob("result.json"):
+        assert json.loads(result.read_text())["status"] != "completed"
