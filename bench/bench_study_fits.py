@@ -1,5 +1,5 @@
 """How robust is the study's held-out prediction? Refit Approach 3 to a study's sweep runs under several
-fit choices and subsets, and compare each prediction of a held-out run with its measured loss.
+fit choices and subsets (each budget, each width left out), and compare each prediction of a held-out run with its measured loss.
 
     python bench/bench_study_fits.py study/full/runs/study study/full/runs/study-holdout/w64-d2-*
     python bench/bench_study_fits.py RUNS HOLDOUT_RUN --budgets 2e11,4e11,8e11 --widths 16,32,48,64,80   # a subset
@@ -38,6 +38,8 @@ def variants(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, dict]]:
     budgets = budget_of(runs)
     for b in sorted(budgets.unique()):
         out.append((f"without budget {b:g}", runs[budgets != b], {}))
+    for w in sorted(runs.width.unique()):
+        out.append((f"without width {w:g}", runs[runs.width != w], {}))
     for d in (2e5, 5e5):
         out.append((f"only runs with D >= {d:g}", runs[runs.D >= d], {}))
     return out
