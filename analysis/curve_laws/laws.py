@@ -29,7 +29,8 @@ on the published curves (fit on the 3 training curves, the 6 held out): the larg
 0.025; Tissue: 0.017 / 0.019 / 0.032), mean RMSE <= 0.0060; at 400M the WSD cooldowns still end 0.013 /
 0.010 low. Tried without gain at 400M: an lr-power amplitude d_k lrs[k]^rho (rho fits 0), a delayed onset
 1 - (1 + h x) e^-x, the drop's area in the same intrinsic time as S1p (the same fit, gamma -> 0),
-free or negative gamma, the power saturation with p free (0.017). These variants were screened on the
+free or negative gamma, the power saturation with p free (0.017), S1p's progress per step passed through a
+fitted lag of tau steps, once or twice (0.0130, 0.0138; docs/curve_laws.md). These variants were screened on the
 400M held-out errors; leaving one training curve out (fit on two, predict the third) does not single
 this law out: mean |final error| 0.0075 / 0.0050 / 0.0034 (Multi-Power 0.013 / 0.0042 / 0.0048,
 Tissue 0.0071 / 0.0039 / 0.0046).
