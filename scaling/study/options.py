@@ -30,9 +30,10 @@ class Preset:
 
 DESIGNS = ("wsd", "cosine")
 PREDICT_BRANCHES = (1, 2)  # --predict-branches K: cooldown branches trained per trunk, the others predicted
-# Chosen by the held-out error (bench/RESULTS.md, "Study at half the compute"): on the full study the
-# trunk-and-branch sweep predicted the held-out run 4.2% high, the separate cosine runs 0.3%; the quick
-# variant (no accuracy target, for tests) uses the cheaper branches.
+# Chosen by the held-out error (docs/study.md, "Design"): with width 96 the trunk-and-branch sweep predicted
+# the held-out run +3.4% and +0.8% high on two seeds, the separate cosine runs within 2%; with width 80 in
+# its place (study_wsd now) refits of the records give +0.5% and +0.4%, not yet confirmed by whole studies.
+# The quick variant (no accuracy target, for tests) uses the cheaper branches.
 DEFAULT_DESIGN = {"full": "cosine", "quick": "wsd"}
 PRESETS = {  # (variant, design) -> preset
     ("full", "wsd"): Preset("study_wsd", "study/full-wsd", 1000, "study", tuple(WSD_RECIPE), predict_eval_every=80),
