@@ -35,13 +35,13 @@ finished in DIR/runs are reused, so a second invocation only refits. The W&B run
 land in one folder, DIR/runs/<group>/wandb: `wandb leet` shows it.
 
   --quick            the short variant (sweep study_wsd_quick: smaller budgets and sizes, about 3 minutes on 2 cores)
-  --design D         cosine (the full study's default: a separate cosine run per point, sweep study) or
-                     wsd (trunks and cooldown branches, sweep study_wsd, half the FLOPs; --quick's default)
+  --design D         wsd (the default: trunks and cooldown branches, sweep study_wsd, half the FLOPs) or
+                     cosine (a separate cosine run per point, sweep study; folder study/full-cosine)
   --predict-branches K
                      each trunk trains only K (1 or 2) of its cooldown branches (the longest, with 2 also the
                      shortest); the other branch points' losses are predicted by a curve law fitted to the
                      trunk and those branches, and the fits use measured + predicted points (implies
-                     --design wsd; default folder study/full-wsd-predictK, study/quick-predictK)
+                     --design wsd; default folder study/full-predictK, study/quick-predictK)
   --out DIR          output folder: report.md, plots, fit.json, study.json, runs/, logs/
   --launcher L       local (default: J worker processes, each training one width's runs in turn), basic
                      (Hydra's, one process), slurm, submitit (a process per run, J at a time)
