@@ -1,7 +1,7 @@
 """How robust is the study's held-out prediction? Refit Approach 3 to a study's sweep runs under several
 fit choices and subsets (each budget, each width left out), and compare each prediction of a held-out run with its measured loss.
 
-    python bench/bench_study_fits.py study/full/runs/study study/full/runs/study-holdout/w64-d2-*
+    python bench/bench_study_fits.py study/full/runs/study-wsd study/full/runs/study-wsd-holdout/w64-d2-*
     python bench/bench_study_fits.py RUNS HOLDOUT_RUN --budgets 2e11,4e11,8e11 --widths 16,32,48,64,80   # a subset
 
 RUNS: the sweep's run folders (``scaling-study`` puts them in ``OUT/runs/<group>``); HOLDOUT_RUN: one
