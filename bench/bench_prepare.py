@@ -44,7 +44,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = ROOT.parent / "shared" / "data" / "tokenizers"
 DOC_BYTES = 4096
-_CPU = [0.0]  # bare: CPU seconds inside the encoder
 FILE_MB = 64
 
 
@@ -95,28 +94,6 @@ def build_corpus(folder: Path, size_mb: int) -> dict:
     return {"jsonl_bytes": written, "zst_bytes": disk, "docs": n_docs, "files": k}
 
 
-def run_bare(corpus: Path) -> dict:
-    """tiktoken's own batch encoder on the same texts, one thread; reading and JSON decoding not timed."""
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(TOKENIZERS)
-    from scaling.data.sources import open_stream
-    from scaling.data.tokenizers import pretrained_tokenizer
-
-    enc = pretrained_tokenizer("gpt2")._enc
-    tokens, encode_s, text_bytes, t_all = 0, 0.0, 0, time.perf_counter()
-    for path in sorted(corpus.glob("*.jsonl.zst")):
-        with open_stream(path) as f:
-            batch = []
-            for line in f:
-                batch.append(json.loads(line)["text"])
-                if len(batch) == 1024:
-                    tokens, encode_s, text_bytes = _encode(enc, batch, tokens, encode_s, text_bytes)
-                    batch = []
-            if batch:
-                tokens, encode_s, text_bytes = _encode(enc, batch, tokens, encode_s, text_bytes)
-    return {"tokens": tokens, "seconds": encode_s, "wall_with_reading": time.perf_counter() - t_all,
-            "text_bytes": text_bytes, **_rss(), "cpu_seconds": _CPU[0]}
-
-
 def run_part(corpus: Path, kind: str, part: int, parts: int) -> dict:
     """Every ``parts``-th unit of work from ``part`` on, loaded first, run when told to on stdin (after ``ready``
     on stdout), so that the processes of a group work at the same time. ``bare``: documents through tiktoken's
@@ -138,17 +115,16 @@ def run_part(corpus: Path, kind: str, part: int, parts: int) -> dict:
             with open_stream(path) as f:
                 docs += [json.loads(line)["text"] for i, line in enumerate(f) if i % parts == part]
         units = [docs[k:k + 1024] for k in range(0, len(docs), 1024)]
+    work = (lambda unit: len(encode.run_task(unit).tokens)) if kind == "tasks" else \
+        (lambda unit: sum(map(len, tok._enc.encode_ordinary_batch(unit, num_threads=1))))
     print("ready", flush=True)
     sys.stdin.readline()
-    tokens, encode_s, text_bytes = 0, 0.0, 0
+    tokens, cpu = 0, 0.0
     for unit in units:
-        if kind == "tasks":
-            c0 = time.process_time()
-            tokens += len(encode.run_task(unit).tokens)
-            _CPU[0] += time.process_time() - c0
-        else:
-            tokens, encode_s, text_bytes = _encode(tok._enc, unit, tokens, encode_s, text_bytes)
-    return {"tokens": tokens, "cpu_seconds": _CPU[0], **{k: v for k, v in _rss().items() if k == "rss_main_mb"}}
+        c0 = time.process_time()
+        tokens += work(unit)
+        cpu += time.process_time() - c0
+    return {"tokens": tokens, "cpu_seconds": cpu, "rss_main_mb": _rss()["rss_main_mb"]}
 
 
 def group(corpus: Path, kind: str, parts: int) -> dict:
@@ -169,14 +145,6 @@ def group(corpus: Path, kind: str, parts: int) -> dict:
     return {"tokens": sum(o["tokens"] for o in outs), "seconds": time.perf_counter() - t0,
             "cpu_seconds": sum(o["cpu_seconds"] for o in outs), "rss_main_mb": max(o["rss_main_mb"] for o in outs),
             "rss_worker_mb": 0.0, "load": [load, os.getloadavg()[0]]}
-
-
-def _encode(enc, batch, tokens, encode_s, text_bytes):
-    t0, c0 = time.perf_counter(), time.process_time()
-    ids = enc.encode_ordinary_batch(batch, num_threads=1)
-    encode_s += time.perf_counter() - t0
-    _CPU[0] += time.process_time() - c0
-    return tokens + sum(map(len, ids)), encode_s, text_bytes + sum(len(t.encode()) for t in batch)
 
 
 def run_prepare(corpus: Path, cache: Path, workers: int) -> dict:
@@ -303,9 +271,6 @@ def main() -> None:
     if args._run == "part":
         print(json.dumps(run_part(Path(args.corpus), args.kind, args.part, args.parts)))
         return
-    if args._run == "bare":
-        print(json.dumps(run_bare(Path(args.corpus))))
-        return
     if args._run == "prepare":
         print(json.dumps(run_prepare(Path(args.corpus), Path(args.cache), args.workers)))
         return
@@ -314,7 +279,7 @@ def main() -> None:
         t0 = time.perf_counter()
         info = build_corpus(work / "corpus", args.size_mb)
         print(f"corpus built in {time.perf_counter() - t0:.0f}s: {info}", file=sys.stderr)
-        rows = {"bare": child("--_run", "bare", "--corpus", str(work / "corpus")),
+        rows = {"bare": group(work / "corpus", "bare", 1),
                 "bare, 2 processes": group(work / "corpus", "bare", 2),
                 "tasks alone": group(work / "corpus", "tasks", 1),
                 "tasks, 2 processes": group(work / "corpus", "tasks", 2)}
