@@ -232,7 +232,8 @@ def _measured_rates(runs: list[PlannedRun], cfgs: list[DictConfig], seconds: flo
             rate[r.index] = math.inf
             continue
         key = json.dumps([OmegaConf.to_container(cfg.model, resolve=True), r.shape["vocab_size"],
-                          cfg.train.batch_size, cfg.train.micro_batch_size, cfg.train.device, cfg.train.precision])
+                          cfg.train.batch_size, cfg.train.micro_batch_size, cfg.train.device, cfg.train.precision,
+                          cfg.train.threads, cfg.train.compile])
         if key not in by_key:
             by_key[key] = measure_tokens_per_sec(cfg, r.shape["vocab_size"], seconds)
         rate[r.index] = by_key[key]
@@ -241,7 +242,21 @@ def _measured_rates(runs: list[PlannedRun], cfgs: list[DictConfig], seconds: flo
 
 
 def measure_tokens_per_sec(cfg: DictConfig, vocab: int, seconds: float = 1.0) -> float:
-    """Tokens/s of forward + backward + AdamW steps of this run's model at its micro batch, on random tokens."""
+    """Tokens/s of forward + backward + AdamW steps of this run's model at its micro batch, on random tokens,
+    at the run's ``train.threads`` (on a CPU the rate depends on them: a sweep's single-threaded runs)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    try:
+        return _timed_steps(cfg, vocab, seconds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _timed_steps(cfg: DictConfig, vocab: int, seconds: float) -> float:
+    """Tokens/s of the run's optimizer step, timed for ``seconds`` after a warm-up of a tenth as long."""
     import torch
 
     from scaling.model.gpt import GPT
@@ -260,7 +275,11 @@ def measure_tokens_per_sec(cfg: DictConfig, vocab: int, seconds: float = 1.0) ->
     x = torch.randint(0, vocab, (micro, ctx), device=device)
     lr = float(cfg.optim.lr)
 
-    step([(x, x)], lr)  # warm-up
+    t0 = time.perf_counter()
+    while True:  # warm-up: the first steps allocate (and compile); at least one, a tenth of the time
+        step([(x, x)], lr)
+        if time.perf_counter() - t0 >= seconds / 10:
+            break
     if device.type == "cuda":
         torch.cuda.synchronize()
     n, t0 = 0, time.perf_counter()

@@ -149,6 +149,23 @@ def test_flops_per_sec_and_measured_throughput(tmp_path):
     assert 0 < measured["runs"][0]["est_seconds"] < math.inf
 
 
+def test_measured_throughput_is_at_the_runs_threads(tmp_path, monkeypatch):
+    """A sweep of single-threaded runs is priced single-threaded (torch's default on this machine may be
+    more), each thread count measured on its own, and the process's own setting is left as it was."""
+    import torch
+
+    seen = []
+    timed = pricing._timed_steps
+    monkeypatch.setattr(pricing, "_timed_steps",
+                        lambda *a: seen.append(torch.get_num_threads()) or timed(*a))
+    before = torch.get_num_threads()
+    one = ["+sweep=demo", "sweep.budgets=[1.2e11]", "sweep.shapes=[{width:32,depth:2}]", f"runs_dir={tmp_path}"]
+    planned(*one, "train.threads=1", measure=0.05)
+    planned(*one, "train.threads=3", measure=0.05)
+    assert seen == [1, 3]
+    assert torch.get_num_threads() == before
+
+
 def test_unknown_sweep_names_the_choices(capsys):
     code, out, err = run_main(capsys, "+sweep=foo")
     assert code == 2 and out == ""
