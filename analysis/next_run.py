@@ -253,7 +253,7 @@ def replay(
     N: Any, D: Any, L: Any, initial: Any, target: Any, criterion: str = "variance", *,
     cost: Any = None, stop_width: float | None = None, level: float = 0.95, seed: int = 0,
     max_steps: int | None = None, bootstrap: int = 0, stable: float | None = None, min_dof: int = 0,
-    budget: float | None = None,
+    budget: float | None = None, groups: Any = None, shared: Any = None,
 ) -> pd.DataFrame:
     """Run the sequential design on points whose losses are known: the benchmark of ``propose_next``.
 
@@ -265,10 +265,16 @@ def replay(
     cap); a point dearer than what is left is passed over, and the replay stops once none is affordable, as
     the adaptive study does with ``--max-flops``.
     bootstrap > 0: the posterior (scores and interval) is the covariance of that many bootstrap refits.
+    groups, shared: points that share a prefix of training, as the cooldown branches of one WSD trunk do:
+    a label per point (points of one label share a prefix; None for a point on its own) and the FLOPs of
+    that prefix the point needs (its trunk up to its branch point). A point then costs ``cost`` (its own
+    part, the cooldown) plus the part of its prefix that no point chosen before, initial ones included,
+    has paid; scores and the budget use that cost.
 
     Rows: step (0 = the initial fit), point (index into the arrays, -1 at step 0), N, D, cost, spent
-    (cumulative pool FLOPs), estimate, low, high, width. attrs: pool_cost, spent, share (spent /
-    pool_cost), reached (the stop rule held at the end), steps.
+    (cumulative pool FLOPs), estimate, low, high, width. attrs: pool_cost (all of the pool: with prefixes,
+    the parts the initial points did not pay), initial_cost (the initial points with their prefixes), spent,
+    share (spent / pool_cost), reached (the stop rule held at the end), steps.
     """
     choice("criterion", criterion, CRITERIA)
     tgt, level = resolve_target(target), check_level(level)
@@ -280,7 +286,10 @@ def replay(
         raise AnalysisInputError(
             f"initial: a mask of {used.size} with {int(used.sum())} true is not allowed; give one flag per point, some true and some false"
         )
+    prefixes = _Prefixes(groups, shared, N.size)
+    initial_cost = sum(prefixes.pay(k, cost) for k in np.flatnonzero(used))
     pool0 = np.flatnonzero(~used)
+    pool_cost = float(cost[pool0].sum()) + prefixes.unpaid()
     ref_N, ref_D = N[pool0], D[pool0]
     rng = np.random.default_rng(seed)
     bootstrap = check_bootstrap(bootstrap)
@@ -293,22 +302,73 @@ def replay(
     for step in range(1, limit + 1):
         if stop_width is not None and goal_met(rows, stop_width, int(used.sum()), stable=stable, min_dof=min_dof):
             break
-        pool = np.flatnonzero(~used & (cost <= left))
+        now = cost + prefixes.extra()  # what each point would cost after the points chosen so far
+        pool = np.flatnonzero(~used & (now <= left))
         if pool.size == 0:
             break
         J = jacobian(post.theta, N[pool], D[pool])[1]
         ref = jacobian(post.theta, ref_N, ref_D)[1] if criterion == "v-optimal" else None
-        _, score = scores(criterion, post, tgt.gradient(post.theta), J, cost[pool], ref, rng)
+        _, score = scores(criterion, post, tgt.gradient(post.theta), J, now[pool], ref, rng)
         k = int(pool[np.argmax(score)])
-        used[k], left = True, left - cost[k]
+        paid = prefixes.pay(k, cost)
+        used[k], left = True, left - paid
         post = fit_posterior(N[used], D[used], L[used], start=post.theta, bootstrap=bootstrap, seed=seed + step)
-        rows.append(_replay_row(step, k, N[k], D[k], cost[k], rows[-1]["spent"] + cost[k], *interval(post, tgt, level)))
+        rows.append(_replay_row(step, k, N[k], D[k], paid, rows[-1]["spent"] + paid, *interval(post, tgt, level)))
     table = pd.DataFrame(rows)
-    spent, pool_cost = float(table["spent"].iloc[-1]), float(cost[pool0].sum())
+    spent = float(table["spent"].iloc[-1])
     reached = stop_width is not None and goal_met(rows, stop_width, int(used.sum()), stable=stable, min_dof=min_dof)
-    table.attrs.update(pool_cost=pool_cost, spent=spent, share=spent / pool_cost, reached=reached,
+    table.attrs.update(pool_cost=pool_cost, initial_cost=initial_cost, spent=spent, share=spent / pool_cost, reached=reached,
                        steps=len(table) - 1, budget=budget, target=tgt.name, criterion=criterion)
     return table
+
+
+class _Prefixes:
+    """The shared prefixes of ``replay``'s points (WSD trunks): what of each is paid, and what a point adds."""
+
+    def __init__(self, groups: Any, shared: Any, n: int):
+        if (groups is None) != (shared is None):
+            raise AnalysisInputError("groups and shared: give both (a label and a prefix cost per point) or neither")
+        self.labels = None if groups is None else _labels(groups, n)
+        self.need = np.zeros(n) if shared is None else _prefix_costs(shared, n)
+        self.paid: dict[Any, float] = {}
+
+    def extra(self) -> np.ndarray:
+        """Per point, the FLOPs of its prefix not paid yet (0 for points on their own)."""
+        if self.labels is None:
+            return np.zeros(self.need.size)
+        return np.array([max(0.0, need - self.paid.get(g, 0.0)) if g is not None else 0.0
+                         for g, need in zip(self.labels, self.need)])
+
+    def pay(self, k: int, cost: np.ndarray) -> float:
+        """Choose point ``k``: its own cost plus its prefix's unpaid part, now paid."""
+        extra = float(self.extra()[k])
+        if self.labels is not None and self.labels[k] is not None:
+            self.paid[self.labels[k]] = max(self.paid.get(self.labels[k], 0.0), float(self.need[k]))
+        return float(cost[k]) + extra
+
+    def unpaid(self) -> float:
+        """The FLOPs of every prefix not paid yet, each to its longest need."""
+        if self.labels is None:
+            return 0.0
+        longest: dict[Any, float] = {}
+        for g, need in zip(self.labels, self.need):
+            if g is not None:
+                longest[g] = max(longest.get(g, 0.0), float(need))
+        return sum(max(0.0, need - self.paid.get(g, 0.0)) for g, need in longest.items())
+
+
+def _labels(groups: Any, n: int) -> list[Any]:
+    labels = [None if g is None or (isinstance(g, float) and math.isnan(g)) else g for g in list(groups)]
+    if len(labels) != n:
+        raise AnalysisInputError(f"groups: {len(labels)} labels for {n} points is not allowed; give one per point")
+    return labels
+
+
+def _prefix_costs(shared: Any, n: int) -> np.ndarray:
+    need = np.asarray(shared, dtype=float).ravel()
+    if need.size != n or not np.all(np.isfinite(need) & (need >= 0)):
+        raise AnalysisInputError(f"shared: {need.size} prefix costs for {n} points, each finite and >= 0, is required")
+    return need
 
 
 def goal_met(rounds: list[dict[str, float]], goal: float, n_runs: int, *, stable: float | None = None,

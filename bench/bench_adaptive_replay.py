@@ -9,8 +9,15 @@ a record with a measured loss: nothing is simulated. Pools: ``sweep`` (the fixed
 smallest budgets, M widths of each spread as ``scaling-study --adaptive --seed-widths M`` spreads them.
 Each step adds one run (``analysis.replay``: the study's ``--batch 1``) and stops by ``goal_met``.
 
+``--branches DIR``: the candidates are instead the cooldown branches of a WSD study's run folder
+(``study-wsd``), each costing its own cooldown plus the part of its trunk (up to its branch point) that no
+branch chosen before has paid (``replay(..., groups=, shared=)``); the seed is taken among them the same
+way. The fixed design (the first folder, cosine or WSD: a WSD folder's trunks count in its FLOPs, not in
+its fit) still gives the width to reach and the FLOPs the shares are of.
+
     python bench/bench_adaptive_replay.py /tmp/qfix/runs/study-quick /tmp/mid/runs/study-quick
     python bench/bench_adaptive_replay.py FIXED MORE --seeds 3x2,2x3 --rules width,stable=0.5+dof=4
+    python bench/bench_adaptive_replay.py FIXED --branches WSD/runs/study-wsd --pools branches
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ POOLS = ("sweep", "inside", "all")
 
 
 def records(folders: list[Path], params: str, flops: str) -> pd.DataFrame:
-    """The completed runs of every folder (the first folder's are the fixed design: ``fixed``), one row per run."""
+    """The completed runs of every folder (the first folder's are the fixed design: ``fixed``), one row per run;
+    ``own``: the FLOPs a run trains itself (a WSD branch its cooldown), ``role``: trunk, branch or run."""
     frames = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -41,7 +49,25 @@ def records(folders: list[Path], params: str, flops: str) -> pd.DataFrame:
             frames.append(load_runs(folder, params=params, flops=flops).assign(fixed=i == 0))
     runs = pd.concat(frames).drop_duplicates("run_id").reset_index(drop=True)
     runs["width"] = runs["width"].astype(int)
+    own = runs[f"own_flops_{flops}"] if f"own_flops_{flops}" in runs else pd.Series(np.nan, index=runs.index)
+    runs["own"] = own.fillna(runs["C"])
+    runs["role"] = runs["role"].fillna("run") if "role" in runs else "run"
+    if (runs.role == "branch").any():  # the trunk's FLOPs up to the branch point, 6 N D as the sweep counts
+        runs["prefix"] = 6 * runs.N * runs.branch_tokens.astype(float)
     return runs
+
+
+def design_flops(runs: pd.DataFrame) -> float:
+    """What a design's runs cost: each run's own FLOPs, and each WSD trunk once, to its furthest branch point."""
+    trunks = runs[runs.role == "branch"].groupby("trunk").prefix.max().sum() if "prefix" in runs else 0.0
+    return float(runs.own.sum() + trunks)
+
+
+def branch_pool(folder: Path, params: str, flops: str) -> pd.DataFrame:
+    """The WSD branches of ``folder`` as candidates: trunk (group), prefix (the trunk's FLOPs to the branch
+    point, 6 N D as the sweep counts), own (the cooldown's FLOPs); every branch may seed."""
+    runs = records([folder], params, flops)
+    return runs[runs.role == "branch"].reset_index(drop=True).assign(fixed=True)
 
 
 def grid(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -55,11 +81,12 @@ def grid(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return np.array(budgets), np.array(sorted(budgets + mids))
 
 
-def with_budgets(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each run's budget: the nearest in log C of the sweep's budgets and midpoints (3 significant digits)."""
+def with_budgets_of(pool: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each of ``pool``'s runs with its budget: the nearest in log C of the budgets and midpoints of the
+    fixed design of ``runs`` (3 significant digits)."""
     _, levels = grid(runs)
-    near = np.abs(np.log(runs["C"].to_numpy())[:, None] - np.log(levels)).argmin(axis=1)
-    return runs.assign(budget=[float(f"{levels[k]:.3g}") for k in near])
+    near = np.abs(np.log(pool["C"].to_numpy())[:, None] - np.log(levels)).argmin(axis=1)
+    return pool.assign(budget=[float(f"{levels[k]:.3g}") for k in near])
 
 
 def pool_of(runs: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -99,14 +126,19 @@ def parse_rule(text: str) -> dict[str, float]:
 def replay_row(pool: pd.DataFrame, init: np.ndarray, fixed: tuple[float, float, float], flops: float,
                criterion: str, rule: dict[str, float], max_share: float) -> dict[str, object]:
     """One replay to the fixed width under ``rule``, seed and added runs together within ``max_share`` of the
-    fixed FLOPs (the study's ``--max-flops``): share of the fixed FLOPs, the interval and the runs added."""
+    fixed FLOPs (the study's ``--max-flops``): share of the fixed FLOPs, the interval and the runs added.
+    A pool with a ``prefix`` column is one of WSD branches (``branch_pool``)."""
     est, lo, hi = fixed
-    cost = pool["C"].to_numpy(float)
+    branches = "prefix" in pool and (pool.role == "branch").all()
+    cost = pool["own" if branches else "C"].to_numpy(float)
+    shared = dict(groups=pool.trunk.tolist(), shared=pool.prefix.to_numpy(float)) if branches else {}
+    seed_cost = replay(pool.N.to_numpy(float), pool.D.to_numpy(float), pool.loss.to_numpy(float), init, "a",
+                       criterion, cost=cost, max_steps=0, **shared).attrs["initial_cost"]
     t = replay(pool.N.to_numpy(float), pool.D.to_numpy(float), pool.loss.to_numpy(float), init, "a", criterion,
-               cost=cost, stop_width=hi - lo, budget=max(0.0, max_share * flops - cost[init].sum()), **rule)
+               cost=cost, stop_width=hi - lo, budget=max(0.0, max_share * flops - seed_cost), **rule, **shared)
     last = t.iloc[-1]
     added = [f"w{pool.width[k]}@{pool.budget[k]:.3g}" for k in t.point.iloc[1:]]
-    return {"share": (cost[init].sum() + t.attrs["spent"]) / flops, "reached": t.attrs["reached"],
+    return {"share": (seed_cost + t.attrs["spent"]) / flops, "seed_share": seed_cost / flops, "reached": t.attrs["reached"],
             "runs": int(init.sum()) + len(added), "a": last.estimate, "low": last.low, "high": last.high,
             "width": last.width, "holds_fixed": bool(last.low <= est <= last.high), "added": ", ".join(added)}
 
@@ -115,7 +147,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+", type=Path, help="the fixed study's run folder first, then more run folders")
     p.add_argument("--seeds", default="2xall,2x3,3x2", help="KxM: the K smallest budgets, M widths each (all: every width)")
-    p.add_argument("--pools", default=",".join(POOLS))
+    p.add_argument("--pools", default=",".join(POOLS), help=f"of {', '.join(POOLS)}, and branches (with --branches)")
+    p.add_argument("--branches", type=Path, help="a WSD study's run folder: its cooldown branches are the pool 'branches'")
     p.add_argument("--rules", default="width,dof=4,stable=0.5,stable=0.5+dof=4")
     p.add_argument("--criterion", default="variance")
     p.add_argument("--max-share", type=float, default=1.0,
@@ -123,11 +156,13 @@ def main() -> None:
     p.add_argument("--params", default="total")
     p.add_argument("--flops", default="6nd_total")
     args = p.parse_args()
-    runs = with_budgets(records(args.folders, args.params, args.flops))
+    runs = records(args.folders, args.params, args.flops)
+    runs = runs[runs.role != "trunk"].reset_index(drop=True)  # a WSD design is fitted on its branches
+    flops = design_flops(runs[runs.fixed])
+    runs = with_budgets_of(runs, runs)
     fixed_runs = runs[runs.fixed]
     post = fit_posterior(*(fixed_runs[c].to_numpy(float) for c in ("N", "D", "loss")))
     fixed = interval(post, resolve_target("a"))
-    flops = float(fixed_runs.C.sum())
     print(f"fixed design: {len(fixed_runs)} runs, {flops:.3g} FLOPs, a = {fixed[0]:.4f} ({fixed[1]:.4f} to {fixed[2]:.4f}, "
           f"width {fixed[2] - fixed[1]:.4f}); {len(runs) - len(fixed_runs)} more records; criterion {args.criterion}; "
           f"at most {args.max_share:g} x its FLOPs\n")
@@ -136,12 +171,15 @@ def main() -> None:
     for seed in args.seeds.split(","):
         k, _, m = seed.partition("x")
         for name in args.pools.split(","):
-            pool = pool_of(runs, name)
+            if name == "branches" and args.branches is None:
+                raise SystemExit("--pools branches needs --branches DIR")
+            pool = with_budgets_of(branch_pool(args.branches, args.params, args.flops), runs) if name == "branches" \
+                else pool_of(runs, name)
             init = seed_mask(pool, int(k), None if m == "all" else int(m))
             for rule in args.rules.split(","):
                 r = replay_row(pool, init, fixed, flops, args.criterion, parse_rule(rule), args.max_share)
                 share = f"{100 * r['share']:.1f}%" + ("" if r["reached"] else " (not reached)")
-                print(f"| {seed} ({100 * pool.C[init].sum() / flops:.0f}%) | {name} | {rule} | {share} | {r['runs']} | "
+                print(f"| {seed} ({100 * r['seed_share']:.0f}%) | {name} | {rule} | {share} | {r['runs']} | "
                       f"{r['a']:.3f} ({r['low']:.3f} to {r['high']:.3f}) | {r['width']:.3f} | "
                       f"{'yes' if r['holds_fixed'] else 'no'} | {r['added']} |", flush=True)
 

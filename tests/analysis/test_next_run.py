@@ -146,6 +146,36 @@ def test_a_replay_within_a_budget_spends_no_more_and_passes_over_dear_points():
         replay(N, D, L, init, "a", "variance", budget=-1.0)
 
 
+def wsd_points(seed=1):
+    """The synthetic points as WSD branches: one trunk per model size, each point branching off its trunk
+    at 80% of its tokens (own cost: the last 20%; prefix: the trunk to the branch point)."""
+    data = synthetic(seed=seed, sizes=6, budgets=7, sigma=0.02)
+    trunk = 6 * data.N * 0.8 * data.D
+    return data, data.N.rank(method="dense").astype(int).to_numpy(), trunk.to_numpy(), (data.C - trunk).to_numpy()
+
+
+def test_a_replay_of_branches_pays_each_trunk_once_to_its_furthest_branch_point():
+    data, groups, trunk, own = wsd_points()
+    N, D, L = (data[c].to_numpy() for c in ("N", "D", "loss"))
+    init = data.budget.to_numpy() < 3
+    whole = replay(N, D, L, init, "a", "variance", cost=own, groups=groups, shared=trunk, stop_width=0.0)
+    furthest = {g: trunk[groups == g].max() for g in set(groups)}
+    paid_first = {g: trunk[init & (groups == g)].max() for g in set(groups)}
+    assert whole.attrs["initial_cost"] == pytest.approx(own[init].sum() + sum(paid_first.values()))
+    assert whole.attrs["pool_cost"] == pytest.approx(own[~init].sum() + sum(furthest[g] - paid_first[g] for g in furthest))
+    assert whole.attrs["spent"] == pytest.approx(whole.attrs["pool_cost"])  # the whole pool bought: each trunk once
+    chosen = whole.iloc[1:]
+    assert (chosen.cost.to_numpy() >= own[chosen.point.to_numpy()] - 1e-6).all()
+    assert chosen.cost.sum() < (own + trunk)[~init].sum()  # far less than separate runs
+    capped = replay(N, D, L, init, "a", "variance", cost=own, groups=groups, shared=trunk, stop_width=0.0,
+                    budget=0.2 * whole.attrs["pool_cost"])
+    assert capped.attrs["spent"] <= 0.2 * whole.attrs["pool_cost"]
+    with pytest.raises(AnalysisInputError, match="groups and shared"):
+        replay(N, D, L, init, "a", "variance", groups=groups)
+    with pytest.raises(AnalysisInputError, match="shared"):
+        replay(N, D, L, init, "a", "variance", groups=groups, shared=trunk[:-1])
+
+
 def rounds(*intervals):
     return [{"estimate": e, "low": e - h, "high": e + h} for e, h in intervals]
 
