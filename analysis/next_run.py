@@ -47,6 +47,7 @@ from analysis.next_run_criteria import (
     theta_from,
     z_value,
 )
+from analysis.next_run_prefixes import Prefixes
 from analysis.result import FitResult
 
 LAWS = ("parametric",)
@@ -281,12 +282,8 @@ def replay(
     N, D, L = (as_positive(k, v) for k, v in (("N", N), ("D", D), ("L", L)))
     same_length(N=N, D=D, L=L)
     cost = 6 * N * D if cost is None else as_positive("cost", cost)
-    used = np.array(initial, dtype=bool).ravel()  # a copy: it is filled in below
-    if used.size != N.size or not used.any() or used.all():
-        raise AnalysisInputError(
-            f"initial: a mask of {used.size} with {int(used.sum())} true is not allowed; give one flag per point, some true and some false"
-        )
-    prefixes = _Prefixes(groups, shared, N.size)
+    used = _initial_mask(initial, N.size)
+    prefixes = Prefixes(groups, shared, N.size)
     initial_cost = sum(prefixes.pay(k, cost) for k in np.flatnonzero(used))
     pool0 = np.flatnonzero(~used)
     pool_cost = float(cost[pool0].sum()) + prefixes.unpaid()
@@ -296,9 +293,7 @@ def replay(
     post = fit_posterior(N[used], D[used], L[used], bootstrap=bootstrap, seed=seed)
     rows = [_replay_row(0, -1, math.nan, math.nan, math.nan, 0.0, *interval(post, tgt, level))]
     limit = pool0.size if max_steps is None else min(int(max_steps), pool0.size)
-    left = math.inf if budget is None else float(budget)
-    if not left >= 0:
-        raise AnalysisInputError(f"budget: {budget!r} FLOPs is not allowed; give a number >= 0, or None for no cap")
+    left = _replay_budget(budget)
     for step in range(1, limit + 1):
         if stop_width is not None and goal_met(rows, stop_width, int(used.sum()), stable=stable, min_dof=min_dof):
             break
@@ -322,53 +317,21 @@ def replay(
     return table
 
 
-class _Prefixes:
-    """The shared prefixes of ``replay``'s points (WSD trunks): what of each is paid, and what a point adds."""
-
-    def __init__(self, groups: Any, shared: Any, n: int):
-        if (groups is None) != (shared is None):
-            raise AnalysisInputError("groups and shared: give both (a label and a prefix cost per point) or neither")
-        self.labels = None if groups is None else _labels(groups, n)
-        self.need = np.zeros(n) if shared is None else _prefix_costs(shared, n)
-        self.paid: dict[Any, float] = {}
-
-    def extra(self) -> np.ndarray:
-        """Per point, the FLOPs of its prefix not paid yet (0 for points on their own)."""
-        if self.labels is None:
-            return np.zeros(self.need.size)
-        return np.array([max(0.0, need - self.paid.get(g, 0.0)) if g is not None else 0.0
-                         for g, need in zip(self.labels, self.need)])
-
-    def pay(self, k: int, cost: np.ndarray) -> float:
-        """Choose point ``k``: its own cost plus its prefix's unpaid part, now paid."""
-        extra = float(self.extra()[k])
-        if self.labels is not None and self.labels[k] is not None:
-            self.paid[self.labels[k]] = max(self.paid.get(self.labels[k], 0.0), float(self.need[k]))
-        return float(cost[k]) + extra
-
-    def unpaid(self) -> float:
-        """The FLOPs of every prefix not paid yet, each to its longest need."""
-        if self.labels is None:
-            return 0.0
-        longest: dict[Any, float] = {}
-        for g, need in zip(self.labels, self.need):
-            if g is not None:
-                longest[g] = max(longest.get(g, 0.0), float(need))
-        return sum(max(0.0, need - self.paid.get(g, 0.0)) for g, need in longest.items())
+def _initial_mask(initial: Any, n: int) -> np.ndarray:
+    """``replay``'s initial points as a fresh boolean mask (filled in as points are added)."""
+    used = np.array(initial, dtype=bool).ravel()
+    if used.size != n or not used.any() or used.all():
+        raise AnalysisInputError(
+            f"initial: a mask of {used.size} with {int(used.sum())} true is not allowed; give one flag per point, some true and some false"
+        )
+    return used
 
 
-def _labels(groups: Any, n: int) -> list[Any]:
-    labels = [None if g is None or (isinstance(g, float) and math.isnan(g)) else g for g in list(groups)]
-    if len(labels) != n:
-        raise AnalysisInputError(f"groups: {len(labels)} labels for {n} points is not allowed; give one per point")
-    return labels
-
-
-def _prefix_costs(shared: Any, n: int) -> np.ndarray:
-    need = np.asarray(shared, dtype=float).ravel()
-    if need.size != n or not np.all(np.isfinite(need) & (need >= 0)):
-        raise AnalysisInputError(f"shared: {need.size} prefix costs for {n} points, each finite and >= 0, is required")
-    return need
+def _replay_budget(budget: float | None) -> float:
+    left = math.inf if budget is None else float(budget)
+    if not left >= 0:
+        raise AnalysisInputError(f"budget: {budget!r} FLOPs is not allowed; give a number >= 0, or None for no cap")
+    return left
 
 
 def goal_met(rounds: list[dict[str, float]], goal: float, n_runs: int, *, stable: float | None = None,

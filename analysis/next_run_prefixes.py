@@ -1,0 +1,61 @@
+"""The shared prefixes of a replayed design: points that need a common part of training first, as the
+cooldown branches of one WSD trunk need the trunk up to their branch point (``replay(..., groups=,
+shared=)``). The prefix is paid once, to the furthest need of a chosen point."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from analysis.errors import AnalysisInputError
+
+
+class Prefixes:
+    """The shared prefixes of ``replay``'s points (WSD trunks): what of each is paid, and what a point adds."""
+
+    def __init__(self, groups: Any, shared: Any, n: int):
+        if (groups is None) != (shared is None):
+            raise AnalysisInputError("groups and shared: give both (a label and a prefix cost per point) or neither")
+        self.labels = None if groups is None else _labels(groups, n)
+        self.need = np.zeros(n) if shared is None else _prefix_costs(shared, n)
+        self.paid: dict[Any, float] = {}
+
+    def extra(self) -> np.ndarray:
+        """Per point, the FLOPs of its prefix not paid yet (0 for points on their own)."""
+        if self.labels is None:
+            return np.zeros(self.need.size)
+        return np.array([max(0.0, need - self.paid.get(g, 0.0)) if g is not None else 0.0
+                         for g, need in zip(self.labels, self.need)])
+
+    def pay(self, k: int, cost: np.ndarray) -> float:
+        """Choose point ``k``: its own cost plus its prefix's unpaid part, now paid."""
+        extra = float(self.extra()[k])
+        if self.labels is not None and self.labels[k] is not None:
+            self.paid[self.labels[k]] = max(self.paid.get(self.labels[k], 0.0), float(self.need[k]))
+        return float(cost[k]) + extra
+
+    def unpaid(self) -> float:
+        """The FLOPs of every prefix not paid yet, each to its longest need."""
+        if self.labels is None:
+            return 0.0
+        longest: dict[Any, float] = {}
+        for g, need in zip(self.labels, self.need):
+            if g is not None:
+                longest[g] = max(longest.get(g, 0.0), float(need))
+        return sum(max(0.0, need - self.paid.get(g, 0.0)) for g, need in longest.items())
+
+
+def _labels(groups: Any, n: int) -> list[Any]:
+    labels = [None if g is None or (isinstance(g, float) and math.isnan(g)) else g for g in list(groups)]
+    if len(labels) != n:
+        raise AnalysisInputError(f"groups: {len(labels)} labels for {n} points is not allowed; give one per point")
+    return labels
+
+
+def _prefix_costs(shared: Any, n: int) -> np.ndarray:
+    need = np.asarray(shared, dtype=float).ravel()
+    if need.size != n or not np.all(np.isfinite(need) & (need >= 0)):
+        raise AnalysisInputError(f"shared: {need.size} prefix costs for {n} points, each finite and >= 0, is required")
+    return need
