@@ -64,6 +64,7 @@ def propose_next(
     n: int | None = None,
     level: float = 0.95,
     cost_col: str = "cost",
+    prefix_cols: tuple[str, str] = ("trunk", "prefix"),
     reference: Any = None,
     start: Any = None,
     seed: int = 0,
@@ -73,7 +74,9 @@ def propose_next(
     """Rank the candidate runs for ``target`` under ``criterion``; the best first.
 
     runs: finished runs, a table with columns N, D, loss (``load_runs`` gives them).
-    candidates: the pool, a table with N, D and ``cost_col`` (FLOPs; missing: 6ND).
+    candidates: the pool, a table with N, D and ``cost_col`` (FLOPs; missing: 6ND). With ``prefix_cols`` (WSD
+      branches: the trunk's label, the FLOPs of the trunk to the branch point) a candidate costs ``cost_col``
+      plus the part of its trunk the runs with those columns (and in a batch the earlier picks) did not pay.
     target: ``"a"``, ``"alpha"``, ... or ``{"param": name}``, ``{"N_opt": C}``, ``{"D_opt": C}`` (log N_opt /
       log D_opt, so the interval is relative), ``{"loss": (N, D)}``.
     budget: FLOPs available: dearer candidates are left out; with ``n``, the cumulative cost of the batch.
@@ -98,25 +101,23 @@ def propose_next(
     tgt = resolve_target(target)
     N, D, L = _runs_arrays(runs)
     cand, Nc, Dc, cost = _pool_arrays(candidates, cost_col)
-    keep = _affordable(cost, budget)
+    prefixes = _trunks(runs, candidates, prefix_cols)
+    keep = _affordable(cost + prefixes.extra(), budget)
     _warn_extrapolation(N, D, Nc, Dc)
     idx = np.flatnonzero(keep)
     if mixture:
-        if criterion != "variance" or n is not None:
-            raise AnalysisInputError(
-                f"mixture: True is not allowed with criterion {criterion!r} and n={n!r}; use criterion 'variance' and n=None"
-            )
-        comps = fit_mixture(N, D, L)
-        post, (est, var) = comps[0][1], mixture_moments(comps, tgt)
-        order, var_after, gain, score = _rank_mixture(comps, tgt, Nc[idx], Dc[idx], cost[idx], var)
+        comps, (est, var), (order, var_after, gain, score, paid) = _mixture_ranking(
+            N, D, L, tgt, Nc[idx], Dc[idx], (cost + prefixes.extra())[idx], criterion, n)
+        post = comps[0][1]
     else:
         post = fit_posterior(N, D, L, start=_start_theta(start), bootstrap=check_bootstrap(bootstrap), seed=seed)
         ref = None if reference is None else jacobian(post.theta, *_reference(reference))[1]
         rank = _rank_single if n is None else _rank_greedy
-        order, var_after, gain, score = rank(post, tgt, Nc[idx], Dc[idx], cost[idx], criterion, ref,
-                                             np.random.default_rng(seed), n=None if n is None else _count(n), budget=budget)
+        order, var_after, gain, score, paid = rank(post, tgt, Nc[idx], Dc[idx], cost[idx], criterion, ref,
+                                                   np.random.default_rng(seed), n=None if n is None else _count(n),
+                                                   budget=budget, prefixes=prefixes.subset(idx))
         est, var = tgt.value(post.theta), float(tgt.gradient(post.theta) @ post.cov @ tgt.gradient(post.theta))
-    table = _result_table(cand[idx[order]], Nc[idx[order]], Dc[idx[order]], cost[idx[order]], est, var, var_after, level)
+    table = _result_table(cand[idx[order]], Nc[idx[order]], Dc[idx[order]], paid, est, var, var_after, level)
     table["gain"], table["score"] = gain, score
     table.attrs.update(target=tgt.name, criterion=criterion, theta=post.theta.tolist(), noise=post.noise)
     if mixture:
@@ -134,41 +135,53 @@ def _result_table(cand, N, D, cost, est: float, var: float, var_after: np.ndarra
     return table
 
 
-def _rank_single(post: Posterior, tgt: Target, Nc, Dc, cost, criterion: str, ref, rng, **_: Any):
-    """Candidates by score, each with the target variance after adding it alone, its gain and score."""
+def _rank_single(post: Posterior, tgt: Target, Nc, Dc, cost, criterion: str, ref, rng, prefixes: Prefixes, **_: Any):
+    """Candidates by score, each with the target variance after adding it alone, its gain, score and cost."""
     g = tgt.gradient(post.theta)
     J = jacobian(post.theta, Nc, Dc)[1]
+    cost = cost + prefixes.extra()
     gain, score = scores(criterion, post, g, J, cost, ref, rng)
     order = np.argsort(-score, kind="stable")
-    return order, expected_variance(post.cov, post.noise, g, J)[order], gain[order], score[order]
+    return order, expected_variance(post.cov, post.noise, g, J)[order], gain[order], score[order], cost[order]
 
 
-def _rank_mixture(comps: list, tgt: Target, Nc, Dc, cost, var_now: float):
-    """Candidates by the expected drop of the mixture variance per FLOP (integrated over the outcome)."""
+def _mixture_ranking(N, D, L, tgt: Target, Nc, Dc, cost, criterion: str, n: int | None):
+    """The mixture posterior's components, the target's (mean, variance) under it, and the candidates by
+    the expected drop of the mixture variance per FLOP (integrated over the outcome)."""
+    if criterion != "variance" or n is not None:
+        raise AnalysisInputError(
+            f"mixture: True is not allowed with criterion {criterion!r} and n={n!r}; use criterion 'variance' and n=None"
+        )
+    comps = fit_mixture(N, D, L)
+    var_now = mixture_moments(comps, tgt)
     var_after = mixture_expected_variance(comps, tgt, Nc, Dc)
-    gain = var_now - var_after
+    gain = var_now[1] - var_after
     order = np.argsort(-gain / cost, kind="stable")
-    return order, var_after[order], gain[order], (gain / cost)[order]
+    return comps, var_now, (order, var_after[order], gain[order], (gain / cost)[order], cost[order])
 
 
-def _rank_greedy(post: Posterior, tgt: Target, Nc, Dc, cost, criterion: str, ref, rng, n: int, budget: float | None):
-    """Up to n picks, each scored under the covariance updated by the picks before it, within budget."""
+def _rank_greedy(post: Posterior, tgt: Target, Nc, Dc, cost, criterion: str, ref, rng, n: int, budget: float | None,
+                 prefixes: Prefixes):
+    """Up to n picks, each scored under the covariance updated by the picks before it (and at the cost left
+    after their trunks), within budget."""
     g = tgt.gradient(post.theta)
     J = jacobian(post.theta, Nc, Dc)[1]
     state, left = post, math.inf if budget is None else float(budget)
     free = np.ones(cost.size, bool)
-    rows: list[tuple[int, float, float, float]] = []  # (pick, variance after the batch so far, gain, score)
+    rows: list[tuple[int, float, float, float, float]] = []  # (pick, variance after the batch, gain, score, cost)
     for _ in range(min(n, cost.size)):
-        ok = free & (cost <= left)
+        now = cost + prefixes.extra()
+        ok = free & (now <= left)
         if not ok.any():
             break
-        gain, score = scores(criterion, state, g, J, cost, ref, rng)
+        gain, score = scores(criterion, state, g, J, now, ref, rng)
         k = int(np.flatnonzero(ok)[np.argmax(score[ok])])
         state = replace(state, cov=rank_one_update(state.cov, post.noise, J[k]))
-        rows.append((k, float(g @ state.cov @ g), float(gain[k]), float(score[k])))
-        free[k], left = False, left - cost[k]
-    order, var_after, gain, score = (np.array(c) for c in zip(*rows))
-    return order.astype(int), var_after, gain, score
+        paid = prefixes.pay(k, cost)
+        rows.append((k, float(g @ state.cov @ g), float(gain[k]), float(score[k]), paid))
+        free[k], left = False, left - paid
+    order, var_after, gain, score, paid = (np.array(c) for c in zip(*rows))
+    return order.astype(int), var_after, gain, score, paid
 
 
 # ---------------------------------------------------------------- inputs
@@ -188,6 +201,15 @@ def _pool_arrays(candidates: Any, cost_col: str):
     N, D = as_positive("candidates.N", df["N"]), as_positive("candidates.D", df["D"])
     cost = as_positive(f"candidates.{cost_col}", df[cost_col]) if cost_col in df else 6 * N * D
     return df.index.to_numpy(), N, D, cost
+
+
+def _trunks(runs: Any, candidates: Any, cols: tuple[str, str]) -> Prefixes:
+    """The candidates' shared trunks (none without the ``cols`` columns), the finished runs' parts paid."""
+    pool, done = _table("candidates", candidates, ()), _table("runs", runs, ())
+    if not all(c in pool for c in cols):
+        return Prefixes(None, None, len(pool))
+    prefixes = Prefixes(pool[cols[0]].tolist(), pool[cols[1]], len(pool))
+    return prefixes.paid_by(done[cols[0]].tolist(), done[cols[1]]) if all(c in done for c in cols) else prefixes
 
 
 def _table(field: str, value: Any, needed: tuple[str, ...]) -> pd.DataFrame:

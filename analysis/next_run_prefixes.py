@@ -19,7 +19,7 @@ class Prefixes:
         if (groups is None) != (shared is None):
             raise AnalysisInputError("groups and shared: give both (a label and a prefix cost per point) or neither")
         self.labels = None if groups is None else _labels(groups, n)
-        self.need = np.zeros(n) if shared is None else _prefix_costs(shared, n)
+        self.need = np.zeros(n) if shared is None else _prefix_costs(shared, self.labels)
         self.paid: dict[Any, float] = {}
 
     def extra(self) -> np.ndarray:
@@ -35,6 +35,22 @@ class Prefixes:
         if self.labels is not None and self.labels[k] is not None:
             self.paid[self.labels[k]] = max(self.paid.get(self.labels[k], 0.0), float(self.need[k]))
         return float(cost[k]) + extra
+
+    def subset(self, idx: np.ndarray) -> "Prefixes":
+        """The same prefixes (and what is paid of them) for the points ``idx`` only."""
+        out = Prefixes(None, None, len(idx))
+        if self.labels is not None:
+            out.labels, out.need = [self.labels[i] for i in idx], self.need[idx]
+        out.paid = dict(self.paid)
+        return out
+
+    def paid_by(self, groups: Any, shared: Any) -> "Prefixes":
+        """Count the prefixes of points already trained (labels, needs) as paid; returns self."""
+        labels = _labels(groups, len(groups))
+        for g, need in zip(labels, _prefix_costs(shared, labels)):
+            if g is not None:
+                self.paid[g] = max(self.paid.get(g, 0.0), float(need))
+        return self
 
     def unpaid(self) -> float:
         """The FLOPs of every prefix not paid yet, each to its longest need."""
@@ -54,8 +70,13 @@ def _labels(groups: Any, n: int) -> list[Any]:
     return labels
 
 
-def _prefix_costs(shared: Any, n: int) -> np.ndarray:
-    need = np.asarray(shared, dtype=float).ravel()
-    if need.size != n or not np.all(np.isfinite(need) & (need >= 0)):
-        raise AnalysisInputError(f"shared: {need.size} prefix costs for {n} points, each finite and >= 0, is required")
+def _prefix_costs(shared: Any, labels: list[Any]) -> np.ndarray:
+    """The prefix cost of each point (0, and NaN allowed, for a point on its own)."""
+    need = np.asarray(shared, dtype=float).ravel().copy()
+    if need.size != len(labels):
+        raise AnalysisInputError(f"shared: {need.size} prefix costs for {len(labels)} points is not allowed; give one per point")
+    alone = np.array([g is None for g in labels], bool)
+    need[alone] = 0.0
+    if not np.all(np.isfinite(need) & (need >= 0)):
+        raise AnalysisInputError("shared: every prefix cost of a point with a group must be finite and >= 0")
     return need

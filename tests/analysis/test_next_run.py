@@ -176,6 +176,23 @@ def test_a_replay_of_branches_pays_each_trunk_once_to_its_furthest_branch_point(
         replay(N, D, L, init, "a", "variance", groups=groups, shared=trunk[:-1])
 
 
+@pytest.mark.filterwarnings("ignore:candidates:UserWarning")  # the larger budgets lie beyond the runs' D
+def test_branch_candidates_cost_their_cooldown_plus_the_trunk_not_yet_trained():
+    data, groups, trunk, own = wsd_points()
+    data = data.assign(trunk=groups, prefix=trunk, cost=own)
+    runs = data[data.budget < 3]  # every trunk trained to its third budget's branch point
+    pool = data[data.budget >= 3]
+    ranked = propose_next(runs, pool, "a")
+    paid = runs.groupby("trunk").prefix.max()
+    expect = pool.cost + (pool.prefix - pool.trunk.map(paid)).clip(lower=0)
+    assert ranked.cost.to_numpy() == pytest.approx(expect[ranked.candidate].to_numpy())
+    assert (ranked.cost > pool.cost[ranked.candidate].to_numpy()).all()  # every branch needs more trunk
+    batch = propose_next(runs, pool, "a", n=len(pool))  # the whole pool, one pick at a time
+    assert batch.cost.sum() == pytest.approx(pool.cost.sum() + sum(pool.groupby("trunk").prefix.max() - paid))
+    without = propose_next(runs.drop(columns=["trunk", "prefix"]), pool.drop(columns=["trunk", "prefix"]), "a")
+    assert without.cost.to_numpy() == pytest.approx(pool.cost[without.candidate].to_numpy())
+
+
 def rounds(*intervals):
     return [{"estimate": e, "low": e - h, "high": e + h} for e, h in intervals]
 
