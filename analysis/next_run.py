@@ -306,7 +306,7 @@ def replay(
     cost = 6 * N * D if cost is None else as_positive("cost", cost)
     used = _initial_mask(initial, N.size)
     prefixes = Prefixes(groups, shared, N.size)
-    initial_cost = sum(prefixes.pay(k, cost) for k in np.flatnonzero(used))
+    initial_cost = prefixes.pay_each(np.flatnonzero(used), cost)
     pool0 = np.flatnonzero(~used)
     pool_cost = float(cost[pool0].sum()) + prefixes.unpaid()
     ref_N, ref_D = N[pool0], D[pool0]

@@ -36,6 +36,10 @@ class Prefixes:
             self.paid[self.labels[k]] = max(self.paid.get(self.labels[k], 0.0), float(self.need[k]))
         return float(cost[k]) + extra
 
+    def pay_each(self, points: Any, cost: np.ndarray) -> float:
+        """Choose every one of ``points`` (``pay`` each): what they cost together, each prefix once."""
+        return float(sum(self.pay(int(k), cost) for k in points))
+
     def subset(self, idx: np.ndarray) -> "Prefixes":
         """The same prefixes (and what is paid of them) for the points ``idx`` only."""
         out = Prefixes(None, None, len(idx))

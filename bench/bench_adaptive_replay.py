@@ -33,6 +33,7 @@ import pandas as pd
 
 from analysis import load_runs
 from analysis.next_run import replay
+from analysis.next_run_prefixes import Prefixes
 from analysis.next_run_criteria import fit_posterior, interval, resolve_target
 from scaling.study.adaptive import seed_design
 
@@ -59,8 +60,15 @@ def records(folders: list[Path], params: str, flops: str) -> pd.DataFrame:
 
 def design_flops(runs: pd.DataFrame) -> float:
     """What a design's runs cost: each run's own FLOPs, and each WSD trunk once, to its furthest branch point."""
-    trunks = runs[runs.role == "branch"].groupby("trunk").prefix.max().sum() if "prefix" in runs else 0.0
-    return float(runs.own.sum() + trunks)
+    return float(runs.own.sum()) + trunks_of(runs).unpaid()
+
+
+def trunks_of(pool: pd.DataFrame) -> Prefixes:
+    """The WSD trunks the pool's branches share (none for separate runs), nothing paid yet."""
+    if "prefix" not in pool:
+        return Prefixes(None, None, len(pool))
+    branches = pool.role == "branch"
+    return Prefixes(pool.trunk.where(branches, None).tolist(), pool.prefix.where(branches, 0.0), len(pool))
 
 
 def branch_pool(folder: Path, params: str, flops: str) -> pd.DataFrame:
@@ -132,8 +140,7 @@ def replay_row(pool: pd.DataFrame, init: np.ndarray, fixed: tuple[float, float, 
     branches = "prefix" in pool and (pool.role == "branch").all()
     cost = pool["own" if branches else "C"].to_numpy(float)
     shared = dict(groups=pool.trunk.tolist(), shared=pool.prefix.to_numpy(float)) if branches else {}
-    seed_cost = replay(pool.N.to_numpy(float), pool.D.to_numpy(float), pool.loss.to_numpy(float), init, "a",
-                       criterion, cost=cost, max_steps=0, **shared).attrs["initial_cost"]
+    seed_cost = (trunks_of(pool) if branches else Prefixes(None, None, len(pool))).pay_each(np.flatnonzero(init), cost)
     t = replay(pool.N.to_numpy(float), pool.D.to_numpy(float), pool.loss.to_numpy(float), init, "a", criterion,
                cost=cost, stop_width=hi - lo, budget=max(0.0, max_share * flops - seed_cost), **rule, **shared)
     last = t.iloc[-1]
