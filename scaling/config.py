@@ -274,6 +274,7 @@ class TrainConfig:
     branch_from: Optional[str] = None  # WSD branch: run directory of the trunk to start from
     branch_tokens: Optional[int] = None  # WSD branch: trunk tokens of the checkpoint to start from
     branch_wait_s: float = 0.0  # WSD branch: seconds to wait for a running trunk to reach branch_tokens
+    stop_at_tokens: Optional[int] = None  # stop with a checkpoint (no record) once this many tokens are trained
     progress: Optional[bool] = None  # tqdm bar; null = only when attached to a terminal
     forecast_every: int = 1  # periodic evaluations between estimates of the final loss (pred/final_loss); 0 = off
     forecast_max_share: float = 0.05  # most of the run's wall time the estimates may take (0 < share <= 1)
@@ -294,6 +295,8 @@ class TrainConfig:
         check_number("train.log_every", self.log_every, low=1, integer=True)
         check_number("train.keep_checkpoints", self.keep_checkpoints, low=1, integer=True)
         check_number("train.branch_wait_s", self.branch_wait_s, low=0)
+        if self.stop_at_tokens is not None:
+            check_number("train.stop_at_tokens", self.stop_at_tokens, low=1, integer=True)
         check_number("train.forecast_every", self.forecast_every, low=0, integer=True)
         check_number("train.forecast_max_share", self.forecast_max_share, low=0, high=1, low_open=True)
         check_choice("train.precision", self.precision)

@@ -19,7 +19,8 @@ from scaling.errors import report_user_error
 # Settings that change how a run is watched or where it runs, not the numbers it produces.
 BOOKKEEPING = {
     "train": ("log_every", "checkpoint_every", "keep_checkpoints", "keep_at_tokens", "progress",
-              "threads", "device", "compile", "branch_wait_s", "forecast_every", "forecast_max_share"),
+              "threads", "device", "compile", "branch_wait_s", "forecast_every", "forecast_max_share",
+              "stop_at_tokens"),
     "data": ("cache_dir", "workers", "progress"),
 }
 HASHED_GROUPS = ("model", "data", "optim", "train")

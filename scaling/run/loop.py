@@ -31,10 +31,12 @@ class Hook(Protocol):
 
 
 def train_loop(state: TrainState, steps: int, lr_at: Callable[[int], float], batches: Iterator[Any],
-               optimizer_step: Callable[[Any, float], torch.Tensor], hooks: Sequence[Hook]) -> Optional[StepEvent]:
-    """Run steps ``state.step + 1 .. steps``; return the last step's event (None when none was left)."""
+               optimizer_step: Callable[[Any, float], torch.Tensor], hooks: Sequence[Hook],
+               until: Optional[int] = None) -> Optional[StepEvent]:
+    """Run steps ``state.step + 1 .. steps`` (of a run of ``steps``, up to ``until`` where it stops earlier);
+    return the last step's event (None when none was left)."""
     event = None
-    while state.step < steps:
+    while state.step < min(steps, until or steps):
         lr = lr_at(state.step)
         _, micro_batches = next(batches)  # this step's micro-batches, already on the device
         loss = optimizer_step(micro_batches, lr)

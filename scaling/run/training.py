@@ -157,6 +157,11 @@ def _run(cfg: Any, run: RunConfig, run_dir: Path, device: torch.device, ctx: Dis
             mirror = wandb_mirror.start(cfg, run_dir, run_dir.name, state.wandb_id or None, info)
             state.wandb_id = getattr(mirror, "wandb_id", None) or ""
         outcome = _train(run, sizes, prepared, state, device, ctx, record, mirror, run_dir, start_time, extra_hooks)
+        if outcome["status"] == "stopped":  # train.stop_at_tokens: a checkpoint, no record; a rerun goes on
+            log.info("run %s stopped at step %d of %d (train.stop_at_tokens=%s): checkpoint written; run it again "
+                     "with a larger train.stop_at_tokens, or without, to go on", run_dir.name, state.step,
+                     sizes.steps, run.train.stop_at_tokens)
+            return {"run_id": run_dir.name, "group": run.group, **outcome, "steps": sizes.steps}
         result = {"run_id": run_dir.name, "group": run.group, **outcome, "model": info["shape"],
                   "params": sizes.params, "tokens": sizes.tokens, "objective": run.model.objective,
                   "predicted_tokens": sizes.steps * sizes.batch_size * predicted_per_window(run.model, sizes.context),
@@ -272,14 +277,19 @@ def _train(cfg: RunConfig, sizes: RunSizes, prepared: PreparedData, state: Train
     batches = BatchPrefetcher(prepared.train, sizes.context, sizes.batch_size, t.seed, state.step, sizes.steps,
                               device, rank=ctx.rank, world_size=ctx.world_size, micro_batch_size=sizes.micro_batch_size)
     trained_on = objective_batches(iter(batches), cfg.model, vocab_size, t.seed, sizes.batch_size, ctx)
+    until = stop_step(t.stop_at_tokens, sizes.tokens_per_step)
     try:
-        last = train_loop(state, sizes.steps, lr_at, trained_on, step, hooks)
+        last = train_loop(state, sizes.steps, lr_at, trained_on, step, hooks, until=until)
     finally:
         guard.uninstall()
         batches.close()
         console.close()
     if last is not None and last.status == "diverged":
         outcome = {"status": "diverged", "step": state.step, "error": last.error, "train_loss": None, "val_loss": None}
+    elif state.step < sizes.steps:
+        if last is not None:
+            checkpointer.save()
+        outcome = {"status": "stopped", "step": state.step, "tokens_trained": state.step * sizes.tokens_per_step}
     else:
         checkpointer.save()
         row = metrics.last_row if "val/loss" in metrics.last_row else {**record.last_logged(),
@@ -290,6 +300,11 @@ def _train(cfg: RunConfig, sizes: RunSizes, prepared: PreparedData, state: Train
                       if f"val/{k}" in row}, **document_fields(row)}
     elapsed = wall_time()
     return {**outcome, "wall_time": elapsed, "tokens_per_second": sizes.tokens / max(elapsed, 1e-9)}
+
+
+def stop_step(stop_at_tokens: Optional[int], tokens_per_step: int) -> Optional[int]:
+    """The step ``train.stop_at_tokens`` stops at (whole steps, rounded up as ``keep_at_tokens`` round), or None."""
+    return None if stop_at_tokens is None else int(math.ceil(stop_at_tokens / tokens_per_step))
 
 
 def _extra_hooks(factories: Sequence[HookFactory], run: RunConfig, run_dir: Path, steps: int, start_step: int,

@@ -71,3 +71,34 @@ def test_bad_branch_settings_are_one_line_errors(tmp_path, overrides, words):
     with pytest.raises(ConfigError, match=words):
         run_training(make_cfg("train.tokens=2560", f"train.branch_from={tmp_path / 'trunk'}", *overrides),
                      tmp_path / "branch", record_user_errors=False)
+
+
+def test_a_trunk_stopped_at_a_branch_point_serves_its_branch_and_goes_on_as_if_never_stopped(tmp_path):
+    bp = plan_branches([40 * TPS, 80 * TPS], 0.25, tokens_per_step=TPS)
+    trunk = ["optim.schedule=constant", f"train.tokens={bp.trunk_tokens}",
+             f"train.keep_at_tokens=[{bp.starts[0]},{bp.starts[1]}]"]
+    stopped = train(tmp_path / "trunk", *trunk, f"train.stop_at_tokens={bp.starts[0]}")
+    assert stopped["status"] == "stopped" and stopped["tokens_trained"] == bp.starts[0]
+    assert not (tmp_path / "trunk" / "result.json").exists()  # no record: the run has not ended
+
+    tokens, start = bp.branch(0)
+    branch = train(tmp_path / "branch", "optim.schedule=wsd", f"train.tokens={tokens}",
+                   f"train.branch_from={tmp_path / 'trunk'}", f"train.branch_tokens={start}")
+    straight = train(tmp_path / "straight", "optim.schedule=wsd", f"train.tokens={tokens}")
+    assert branch["val_loss"] == pytest.approx(straight["val_loss"], rel=1e-5)
+
+    again = train(tmp_path / "trunk", *trunk, f"train.stop_at_tokens={bp.starts[0]}")  # already there: no step
+    assert again["status"] == "stopped" and again["step"] == bp.starts[0] // TPS
+    extended = train(tmp_path / "trunk", *trunk)  # without the stop: on to the trunk's end
+    whole = train(tmp_path / "whole", *trunk)
+    assert extended["status"] == whole["status"] == "completed"
+    assert extended["val_loss"] == whole["val_loss"] and extended["train_loss"] == whole["train_loss"]
+    assert extended["steps"] == bp.trunk_tokens // TPS
+
+
+def test_stop_at_tokens_is_not_part_of_the_run_identity_and_must_be_positive(tmp_path):
+    from scaling.run.identity import config_hash
+
+    assert config_hash(make_cfg("train.stop_at_tokens=640")) == config_hash(make_cfg())
+    with pytest.raises(ConfigError, match="train.stop_at_tokens"):
+        run_training(make_cfg("train.stop_at_tokens=0"), tmp_path / "run", record_user_errors=False)
