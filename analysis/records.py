@@ -26,7 +26,8 @@ from analysis.loss_units import tokenizer_of
 # as the training side's run identity (scaling/run/identity.py; a test keeps the two equal).
 BOOKKEEPING = {
     "train": ("log_every", "checkpoint_every", "keep_checkpoints", "keep_at_tokens", "progress",
-              "threads", "device", "compile", "branch_wait_s", "forecast_every", "forecast_max_share"),
+              "threads", "device", "compile", "branch_wait_s", "forecast_every", "forecast_max_share",
+              "stop_at_tokens"),
     "data": ("cache_dir", "workers", "progress"),
 }
 HASHED_GROUPS = ("model", "data", "optim", "train")

@@ -19,7 +19,9 @@ from scaling.study.next_runs import (
     launch_overrides,
     parse_target,
     script,
+    with_prefixes,
 )
+from scaling.study.adaptive_design import trunk_commands, trunk_stops
 from scaling.sweep.pricing import plan_sweep
 from scaling.units import duration, si
 
@@ -107,13 +109,15 @@ def next_runs(runs_dir: str | None, overrides: list[str], opts: dict[str, Any]) 
         raise ConfigError(f"RUNS={runs_dir!r} does not exist: give the folder of the finished runs")
     target = parse_target(opts["target"])
     planned, _ = plan_sweep(overrides)
-    runs = finished_runs(runs_dir, planned[0].convention)
-    pool = candidate_pool(planned, set(runs["run_id"]) if "run_id" in runs else set())
+    runs = with_prefixes(finished_runs(runs_dir, planned[0].convention), planned)
+    done_ids = set(runs["run_id"]) if "run_id" in runs else set()
+    pool = candidate_pool(planned, done_ids)
     sweep = next(o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+~") == "sweep")
     table, warns = choose(runs, pool, target, criterion=opts["criterion"], budget=opts["budget"], n=opts["n"],
                           level=opts["level"], sweep=f"sweep {sweep}")
     chosen = [planned[i] for i in table["candidate"]]
-    lines = command_lines(launch_overrides(overrides, chosen))
+    trunks = trunk_stops([r for r in planned if r.run_id in done_ids] + chosen, planned)  # WSD: trunks first
+    lines = command_lines(trunk_commands(overrides, trunks) + launch_overrides(overrides, chosen))
     lo, hi = table.attrs["interval"]
     rows = [{"run_id": r.run_id, "width": r.shape["width"], "depth": r.shape["depth"], "budget": r.budget,
              "N": int(row.N), "D": int(row.D), "cost": float(row.cost), "est_seconds": r.est_seconds,

@@ -14,15 +14,20 @@ USAGE = """\
                      target's interval is narrow enough (docs/study.md); with
     --target T       a, b, alpha, beta, E, A, B, G, N_opt@C, D_opt@C or loss@N,D (default a)
     --width W        stop once the target's interval is at most W wide (default: the fixed design's, --fixed)
-    --fixed DIR      a fixed study's output folder (scaling-study --design cosine): the width and the comparison
+                     (of the study's design: --design wsd, the default, chooses cooldown branches of WSD
+                     trunks, each trunk trained only as far as its chosen branches start; --design cosine
+                     chooses separate runs)
+    --fixed DIR      a fixed study's output folder (scaling-study --out DIR, either design): the width and the
+                     comparison
     --max-flops F    FLOPs the design may spend (default: the whole sweep's)
     --seed-budgets K the seed design: the K smallest budgets (default 3)
     --seed-widths M  of each seed budget only M widths, spread from its smallest to its largest (default 2;
                      all: every width)
     --batch K        runs per round (default 1; a batch is cut after its first run expected to reach the width)
     --criterion C    variance (default), d-optimal, v-optimal, random, cheapest
-    --pool P         the candidates: inside (default: the sweep's grid plus the budgets and widths between its
-                     own), sweep (its own runs) or wide (inside plus widths beside its own; docs/next_run.md)
+    --pool P         the candidates: sweep (its own points; the default and the only pool of --design wsd),
+                     inside (the default of --design cosine: the sweep's grid plus the budgets and widths between
+                     its own) or wide (inside plus widths beside its own; docs/next_run.md)
     --stable S       stop only once the estimate moved by at most S x the half-width since the last round
                      (default 0.5; off: the width alone)
     --min-dof K      stop only once the fit has K residual degrees of freedom (runs - 5; default 4)

@@ -2,23 +2,26 @@
 fit -> propose -> train until the target's interval is as narrow as asked or the FLOPs budget is spent; then
 the held-out check, and the FLOPs used against the fixed design (the whole sweep).
 
-1. Seed: the runs of the sweep's ``seed_budgets`` smallest budgets (the cosine design: separate runs), with
-   ``seed_widths`` only that many widths of each.
+1. Seed: the points of the sweep's ``seed_budgets`` smallest budgets, with ``seed_widths`` only that many widths
+   of each. A point is a separate run (``--design cosine``) or a cooldown branch of a WSD trunk (``--design
+   wsd``, the study's default): a trunk is trained (``train.stop_at_tokens``) only as far as the branches
+   chosen so far start, so a branch costs its cooldown plus the part of its trunk not trained yet.
 2. Rounds: fit the parametric law to the finished runs (its Laplace posterior, as ``analysis.propose_next``
    scores with), stop when the target's interval is at most ``width`` wide (and, with ``stable`` and
    ``min_dof``, the estimate has settled and the noise estimate has the degrees of freedom:
    ``analysis.next_run.goal_met``); else choose the greedy batch of ``batch`` candidates not yet trained that
    shrinks it most per FLOP within the FLOPs left, cut after the first run expected to reach the width, and
-   train exactly them (one ``scaling-train --multirun`` per run, ``jobs`` at a time).
+   train exactly them (one ``scaling-train --multirun`` per run, ``jobs`` at a time; the trunks they need
+   first).
 3. Check: the study's own fits and held-out run (``scaling.study.study``) on the design's runs (copies of
    their records in ``DIR/design``).
 4. Report: ``DIR/adaptive.json`` and ``DIR/adaptive.md``: rounds, FLOPs and widths against the fixed design
-   (its interval from the records of a fixed study, ``fixed``), the held-out error.
+   (its interval and FLOPs from the records of a fixed study, ``fixed``, of either design) and the whole sweep of
+   this design, the held-out error.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -36,6 +39,14 @@ from scaling.study.launch import (
     refresh,
     run_pool,
 )
+from scaling.study.adaptive_design import (
+    design_flops,
+    design_points,
+    fixed_design,
+    trunk_commands,
+    trunk_stops,
+    unpaid_trunks,
+)
 from scaling.study.next_runs import (
     candidate_pool,
     choose,
@@ -44,6 +55,7 @@ from scaling.study.next_runs import (
     parse_target,
     target_interval,
     widened_grid,
+    with_prefixes,
 )
 from scaling.study.options import Options, StudyError
 from scaling.study.study import Study, _setup, holdout_phase
@@ -63,12 +75,14 @@ class Adaptive:
     batch: int = 1  # runs per round (a batch is cut after its first run expected to reach the width)
     criterion: str = "variance"
     level: float = 0.95
-    pool: str = "inside"  # candidates: "sweep", its runs; "inside"/"wide", its grid widened (widened_grid)
+    pool: str | None = None  # candidates: "sweep", its points; "inside"/"wide", its grid widened (widened_grid);
+    # None: inside for separate runs, sweep for WSD branches (POOL)
     stable: float | None = 0.5  # stop only once the estimate moved by at most this x the half-width (goal_met)
     min_dof: int = 4  # stop only once the fit has this many residual degrees of freedom (runs - 5)
 
 
 POOLS = ("inside", "sweep", "wide")
+POOL = {"cosine": "inside", "wsd": "sweep"}  # the default pool of each design
 
 
 def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
@@ -78,49 +92,59 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     t_start = time.time()
     if ad.criterion not in CRITERIA:
         raise ConfigError(f"--criterion={ad.criterion!r} is unknown: choose {', '.join(CRITERIA)}")
+    design_name = opts.resolved_design
+    ad = dataclasses.replace(ad, pool=ad.pool or POOL[design_name])
     if ad.pool not in POOLS:
         raise ConfigError(f"--pool={ad.pool!r} is unknown: choose {', '.join(POOLS)}")
-    opts = dataclasses.replace(opts, design="cosine", out=opts.out or Path(f"study/{opts.variant}-adaptive"))
+    if design_name == "wsd" and ad.pool != "sweep":
+        raise ConfigError(f"--pool={ad.pool} with --design wsd is not supported: the candidates of a WSD design are "
+                          "its sweep's cooldown branches (--pool sweep), or choose --design cosine")
+    suffix = "-adaptive" if design_name == "wsd" else "-cosine-adaptive"
+    opts = dataclasses.replace(opts, design=design_name, out=opts.out or Path(f"study/{opts.variant}{suffix}"))
     st = _setup(opts)
     st.runs, st.cfgs = plan(st.base + launch_args(opts, st.jobs))
     st.trainable = [r for r in st.runs if not r.skip_reason]
-    if not st.trainable or any(r.role for r in st.trainable):
-        raise ConfigError(f"sweep {st.preset.sweep}: the adaptive study needs a sweep of separate runs (no WSD branches)")
+    points = design_points(st.runs)
+    if not points:
+        raise ConfigError(f"sweep {st.preset.sweep}: every run is skipped ({st.runs[0].skip_reason})")
     target, convention = parse_target(ad.target), st.runs[0].convention
-    fixed = fixed_design(st, ad, target)
+    fixed = fixed_design(st, ad.fixed, target, ad.level)
+    whole = {"runs": len(points), "flops": design_flops(points), "design": design_name}
     goal = ad.width if ad.width is not None else fixed.get("width")
     if goal is None:
         raise ConfigError("--adaptive needs the interval to reach: give --width W or --fixed DIR (a fixed study's folder)")
     max_flops = ad.max_flops if ad.max_flops is not None else fixed["flops"]
-    budgets = sorted({r.budget for r in st.trainable})
-    seed = seed_design(st.trainable, ad.seed_budgets, ad.seed_widths)
-    if sum(r.compute for r in seed) > max_flops:
-        raise ConfigError(f"--max-flops={max_flops:.3g} is smaller than the seed design's {sum(r.compute for r in seed):.3g} FLOPs")
-    print(f"[adaptive] sweep {st.preset.sweep}: seed {len(seed)} runs (budgets {', '.join(f'{b:.3g}' for b in budgets[:ad.seed_budgets])}); "
-          f"stop when {ad.target} is at most {goal:.4g} wide or {max_flops:.3g} FLOPs are spent "
-          f"(the whole sweep: {fixed['flops']:.3g})", flush=True)
+    budgets = sorted({r.budget for r in points})
+    seed = seed_design(points, ad.seed_budgets, ad.seed_widths)
+    if design_flops(seed) > max_flops:
+        raise ConfigError(f"--max-flops={max_flops:.3g} is smaller than the seed design's {design_flops(seed):.3g} FLOPs")
+    print(f"[adaptive] sweep {st.preset.sweep} ({design_name} design): seed {len(seed)} points (budgets "
+          f"{', '.join(f'{b:.3g}' for b in budgets[:ad.seed_budgets])}); stop when {ad.target} is at most {goal:.4g} "
+          f"wide or {max_flops:.3g} FLOPs are spent (the fixed design: {fixed['flops']:.3g}; this whole sweep: "
+          f"{whole['flops']:.3g})", flush=True)
     pool = candidate_runs(st, ad)
-    n_candidates = sum(not r.skip_reason for r in pool) - len(seed)
-    print(f"[adaptive] candidates: {n_candidates} runs ({ad.pool} pool; the sweep's own: {len(st.trainable) - len(seed)})",
+    n_candidates = len(design_points(pool)) - len(seed)
+    print(f"[adaptive] candidates: {n_candidates} points ({ad.pool} pool; the sweep's own: {len(points) - len(seed)})",
           flush=True)
     design = list(seed)
-    train(st, seed, "seed")
+    train(st, seed, seed, pool, "seed")
     rounds = loop(st, ad, pool, design, target, goal, max_flops)
     notes: list[str] = []
     results = fit_all(design_folder(st, design), convention, st.bootstrap, notes)[1]
     holdout, _ = holdout_phase(st, results)
-    used = sum(r.compute for r in design)
+    used = design_flops(design)
     last = rounds[-1]
     summary = {
         "sweep": st.preset.sweep, "variant": opts.variant, "out": str(st.out), "convention": convention,
         "target": ad.target, "criterion": ad.criterion, "level": ad.level, "goal_width": goal, "max_flops": max_flops,
         "pool": ad.pool, "candidates": n_candidates, "stable": ad.stable, "min_dof": ad.min_dof,
-        "seed": {"budgets": ad.seed_budgets, "widths": ad.seed_widths, "runs": len(seed),
-                 "flops": sum(r.compute for r in seed)},
+        "design_name": design_name, "seed": {"budgets": ad.seed_budgets, "widths": ad.seed_widths, "runs": len(seed),
+                                             "flops": design_flops(seed)},
         "reached": last["width"] <= goal, "rounds": rounds, "runs": len(design),
-        "design": [{"width": r.shape["width"], "depth": r.shape["depth"], "budget": r.budget, "cost": r.compute,
-                    "run_id": r.run_id} for r in design],
-        "flops": used, "fixed": fixed, "flops_share": used / fixed["flops"], "estimate": last["estimate"],
+        "design": [{"width": r.shape["width"], "depth": r.shape["depth"], "budget": r.budget, "cost": r.own_compute,
+                    "run_id": r.run_id, "trunk": r.trunk} for r in design],
+        "flops": used, "fixed": fixed, "flops_share": used / fixed["flops"], "whole_sweep": whole,
+        "whole_sweep_share": used / whole["flops"], "estimate": last["estimate"],
         "interval": [last["low"], last["high"]], "width": last["width"], "holdout": holdout,
         "wall_time": time.time() - t_start}
     atomic_write_json(st.out / "adaptive.json", summary)
@@ -159,9 +183,9 @@ def loop(st: Study, ad: Adaptive, pool_runs: list[Any], design: list[Any], targe
         done = list(design)
         ids = {r.run_id for r in done}
         runs = finished_runs(st.group_dir, st.runs[0].convention)
-        runs = runs[runs["run_id"].isin(ids)]
+        runs = with_prefixes(runs[runs["run_id"].isin(ids)], done)
         est, lo, hi = target_interval(runs, target, ad.level)
-        used = sum(r.compute for r in done)
+        used = design_flops(done)
         row = {"round": len(rounds), "runs": len(done), "flops": used, "estimate": est, "low": lo, "high": hi,
                "width": hi - lo, "added": []}
         rounds.append(row)
@@ -171,7 +195,7 @@ def loop(st: Study, ad: Adaptive, pool_runs: list[Any], design: list[Any], targe
             row["stop"] = "reached"
             return rounds
         pool = candidate_pool(pool_runs, ids, finished=True)
-        if len(pool) == 0 or max_flops - used < pool["cost"].min():
+        if len(pool) == 0 or max_flops - used < (pool["cost"] + unpaid_trunks(pool, done)).min():
             row["stop"] = "pool empty" if len(pool) == 0 else "budget spent"
             return rounds
         table, warns = choose(runs, pool, target, criterion=ad.criterion, budget=max_flops - used, n=batch,
@@ -180,10 +204,11 @@ def loop(st: Study, ad: Adaptive, pool_runs: list[Any], design: list[Any], targe
             print(f"[adaptive] warning: {w}", flush=True)
         table = up_to_goal(table, goal)
         chosen = [pool_runs[i] for i in table["candidate"]]
-        row["added"] = [{"width": r.shape["width"], "budget": r.budget, "cost": r.compute} for r in chosen]
+        row["added"] = [{"width": r.shape["width"], "budget": r.budget, "cost": float(c)}
+                        for r, c in zip(chosen, table["cost"])]  # a branch: its cooldown and the trunk it adds
         row["expected_width"] = float(table["width"].iloc[-1])
         design += chosen
-        train(st, chosen, f"round {row['round'] + 1}")
+        train(st, chosen, design, pool_runs, f"round {row['round'] + 1}")
 
 
 def seed_design(trainable: list[Any], n_budgets: int, n_widths: int | None) -> list[Any]:
@@ -219,36 +244,20 @@ def design_folder(st: Study, design: list[Any]) -> Path:
     return folder
 
 
-def fixed_design(st: Study, ad: Adaptive, target: Any) -> dict[str, Any]:
-    """The whole sweep: its FLOPs, and with ``ad.fixed`` (a fixed study's folder) its interval on the target."""
-    out: dict[str, Any] = {"runs": len(st.trainable), "flops": sum(r.compute for r in st.trainable)}
-    if ad.fixed is None:
-        return out
-    folder = Path(ad.fixed).expanduser().resolve() / "runs" / st.group_dir.name
-    if not folder.is_dir():
-        raise ConfigError(f"--fixed={str(ad.fixed)!r}: no run folder {folder} of sweep {st.preset.sweep}; give a fixed "
-                          f"study's output folder (scaling-study --design cosine --out DIR)")
-    runs = finished_runs(folder, st.runs[0].convention)
-    est, lo, hi = target_interval(runs, target, ad.level)
-    hold = _fixed_holdout(Path(ad.fixed).expanduser().resolve())
-    out.update({"dir": str(folder), "finished": len(runs), "estimate": est, "interval": [lo, hi], "width": hi - lo,
-                "holdout_rel_error": hold})
-    return out
-
-
-def _fixed_holdout(folder: Path) -> float | None:
-    import json
-
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        return json.loads((folder / "study.json").read_text())["holdout"]["rel_error"]
-    return None
-
-
-def train(st: Study, runs: list[Any], label: str) -> None:
-    """Train exactly ``runs``: one ``scaling-train --multirun`` per run, ``st.jobs`` at a time (``local``), or one
-    launch after the other through the study's launcher."""
+def train(st: Study, runs: list[Any], design: list[Any], planned: list[Any], label: str) -> None:
+    """Train exactly ``runs`` of ``design`` (which ends with them): first the trunks its branches need trained
+    further (``trunk_stops``: each stopped at the furthest branch point of the design), then the runs."""
+    stops = trunk_stops(design, planned)
+    launch_each(st, trunk_commands(st.base, stops), [t for t, _ in stops], f"{label} trunks")
     todo = [r for r in runs if r.to_train]
-    commands = launch_overrides(st.base, todo, grouped=False)
+    launch_each(st, launch_overrides(st.base, todo, grouped=False), todo, label)
+
+
+def launch_each(st: Study, commands: list[list[str]], todo: list[Any], label: str) -> None:
+    """One ``scaling-train --multirun`` per run, ``st.jobs`` at a time (``local``), or one launch after the other
+    through the study's launcher."""
+    if not todo:
+        return
     if st.opts.launcher != "local":
         for cmd, r in zip(commands, todo):
             launch(st.opts, cmd, [r], st.jobs, st.log_path, label, by_shape=False)
@@ -260,20 +269,22 @@ def train(st: Study, runs: list[Any], label: str) -> None:
 
 def markdown(s: dict[str, Any]) -> str:
     """``adaptive.md``: the rounds, the comparison with the fixed design and the held-out check."""
-    f, h, pct = s["fixed"], s["holdout"], f"{100 * s['level']:g}%"
-    lines = [f"# Adaptive study `{s['sweep']}`", "",
+    f, w, h, pct = s["fixed"], s["whole_sweep"], s["holdout"], f"{100 * s['level']:g}%"
+    points = "cooldown branches (each trunk counted once)" if w["design"] == "wsd" else "runs"
+    lines = [f"# Adaptive study `{s['sweep']}` ({w['design']} design)", "",
              f"Target {s['target']} ({pct} Laplace interval of the parametric law), criterion {s['criterion']}, {s['pool']} "
-             f"pool, seed {s['seed']['runs']} runs: stop at width {s['goal_width']:.4g}{_rule(s)} or {s['max_flops']:.3g} "
+             f"pool, seed {s['seed']['runs']} points: stop at width {s['goal_width']:.4g}{_rule(s)} or {s['max_flops']:.3g} "
              f"FLOPs. {'Reached' if s['reached'] else 'Not reached'} "
-             f"with {s['runs']} runs and {s['flops']:.3g} FLOPs: {100 * s['flops_share']:.1f}% of the fixed design "
-             f"({f['runs']} runs, {f['flops']:.3g} FLOPs).", "",
+             f"with {s['runs']} {points} and {s['flops']:.3g} FLOPs: {100 * s['flops_share']:.1f}% of the fixed design "
+             f"({f['design']}, {f['runs']} runs, {f['flops']:.3g} FLOPs) and {100 * s['whole_sweep_share']:.1f}% of this "
+             f"sweep's whole design ({w['runs']} points, {w['flops']:.3g} FLOPs).", "",
              "| round | runs | FLOPs | estimate | interval | width | added next |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in s["rounds"]:
         added = ", ".join(f"w{a['width']} at {a['budget']:.3g}" for a in r["added"]) or r.get("stop", "")
         lines.append(f"| {r['round']} | {r['runs']} | {r['flops']:.3g} | {r['estimate']:.4g} | {r['low']:.4g} to "
                      f"{r['high']:.4g} | {r['width']:.4g} | {added} |")
     if "width" in f:
-        lines += ["", f"Fixed design ({f['finished']} runs in {f['dir']}): {s['target']} = {f['estimate']:.4g} "
+        lines += ["", f"Fixed design ({f['design']}, {f['finished']} runs in {f['dir']}): {s['target']} = {f['estimate']:.4g} "
                       f"({f['interval'][0]:.4g} to {f['interval'][1]:.4g}, width {f['width']:.4g})."]
     err = h.get("rel_error")
     lines += ["", f"Held-out run (C = {h['C']:.3g}, width {h['shape']['width']}): predicted {h['predicted']:.4f}, measured "

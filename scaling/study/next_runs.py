@@ -70,23 +70,47 @@ def finished_runs(folder: Any, convention: str) -> Any:
     return runs
 
 
-def candidate_pool(planned: list[Any], done_ids: set[str] | None = None, finished: bool = False) -> Any:
-    """The sweep's runs still to choose from: not skipped, not among ``done_ids``, not finished in their folder
-    (``finished``: kept, a design that reuses records counts them only once it chooses them).
+POOL_COLUMNS = ["N", "D", "cost", "trunk", "prefix", "width", "depth", "budget", "run_id"]
 
-    One row per run, indexed by its position in ``planned``: N (the sweep's convention), D (tokens the optimizer
-    will consume), cost (C under the sweep's convention), width, depth, budget, run_id.
+
+def candidate_pool(planned: list[Any], done_ids: set[str] | None = None, finished: bool = False) -> Any:
+    """The sweep's points still to choose from (its runs, or a WSD sweep's cooldown branches, never its trunks):
+    not skipped, not among ``done_ids``, not finished in their folder (``finished``: kept, a design that reuses
+    records counts them only once it chooses them).
+
+    One row per point, indexed by its position in ``planned``: N (the sweep's convention), D (tokens the
+    optimizer will consume), cost (the C it trains itself under the sweep's convention: a branch's cooldown),
+    trunk and prefix (a branch's trunk and the C of the trunk up to its branch point; None and 0 for a run on
+    its own), width, depth, budget, run_id.
     """
     import pandas as pd
 
     done_ids = done_ids or set()
     rows = {}
     for i, r in enumerate(planned):
-        if r.skip_reason or (r.state in FINISHED and not finished) or r.run_id in done_ids:
+        if r.skip_reason or r.role == "trunk" or (r.state in FINISHED and not finished) or r.run_id in done_ids:
             continue
-        rows[i] = {"N": float(r.params[params_of(r.convention)]), "D": float(r.tokens), "cost": float(r.compute),
-                   "width": r.shape["width"], "depth": r.shape["depth"], "budget": r.budget, "run_id": r.run_id}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=["N", "D", "cost", "width", "depth", "budget", "run_id"])
+        rows[i] = {"N": float(r.params[params_of(r.convention)]), "D": float(r.tokens), "cost": float(r.own_compute),
+                   **prefix_of(r), "width": r.shape["width"], "depth": r.shape["depth"], "budget": r.budget,
+                   "run_id": r.run_id}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=POOL_COLUMNS)
+
+
+def prefix_of(run: Any) -> dict[str, Any]:
+    """A planned point's shared prefix: ``trunk`` (a branch's trunk run id, else None) and ``prefix`` (the C of
+    that trunk up to the branch point, under the sweep's convention; 0 for a run on its own)."""
+    return {"trunk": run.trunk, "prefix": float(run.compute - run.own_compute) if run.trunk else 0.0}
+
+
+def with_prefixes(runs: Any, planned: list[Any]) -> Any:
+    """``runs`` (finished runs with ``run_id``) with the ``trunk`` and ``prefix`` of their planned points, so that
+    ``propose_next`` counts the trunks they trained as paid."""
+    by_id = {r.run_id: prefix_of(r) for r in planned}
+    out = runs.copy()
+    ids = out["run_id"] if "run_id" in out else [None] * len(out)
+    out["trunk"] = [by_id.get(i, {}).get("trunk") for i in ids]
+    out["prefix"] = [by_id.get(i, {}).get("prefix", 0.0) for i in ids]
+    return out
 
 
 def widened_grid(cfg: Any, beside: bool = True) -> list[str]:
@@ -119,8 +143,9 @@ def choose(runs: Any, pool: Any, target: Any, *, criterion: str = "variance", bu
            n: int = 1, level: float = 0.95, sweep: str = "the sweep") -> tuple[Any, list[str]]:
     """The greedy batch of up to ``n`` runs of ``pool`` that shrinks ``target``'s interval most per FLOP.
 
-    Returns ``propose_next``'s table (with the pool's run_id) and its warnings (one line
-    each, e.g. candidates outside the finished runs' range).
+    A WSD branch costs its cooldown plus the part of its trunk that ``runs`` (with ``trunk`` and ``prefix``
+    columns: ``with_prefixes``) and the batch's earlier picks have not trained. Returns ``propose_next``'s table
+    (with the pool's run_id) and its warnings (one line each, e.g. candidates outside the finished runs' range).
     """
     from analysis import propose_next
 
@@ -128,8 +153,9 @@ def choose(runs: Any, pool: Any, target: Any, *, criterion: str = "variance", bu
         raise ConfigError(f"the pool is empty: every run of {sweep} is skipped or already finished")
     with analysis_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = propose_next(runs[["N", "D", "loss"]], pool[["N", "D", "cost"]], target, budget=budget,
-                             criterion=criterion, n=n, level=level)
+        paid = ["trunk", "prefix"] if {"trunk", "prefix"} <= set(runs.columns) else []  # with_prefixes
+        table = propose_next(runs[["N", "D", "loss", *paid]], pool[["N", "D", "cost", "trunk", "prefix"]], target,
+                             budget=budget, criterion=criterion, n=n, level=level)
     table["run_id"] = pool.loc[table["candidate"], "run_id"].to_numpy()
     return table, [str(w.message) for w in caught]
 

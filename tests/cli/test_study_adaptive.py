@@ -10,7 +10,7 @@ from helpers import run_cli
 from omegaconf import OmegaConf
 
 from scaling.cli.study import main
-from scaling.study.adaptive import seed_design, up_to_goal
+from scaling.study.adaptive import POOL, seed_design, up_to_goal
 from scaling.study.next_runs import widened_grid
 from scaling.sweep.expand import expand
 from scaling.sweep.pricing import plan_run
@@ -28,7 +28,7 @@ def study(*args):
 def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_a_held_out_run(tmp_path):
     out = tmp_path / "adaptive"
     # Room for one round of 2 runs at 1e11, and a width no fit reaches: the budget ends it.
-    p = study("--adaptive", "--pool", "sweep", "--width", 1e-9, "--max-flops", SEED_FLOPS + 2.2e11, "--batch", 2, "--jobs", 2,
+    p = study("--adaptive", "--design", "cosine", "--pool", "sweep", "--width", 1e-9, "--max-flops", SEED_FLOPS + 2.2e11, "--batch", 2, "--jobs", 2,
               "--seed-budgets", 2, "--seed-widths", "all", "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     s = json.loads((out / "adaptive.json").read_text())
@@ -46,7 +46,7 @@ def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_
 
     # Again, with a width the seed already reaches and the width alone as the stop rule: nothing trains,
     # round 0 stops, the records are reused.
-    p = study("--adaptive", "--width", 100, "--seed-budgets", 2, "--seed-widths", "all", "--stable", "off", "--min-dof", 0,
+    p = study("--adaptive", "--design", "cosine", "--width", 100, "--seed-budgets", 2, "--seed-widths", "all", "--stable", "off", "--min-dof", 0,
               "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
     assert p.returncode == 0, p.stderr[-3000:]
     s2 = json.loads((out / "adaptive.json").read_text())
@@ -54,11 +54,44 @@ def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_
     assert "held-out: predicted" in p.stdout and p.stdout.strip().splitlines()[-1] == str(out.resolve())
 
 
+@pytest.mark.slow
+def test_adaptive_wsd_study_trains_each_trunk_only_as_far_as_its_chosen_branches_start(tmp_path):
+    out = tmp_path / "adaptive-wsd"
+    # Seed: widths 16 and 32 at the two smallest budgets; room for about one more point, a width no fit reaches.
+    p = study("--adaptive", "--width", 1e-9, "--max-flops", 1.1e11, "--seed-budgets", 2, "--seed-widths", 2, "--jobs", 2,
+              "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    s = json.loads((out / "adaptive.json").read_text())
+    assert s["design_name"] == "wsd" and s["pool"] == "sweep" and s["rounds"][-1]["stop"] == "budget spent"
+    folder = out / "runs" / "study-wsd-quick"
+    records = {d.name: json.loads((d / "result.json").read_text()) for d in folder.iterdir() if (d / "result.json").exists()}
+    branches = {k: r for k, r in records.items() if r.get("role") == "branch"}
+    assert sorted(branches) == sorted(d["run_id"] for d in s["design"])  # the seed and the chosen points, no other
+    assert all(d["trunk"] for d in s["design"]) and s["seed"]["runs"] == 4
+    # Each trunk holds checkpoints exactly as far as the furthest branch of the design starts: no further.
+    furthest = {}
+    for r in branches.values():
+        furthest[r["trunk"]] = max(furthest.get(r["trunk"], 0), r["branch_tokens"])
+    for trunk, tokens in furthest.items():
+        steps = [int(c.stem.split("_")[-1]) for c in (folder / trunk / "checkpoints").glob("*.pt")]
+        per_step = next(r["batch_size"] * r["context"] for r in branches.values() if r["trunk"] == trunk)
+        assert max(steps) * per_step == tokens, (trunk, steps, tokens)
+        assert trunk not in records or records[trunk]["tokens"] == tokens  # completed only where it had to end
+    # The design's FLOPs: each branch's cooldown and each trunk once, to its furthest branch point.
+    conv = "6nd_total"
+    trunk_flops = sum(next(r["flops_per_token"][conv] for r in branches.values() if r["trunk"] == t) * tokens
+                      for t, tokens in furthest.items())
+    assert s["flops"] == pytest.approx(sum(r["own_flops"][conv] for r in branches.values()) + trunk_flops, rel=1e-9)
+    assert s["flops"] <= 1.1e11 and s["whole_sweep"]["design"] == "wsd" and s["whole_sweep_share"] < 1
+    assert s["holdout"]["measured"] > 0 and "(wsd design)" in (out / "adaptive.md").read_text()
+
+
 def test_the_defaults_are_the_measured_setting_and_off_or_all_restore_the_old_rule():
     from scaling.cli.study_adaptive import split_adaptive
 
     _, ad = split_adaptive(["--adaptive"])
-    assert (ad.pool, ad.seed_budgets, ad.seed_widths, ad.batch, ad.stable, ad.min_dof) == ("inside", 3, 2, 1, 0.5, 4)
+    assert (ad.pool, ad.seed_budgets, ad.seed_widths, ad.batch, ad.stable, ad.min_dof) == (None, 3, 2, 1, 0.5, 4)
+    assert POOL == {"cosine": "inside", "wsd": "sweep"}  # None: the design's own pool
     rest, ad = split_adaptive(["--adaptive", "--stable", "off", "--seed-widths=all", "--min-dof", "0", "--jobs", "2"])
     assert (ad.stable, ad.seed_widths, ad.min_dof, rest) == (None, None, 0, ["--jobs", "2"])
 
@@ -131,3 +164,29 @@ def test_the_wide_pool_plans_the_sweeps_own_points_as_the_same_runs(tmp_path):
     extra = {(r.shape["width"], r.budget) for r in wide if r.run_id not in {o.run_id for o in own}}
     assert (24, 5e10) in extra and (32, 3.54e10) in extra and (48, 5e10) in extra
     assert all(r.tokens * 6 * r.params["total"] == pytest.approx(r.budget, rel=0.02) for r in wide if not r.skip_reason)
+
+
+def test_branch_candidates_carry_their_trunk_and_trunks_stop_at_the_furthest_chosen_branch_point(tmp_path):
+    from scaling.study.adaptive_design import design_flops, trunk_commands, trunk_stops
+    from scaling.study.launch import plan
+    from scaling.study.next_runs import candidate_pool
+
+    base = ["+sweep=study_wsd_quick", f"runs_dir={tmp_path}", *CUT[:1]]
+    runs, _ = plan(base)
+    trunks = {r.run_id: r for r in runs if r.role == "trunk"}
+    pool = candidate_pool(runs)
+    assert len(pool) == sum(1 for r in runs if r.role == "branch" and not r.skip_reason) and set(pool["trunk"]) == set(trunks)
+    one = pool.iloc[0]
+    trunk = trunks[one["trunk"]]
+    assert one["cost"] + one["prefix"] == pytest.approx(runs[pool.index[0]].compute)  # cooldown + trunk to its start
+    assert one["prefix"] == pytest.approx(trunk.compute * runs[pool.index[0]].tokens * 0.8 / trunk.tokens, rel=0.01)
+
+    of_trunk = sorted((r for r in runs if r.trunk == trunk.run_id), key=lambda r: r.tokens)
+    (stopped, tokens), = trunk_stops(of_trunk[:-1], runs)  # not the last: the trunk stops at the furthest start
+    assert stopped is trunk and tokens == of_trunk[-2].tokens - of_trunk[-2].own_tokens
+    assert trunk_stops(of_trunk, runs) == [(trunk, None)]  # the largest budget's branch: the trunk to its end
+    (cmd,) = trunk_commands(base, trunk_stops(of_trunk[:1], runs))
+    assert cmd[-1] == f"train.stop_at_tokens={of_trunk[0].tokens - of_trunk[0].own_tokens}" and "sweep.budget=trunk" in cmd
+    # Each trunk once, to the furthest point: two branches of one trunk cost the trunk to the later start.
+    assert design_flops(of_trunk[:2]) == pytest.approx(sum(r.own_compute for r in of_trunk[:2]) +
+                                                       of_trunk[1].compute - of_trunk[1].own_compute)
