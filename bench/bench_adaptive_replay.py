@@ -18,6 +18,10 @@ its fit) still gives the width to reach and the FLOPs the shares are of.
     python bench/bench_adaptive_replay.py /tmp/qfix/runs/study-quick /tmp/mid/runs/study-quick
     python bench/bench_adaptive_replay.py FIXED MORE --seeds 3x2,2x3 --rules width,stable=0.5+dof=4
     python bench/bench_adaptive_replay.py FIXED --branches WSD/runs/study-wsd --pools branches
+
+``--target`` is the study's (``a``, ``loss@N,D``, ...); ``--holdout RUN_DIR ...`` (held-out runs of one shape
+and budget: a study's ``runs/<group>-holdout/<run>``) adds each replayed design's prediction of that run's
+loss, from the parametric law fitted to the design's points, and its error against each run's measurement.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ import numpy as np
 import pandas as pd
 
 from analysis import load_runs
+from analysis.allocation import predict_loss
+from analysis.parametric import fit_parametric
 from analysis.next_run import replay
 from analysis.next_run_prefixes import Prefixes
 from analysis.next_run_criteria import fit_posterior, interval, resolve_target
 from scaling.study.adaptive import seed_design
+from scaling.study.next_runs import parse_target
 
 POOLS = ("sweep", "inside", "all")
 
@@ -75,7 +82,8 @@ def branch_pool(folder: Path, params: str, flops: str) -> pd.DataFrame:
     """The WSD branches of ``folder`` as candidates: trunk (group), prefix (the trunk's FLOPs to the branch
     point, 6 N D as the sweep counts), own (the cooldown's FLOPs); every branch may seed."""
     runs = records([folder], params, flops)
-    return runs[runs.role == "branch"].reset_index(drop=True).assign(fixed=True)
+    branches = runs[runs.role == "branch"].drop_duplicates(["width", "C"])  # a folder moved and relaunched: once
+    return branches.reset_index(drop=True).assign(fixed=True)
 
 
 def grid(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +140,8 @@ def parse_rule(text: str) -> dict[str, float]:
 
 
 def replay_row(pool: pd.DataFrame, init: np.ndarray, fixed: tuple[float, float, float], flops: float,
-               criterion: str, rule: dict[str, float], max_share: float) -> dict[str, object]:
+               criterion: str, rule: dict[str, float], max_share: float, target: object = "a",
+               holdout: pd.DataFrame | None = None) -> dict[str, object]:
     """One replay to the fixed width under ``rule``, seed and added runs together within ``max_share`` of the
     fixed FLOPs (the study's ``--max-flops``): share of the fixed FLOPs, the interval and the runs added.
     A pool with a ``prefix`` column is one of WSD branches (``branch_pool``)."""
@@ -141,13 +150,34 @@ def replay_row(pool: pd.DataFrame, init: np.ndarray, fixed: tuple[float, float, 
     cost = pool["own" if branches else "C"].to_numpy(float)
     shared = dict(groups=pool.trunk.tolist(), shared=pool.prefix.to_numpy(float)) if branches else {}
     seed_cost = (trunks_of(pool) if branches else Prefixes(None, None, len(pool))).pay_each(np.flatnonzero(init), cost)
-    t = replay(pool.N.to_numpy(float), pool.D.to_numpy(float), pool.loss.to_numpy(float), init, "a", criterion,
+    t = replay(pool.N.to_numpy(float), pool.D.to_numpy(float), pool.loss.to_numpy(float), init, target, criterion,
                cost=cost, stop_width=hi - lo, budget=max(0.0, max_share * flops - seed_cost), **rule, **shared)
     last = t.iloc[-1]
     added = [f"w{pool.width[k]}@{pool.budget[k]:.3g}" for k in t.point.iloc[1:]]
-    return {"share": (seed_cost + t.attrs["spent"]) / flops, "seed_share": seed_cost / flops, "reached": t.attrs["reached"],
+    design = init.copy()
+    design[t.point.iloc[1:].to_numpy(int)] = True
+    return {"holdout": holdout_errors(pool[design], holdout),"share": (seed_cost + t.attrs["spent"]) / flops, "seed_share": seed_cost / flops, "reached": t.attrs["reached"],
             "runs": int(init.sum()) + len(added), "a": last.estimate, "low": last.low, "high": last.high,
             "width": last.width, "holds_fixed": bool(last.low <= est <= last.high), "added": ", ".join(added)}
+
+
+def holdout_runs(dirs: list[Path], params: str, flops: str) -> pd.DataFrame | None:
+    """N, D and the measured loss of each held-out run (one shape and budget, measured once or more)."""
+    if not dirs:
+        return None
+    runs = pd.concat([(lambda r: r[r.run_id == d.name])(records([d.parent], params, flops)) for d in dirs])
+    if len(runs) != len(dirs) or runs[["N", "D"]].nunique().max() > 1:
+        raise SystemExit("--holdout: give completed run folders of one held-out shape and budget")
+    return runs
+
+
+def holdout_errors(design: pd.DataFrame, holdout: pd.DataFrame | None) -> str:
+    """The design's prediction of the held-out loss (its parametric fit) and its error against each measurement."""
+    if holdout is None:
+        return ""
+    fit = fit_parametric(design.N.to_numpy(float), design.D.to_numpy(float), design.loss.to_numpy(float))
+    pred = float(predict_loss(fit, [holdout.N.iloc[0]], [holdout.D.iloc[0]]).loss.iloc[0])
+    return f"{pred:.4f} (" + " / ".join(f"{100 * (pred / m - 1):+.2f}%" for m in holdout.loss) + ")"
 
 
 def main() -> None:
@@ -158,6 +188,8 @@ def main() -> None:
     p.add_argument("--branches", type=Path, help="a WSD study's run folder: its cooldown branches are the pool 'branches'")
     p.add_argument("--rules", default="width,dof=4,stable=0.5,stable=0.5+dof=4")
     p.add_argument("--criterion", default="variance")
+    p.add_argument("--target", default="a", help="the target, spelled as scaling-study --target (a, loss@N,D, ...)")
+    p.add_argument("--holdout", nargs="*", type=Path, default=[], help="held-out run folders of one shape and budget")
     p.add_argument("--max-share", type=float, default=1.0,
                    help="FLOPs the design may spend, as a share of the fixed design's (default 1: the study's --max-flops default)")
     p.add_argument("--params", default="total")
@@ -169,12 +201,16 @@ def main() -> None:
     runs = with_budgets_of(runs, runs)
     fixed_runs = runs[runs.fixed]
     post = fit_posterior(*(fixed_runs[c].to_numpy(float) for c in ("N", "D", "loss")))
-    fixed = interval(post, resolve_target("a"))
-    print(f"fixed design: {len(fixed_runs)} runs, {flops:.3g} FLOPs, a = {fixed[0]:.4f} ({fixed[1]:.4f} to {fixed[2]:.4f}, "
+    target = parse_target(args.target)
+    fixed = interval(post, resolve_target(target))
+    holdout = holdout_runs(args.holdout, args.params, args.flops)
+    measured = "" if holdout is None else f"; held-out loss measured {' and '.join(f'{m:.4f}' for m in holdout.loss)}"
+    print(f"fixed design: {len(fixed_runs)} runs, {flops:.3g} FLOPs, {args.target} = {fixed[0]:.4f} ({fixed[1]:.4f} to {fixed[2]:.4f}, "
           f"width {fixed[2] - fixed[1]:.4f}); {len(runs) - len(fixed_runs)} more records; criterion {args.criterion}; "
-          f"at most {args.max_share:g} x its FLOPs\n")
-    print("| seed | pool | stop rule | share of fixed FLOPs | runs | a (95% Laplace) | width | holds the fixed a | added |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          f"at most {args.max_share:g} x its FLOPs{measured}\n")
+    print(f"| seed | pool | stop rule | share of fixed FLOPs | runs | {args.target} (95% Laplace) | width | holds the fixed "
+          f"estimate | held-out predicted (error) | added |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for seed in args.seeds.split(","):
         k, _, m = seed.partition("x")
         for name in args.pools.split(","):
@@ -184,11 +220,11 @@ def main() -> None:
                 else pool_of(runs, name)
             init = seed_mask(pool, int(k), None if m == "all" else int(m))
             for rule in args.rules.split(","):
-                r = replay_row(pool, init, fixed, flops, args.criterion, parse_rule(rule), args.max_share)
+                r = replay_row(pool, init, fixed, flops, args.criterion, parse_rule(rule), args.max_share, target, holdout)
                 share = f"{100 * r['share']:.1f}%" + ("" if r["reached"] else " (not reached)")
                 print(f"| {seed} ({100 * r['seed_share']:.0f}%) | {name} | {rule} | {share} | {r['runs']} | "
                       f"{r['a']:.3f} ({r['low']:.3f} to {r['high']:.3f}) | {r['width']:.3f} | "
-                      f"{'yes' if r['holds_fixed'] else 'no'} | {r['added']} |", flush=True)
+                      f"{'yes' if r['holds_fixed'] else 'no'} | {r['holdout']} | {r['added']} |", flush=True)
 
 
 if __name__ == "__main__":

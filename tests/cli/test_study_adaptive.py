@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from scaling.cli.study import main
 from scaling.study.adaptive import POOL, seed_design, up_to_goal
+from scaling.study.launch import plan
 from scaling.study.next_runs import widened_grid
 from scaling.sweep.expand import expand
 from scaling.sweep.pricing import plan_run
@@ -85,6 +86,23 @@ def test_adaptive_wsd_study_trains_each_trunk_only_as_far_as_its_chosen_branches
     assert s["flops"] <= 1.1e11 and s["whole_sweep"]["design"] == "wsd" and s["whole_sweep_share"] < 1
     assert s["holdout"]["measured"] > 0 and "(wsd design)" in (out / "adaptive.md").read_text()
 
+    # scaling-next on the same records: the next branch, priced with the trunk it adds, and the trunk's
+    # line (stopped at the branch's start, or to its end) before the branch's where the trunk is short of it.
+    sweep = ["+sweep=study_wsd_quick", f"runs_dir={out / 'runs'}", *CUT]
+    nxt = run_cli("scaling-next", str(folder), *sweep, "--json", cwd=Path(__file__).parent)
+    assert nxt.returncode == 0, nxt.stderr
+    (chosen,) = json.loads(nxt.stdout)["runs"]
+    branch = next(r for r in plan(sweep)[0] if r.run_id == chosen["run_id"])
+    start, lines = branch.tokens - branch.own_tokens, json.loads(nxt.stdout)["commands"]
+    trained = max((int(c.stem.split("_")[-1]) for c in (folder / branch.trunk / "checkpoints").glob("*.pt")), default=0)
+    if trained * branch.tokens // branch.steps >= start:
+        assert len(lines) == 1 and chosen["cost"] == pytest.approx(branch.own_compute)
+    else:
+        assert len(lines) == 2 and "sweep.budget=trunk" in lines[0] and "sweep.budget=trunk" not in lines[1]
+        assert chosen["cost"] > branch.own_compute
+        assert lines[0].endswith(f"train.stop_at_tokens={start}") or start == max(
+            r.tokens - r.own_tokens for r in plan(sweep)[0] if r.trunk == branch.trunk)
+
 
 def test_the_defaults_are_the_measured_setting_and_off_or_all_restore_the_old_rule():
     from scaling.cli.study_adaptive import split_adaptive
@@ -105,6 +123,7 @@ def test_the_defaults_are_the_measured_setting_and_off_or_all_restore_the_old_ru
     (["--adaptive", "--width", "0.1", "--max-flops", "1e9"], "is smaller than the seed design's"),
     (["--adaptive", "--width", "0.1", "--target", "gamma"], "gamma"),
     (["--adaptive", "--width", "0.1", "--pool", "all"], "--pool='all' is unknown: choose inside, sweep, wide"),
+    (["--adaptive", "--width", "0.1", "--pool", "inside"], "--pool=inside with --design wsd is not supported"),
     (["--adaptive", "--seed-widths", "0"], "--seed-widths='0' is invalid: it must be a whole number >= 1 or all"),
     (["--adaptive", "--min-dof", "-1"], "--min-dof='-1' is invalid: it must be a whole number >= 0"),
     (["--adaptive", "--stable", "0"], "--stable='0' is invalid: it must be a positive number or off"),
@@ -168,7 +187,6 @@ def test_the_wide_pool_plans_the_sweeps_own_points_as_the_same_runs(tmp_path):
 
 def test_branch_candidates_carry_their_trunk_and_trunks_stop_at_the_furthest_chosen_branch_point(tmp_path):
     from scaling.study.adaptive_design import design_flops, trunk_commands, trunk_stops
-    from scaling.study.launch import plan
     from scaling.study.next_runs import candidate_pool
 
     base = ["+sweep=study_wsd_quick", f"runs_dir={tmp_path}", *CUT[:1]]
