@@ -83,6 +83,7 @@ class Adaptive:
 
 POOLS = ("inside", "sweep", "wide")
 POOL = {"cosine": "inside", "wsd": "sweep"}  # the default pool of each design
+SEED_POINTS = 6  # the fewest points the posterior of the law's 5 parameters takes (fit_posterior)
 
 
 def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
@@ -116,6 +117,9 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     max_flops = ad.max_flops if ad.max_flops is not None else fixed["flops"]
     budgets = sorted({r.budget for r in points})
     seed = seed_design(points, ad.seed_budgets, ad.seed_widths)
+    if len(seed) < SEED_POINTS:
+        raise ConfigError(f"--seed-budgets={ad.seed_budgets} --seed-widths={ad.seed_widths or 'all'}: the seed design has "
+                          f"{len(seed)} points; the law's 5 parameters need at least {SEED_POINTS}: give more budgets or widths")
     if design_flops(seed) > max_flops:
         raise ConfigError(f"--max-flops={max_flops:.3g} is smaller than the seed design's {design_flops(seed):.3g} FLOPs")
     print(f"[adaptive] sweep {st.preset.sweep} ({design_name} design): seed {len(seed)} points (budgets "

@@ -58,8 +58,9 @@ def test_adaptive_study_trains_the_seed_then_exactly_the_chosen_runs_and_checks_
 @pytest.mark.slow
 def test_adaptive_wsd_study_trains_each_trunk_only_as_far_as_its_chosen_branches_start(tmp_path):
     out = tmp_path / "adaptive-wsd"
-    # Seed: widths 16 and 32 at the two smallest budgets; room for about one more point, a width no fit reaches.
-    p = study("--adaptive", "--width", 1e-9, "--max-flops", 1.1e11, "--seed-budgets", 2, "--seed-widths", 2, "--jobs", 2,
+    # Seed: the 3 widths at the two smallest budgets (trunks to the second's start, 8.3e10 FLOPs); room for one
+    # branch at the largest budget (its trunk to its end, 3e10), a width no fit reaches.
+    p = study("--adaptive", "--width", 1e-9, "--max-flops", 1.2e11, "--seed-budgets", 2, "--seed-widths", "all", "--jobs", 2,
               "--holdout-factor", 1, "--bootstrap", 20, "--out", out, *CUT)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     s = json.loads((out / "adaptive.json").read_text())
@@ -68,7 +69,7 @@ def test_adaptive_wsd_study_trains_each_trunk_only_as_far_as_its_chosen_branches
     records = {d.name: json.loads((d / "result.json").read_text()) for d in folder.iterdir() if (d / "result.json").exists()}
     branches = {k: r for k, r in records.items() if r.get("role") == "branch"}
     assert sorted(branches) == sorted(d["run_id"] for d in s["design"])  # the seed and the chosen points, no other
-    assert all(d["trunk"] for d in s["design"]) and s["seed"]["runs"] == 4
+    assert all(d["trunk"] for d in s["design"]) and s["seed"]["runs"] == 6 and len(s["design"]) == 7
     # Each trunk holds checkpoints exactly as far as the furthest branch of the design starts: no further.
     furthest = {}
     for r in branches.values():
@@ -83,7 +84,8 @@ def test_adaptive_wsd_study_trains_each_trunk_only_as_far_as_its_chosen_branches
     trunk_flops = sum(next(r["flops_per_token"][conv] for r in branches.values() if r["trunk"] == t) * tokens
                       for t, tokens in furthest.items())
     assert s["flops"] == pytest.approx(sum(r["own_flops"][conv] for r in branches.values()) + trunk_flops, rel=1e-9)
-    assert s["flops"] <= 1.1e11 and s["whole_sweep"]["design"] == "wsd" and s["whole_sweep_share"] < 1
+    assert s["flops"] <= 1.2e11 and s["whole_sweep"]["design"] == "wsd" and s["whole_sweep_share"] < 1
+    assert sum(1 for r in records.values() if r.get("role") == "trunk") == 1  # the one trunk that had to end
     assert s["holdout"]["measured"] > 0 and "(wsd design)" in (out / "adaptive.md").read_text()
 
     # scaling-next on the same records: the next branch, priced with the trunk it adds, and the trunk's
@@ -121,6 +123,7 @@ def test_the_defaults_are_the_measured_setting_and_off_or_all_restore_the_old_ru
     (["--adaptive"], "--adaptive needs the interval to reach: give --width W or --fixed DIR"),
     (["--adaptive", "--fixed", "/nonexistent"], "--fixed='/nonexistent': no run folder"),
     (["--adaptive", "--width", "0.1", "--max-flops", "1e9"], "is smaller than the seed design's"),
+    (["--adaptive", "--width", "0.1", "--seed-budgets", "1", "--seed-widths", "2"], "the seed design has 2 points"),
     (["--adaptive", "--width", "0.1", "--target", "gamma"], "gamma"),
     (["--adaptive", "--width", "0.1", "--pool", "all"], "--pool='all' is unknown: choose inside, sweep, wide"),
     (["--adaptive", "--width", "0.1", "--pool", "inside"], "--pool=inside with --design wsd is not supported"),
