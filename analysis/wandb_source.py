@@ -144,7 +144,8 @@ def record_row(summary: dict[str, Any], config: dict[str, Any], *, state: str, g
     if rec.get("tokens") is None:
         rec["tokens"] = extras["D"]
     rec["run_id"] = rec.get("run_id") or extras["run_id"] or name
-    return load_record_row(rec, config, path=path, sweep=group, status=STATE_STATUS.get(state, state))
+    status = "stopped" if rec.get("status") == "stopped" else STATE_STATUS.get(state, state)  # train.stop_at_tokens
+    return load_record_row(rec, config, path=path, sweep=group, status=status)
 
 
 def _offline_training_runs(path: str | Path) -> list[WandbRun]:

@@ -139,6 +139,7 @@ def _run(cfg: Any, run: RunConfig, run_dir: Path, device: torch.device, ctx: Dis
     record = RunRecord(run_dir)
     state: Optional[TrainState] = None
     mirror = None
+    stopped: dict[str, Any] = {}  # the outcome of a run stopped at train.stop_at_tokens (it has no record)
     try:
         if ctx.is_main:
             _warn([*record.repair(), *(f"{p}: removed, a temporary of a write killed midway"
@@ -161,7 +162,8 @@ def _run(cfg: Any, run: RunConfig, run_dir: Path, device: torch.device, ctx: Dis
             log.info("run %s stopped at step %d of %d (train.stop_at_tokens=%s): checkpoint written; run it again "
                      "with a larger train.stop_at_tokens, or without, to go on", run_dir.name, state.step,
                      sizes.steps, run.train.stop_at_tokens)
-            return {"run_id": run_dir.name, "group": run.group, **outcome, "steps": sizes.steps}
+            stopped = {"run_id": run_dir.name, "group": run.group, **outcome, "steps": sizes.steps}
+            return stopped
         result = {"run_id": run_dir.name, "group": run.group, **outcome, "model": info["shape"],
                   "params": sizes.params, "tokens": sizes.tokens, "objective": run.model.objective,
                   "predicted_tokens": sizes.steps * sizes.batch_size * predicted_per_window(run.model, sizes.context),
@@ -185,7 +187,7 @@ def _run(cfg: Any, run: RunConfig, run_dir: Path, device: torch.device, ctx: Dis
     finally:
         record.close()
         if mirror is not None:
-            mirror.finish(record.read_result() or {})
+            mirror.finish(record.read_result() or stopped)
 
 
 def _storage_error(exc: BaseException, run_dir: Path) -> Optional[StorageError]:

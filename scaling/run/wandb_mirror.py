@@ -116,8 +116,9 @@ class Mirror:
         summary = _redact(finite_or_none(dict(result)), self._secrets)
         self._guard("summary", lambda: run.summary.update(summary))
         if self._run is not None:
-            # no record (preempted, interrupted) or a failed one: close as failed, never as finished
-            ended = result.get("status") in ("completed", "diverged")
+            # no record (preempted, interrupted) or a failed one: close as failed, never as finished; a run
+            # stopped where it was asked to (train.stop_at_tokens) closes as finished, its status in the summary
+            ended = result.get("status") in ("completed", "diverged", "stopped")
             self._guard("finish", lambda: run.finish(exit_code=0 if ended else 1))
         self._run = None
 

@@ -212,6 +212,17 @@ def test_resumed_mirror_continues_the_same_wandb_run(env):
     assert run.history == rows(5)
 
 
+def test_a_run_stopped_where_asked_closes_as_finished_with_its_status(env):
+    mirror = wandb_mirror.start(make_cfg(), env / "t", "run-t", None, INFO)
+    for row in rows(2):
+        mirror.log(row, row["step"])
+    mirror.finish({"run_id": "run-t", "status": "stopped", "step": 2, "tokens_trained": 256})  # train.stop_at_tokens
+    (run,) = read_back(env / "t")
+    assert run.state == "finished" and run.summary["status"] == "stopped" and run.summary["tokens_trained"] == 256
+    with pytest.raises(AnalysisInputError, match="none of the 1 runs completed \\(stopped\\)"):
+        load_offline_wandb(env / "t")  # finished in W&B, but not a completed run: no point of a fit
+
+
 def test_failed_run_is_kept_out_unless_asked(env):
     cfg = make_cfg()
     for seed, (rid, status) in enumerate((("run-ok", "completed"), ("run-bad", "failed"))):
