@@ -100,12 +100,12 @@ def instrument(timings: Timings) -> Callable[[], None]:
 
     real = training.train_loop
 
-    def timed_loop(state, steps, lr_at, batches, optimizer_step, hooks):
+    def timed_loop(state, steps, lr_at, batches, optimizer_step, hooks, **options):
         wait = timings.timed("batches", lambda: next(batches))
         timed_batches = iter(wait, None)
         hooks = [_TimedHook(h, timings) for h in hooks] + [_StampHook(timings)]
         timings.start = time.perf_counter()
-        return real(state, steps, lr_at, timed_batches, timings.timed("step_launch", optimizer_step), hooks)
+        return real(state, steps, lr_at, timed_batches, timings.timed("step_launch", optimizer_step), hooks, **options)
 
     training.train_loop = timed_loop
     return lambda: setattr(training, "train_loop", real)
