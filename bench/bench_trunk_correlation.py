@@ -25,16 +25,10 @@ import pandas as pd
 
 from analysis import load_runs
 from analysis.next_run_criteria import _pinv_scaled, fit_posterior, jacobian, resolve_target
+from scaling.errors import ConfigError
+from scaling.study.next_runs import parse_target
 
 PARAMS, FLOPS = "with_head", "6nd_total"
-
-
-def parse_target(text: str):
-    """``a`` / ``alpha`` / ... or ``loss@N,D``, as ``scaling-study --target`` takes them."""
-    if text.startswith("loss@"):
-        n, d = text[5:].split(",")
-        return {"loss": (float(n), float(d))}
-    return text
 
 
 def intra_trunk_correlation(resid: np.ndarray, trunk: np.ndarray) -> float:
@@ -60,8 +54,13 @@ def cluster_covariance(J: np.ndarray, resid: np.ndarray, trunk: np.ndarray) -> n
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", help="a WSD branch sweep's run folders")
-    ap.add_argument("--target", action="append", help="a, alpha, beta, ... or loss@N,D (repeatable)")
+    ap.add_argument("--target", action="append", help="spelled as scaling-study --target: a, alpha, beta, "
+                    "N_opt@C, loss@N,D, ... (repeatable)")
     args = ap.parse_args()
+    try:
+        targets = [resolve_target(parse_target(t)) for t in args.target or ["a", "alpha", "beta"]]
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # trunks left out: the branches are the points
         runs = load_runs(args.runs, params=PARAMS, flops=FLOPS)
@@ -76,16 +75,15 @@ def main() -> None:
     print(f"machine: {platform.machine()}, python {platform.python_version()}; date {datetime.date.today()}")
     print(f"points: {len(runs)} branches of {len(np.unique(trunk))} trunks; residual sd (log loss) "
           f"{np.sqrt(post.noise):.4f}; intra-trunk correlation {intra_trunk_correlation(resid, trunk):+.2f}")
-    print("| trunk (width) | branches | mean residual |")
-    print("| --- | --- | --- |")
-    for width, part in pd.DataFrame({"w": runs.width.to_numpy(), "r": resid}).groupby("w"):
-        print(f"| {width} | {len(part)} | {part.r.mean():+.4f} |")
+    print("| trunk | width | branches | mean residual |")
+    print("| --- | --- | --- | --- |")
+    for name, part in pd.DataFrame({"trunk": trunk, "w": runs.width.to_numpy(), "r": resid}).groupby("trunk"):
+        print(f"| {name} | {part.w.iloc[0]:g} | {len(part)} | {part.r.mean():+.4f} |")
     clustered = cluster_covariance(J, resid, trunk)
     per_point = cluster_covariance(J, resid, np.arange(len(resid)).astype(str))
     print("| target | estimate | Laplace sd | robust sd, per point | robust sd, per trunk | per trunk / Laplace |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for text in args.target or ["a", "alpha", "beta"]:
-        tgt = resolve_target(parse_target(text))
+    for tgt in targets:
         g = tgt.gradient(post.theta)
         laplace, point, robust = (np.sqrt(g @ c @ g) for c in (post.cov, per_point, clustered))
         print(f"| {tgt.name} | {tgt.value(post.theta):.4f} | {laplace:.4f} | {point:.4f} | {robust:.4f} | "
