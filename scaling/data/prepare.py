@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,22 +88,29 @@ class PreparedData:
 
 def validate_config(cfg: DataConfig) -> None:
     """ConfigError for a data setting outside what is allowed (cfg: a DataConfig or its DictConfig)."""
-    from omegaconf import DictConfig, OmegaConf
+    if _is_dict_config(cfg):
+        from omegaconf import OmegaConf
 
-    if isinstance(cfg, DictConfig):
         for name in DataConfig.__dataclass_fields__:
             if OmegaConf.is_missing(cfg, name):
                 raise ConfigError(f"data.{name} is not set (???); set it, e.g. data.{name}=... on the command line")
     DataConfig.validate(cfg)
 
 
+def _is_dict_config(cfg: Any) -> bool:
+    """Whether ``cfg`` is an OmegaConf DictConfig, without importing omegaconf (about 0.2 s) where nothing
+    has: a DataConfig or a mapping from a script or the analysis side."""
+    omegaconf = sys.modules.get("omegaconf")
+    return omegaconf is not None and isinstance(cfg, omegaconf.DictConfig)
+
+
 def plain_config(cfg: Any) -> DataConfig:
     """The data settings as a DataConfig object (from a DictConfig, a DataConfig, or a mapping)."""
-    from omegaconf import DictConfig, OmegaConf
-
     if isinstance(cfg, DataConfig):
         return cfg
-    if isinstance(cfg, DictConfig):
+    if _is_dict_config(cfg):
+        from omegaconf import OmegaConf
+
         return DataConfig(**OmegaConf.to_container(cfg, resolve=True))
     return DataConfig(**dict(cfg))
 
