@@ -166,11 +166,14 @@ def _route(enc: encode.Encoded, writers: dict, val_tokens: Optional[int], stats:
     if val_tokens is not None and val.any():
         cum = writers["val"].tokens + np.cumsum(np.where(val, enc.lengths, 0))
         val &= cum <= int(val_tokens)
-    mask = np.repeat(val, enc.lengths)
     done = False
-    for split, docs, toks in (("train", ~val, ~mask), ("val", val, mask)):
-        if docs.any():
-            done |= writers[split].add(enc.tokens[toks], enc.lengths[docs], enc.nbytes[docs])
+    if not val.any():  # the usual task once the validation budget is full: no mask, no copy
+        done = writers["train"].add(enc.tokens, enc.lengths, enc.nbytes)
+    else:
+        mask = np.repeat(val, enc.lengths)
+        for split, docs, toks in (("train", ~val, ~mask), ("val", val, mask)):
+            if docs.any():
+                done |= writers[split].add(enc.tokens[toks], enc.lengths[docs], enc.nbytes[docs])
     stats.docs += len(enc.lengths)
     stats.bytes += int(enc.nbytes.sum())
     stats.tokens += len(enc.tokens)

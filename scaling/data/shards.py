@@ -137,7 +137,7 @@ class ShardWriter:
             self._starts.append(starts[in_piece] - pos + self._n)
             self._bytes += int(np.asarray(doc_bytes)[in_piece].sum())
             self.docs += int(in_piece.sum())
-            data = piece.tobytes()
+            data = memoryview(piece)  # contiguous: written and hashed without a copy
             self._f.write(data)
             self._hash.update(data)
             self._n += len(piece)
