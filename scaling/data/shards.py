@@ -124,7 +124,7 @@ class ShardWriter:
     def add(self, tokens: np.ndarray, doc_lengths: np.ndarray, doc_bytes: np.ndarray) -> bool:
         """Append whole documents (their tokens, token counts and UTF-8 byte counts); True when a shard
         was completed (a resumable point once the caller has saved its own position)."""
-        tokens = np.asarray(tokens, dtype=self.dtype)
+        tokens = np.ascontiguousarray(tokens, dtype=self.dtype)
         starts = np.concatenate([[0], np.cumsum(doc_lengths)[:-1]]).astype(np.int64) if len(doc_lengths) else \
             np.zeros(0, np.int64)
         done, pos = False, 0

@@ -271,9 +271,18 @@ def pretrained_tokenizer(name: str, expected_sha256: Optional[str] = None):
 
 
 def load_pretrained(directory: Path, name: str):
-    """The pretrained tokenizer saved beside prepared data (its copied file and spec)."""
+    """The pretrained tokenizer saved beside prepared data (its copied file and spec); DataError when the
+    file is not the one the data was prepared with."""
     spec = json.loads((Path(directory) / SPEC_FILE).read_text())
-    path = Path(directory) / spec["file"]
+    tok = _from_spec(Path(directory), name, spec)
+    if spec.get("sha256") and tok.sha256 != spec["sha256"]:
+        raise DataError(f"prepared data at {directory}: {spec['file']} has sha256 {tok.sha256} but {SPEC_FILE} "
+                        f"says {spec['sha256']}; delete that folder to prepare it again")
+    return tok
+
+
+def _from_spec(directory: Path, name: str, spec: dict):
+    path = directory / spec["file"]
     if spec["kind"] == "tiktoken":
         specials = {k: int(v) for k, v in spec["special_tokens"].items()}
         return TiktokenTokenizer(name, path, spec["pattern"], specials, spec["n_vocab"])

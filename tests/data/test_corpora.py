@@ -95,6 +95,19 @@ def test_hf_tokenizer_json_and_its_bytes(tmp_path):
     assert int(p.token_bytes[ids].sum()) == sum(len(d.encode()) for d in docs)
 
 
+
+def test_a_prepared_folder_whose_tokenizer_file_changed_is_refused(tmp_path):
+    """The encoder is built only when first used, so the folder's copy of the ranks is checked against the
+    sha256 it was prepared with when the folder is opened, not at the first decode of a training run."""
+    p = prepare_data(cfg(tmp_path, write_jsonl(tmp_path / "d.jsonl", DOCS)))
+    assert p.tokenizer.decode(p.tokenizer.encode("hello world")) == "hello world"
+    ranks = p.dir / "tokenizer.tiktoken"
+    ranks.write_bytes(ranks.read_bytes().replace(b" 995\n", b" 996\n", 1))
+    with pytest.raises(DataError, match=r"^prepared data at .*: tokenizer\.tiktoken has sha256 \w+ but "
+                                        r"tokenizer_spec\.json says 306cd27f\w+; delete that folder"):
+        open_prepared(p.dir)
+
+
 # --- documents ------------------------------------------------------------------------------------------
 
 
