@@ -10,7 +10,8 @@ smallest budgets, M widths of each spread as ``scaling-study --adaptive --seed-w
 Each step adds one run (``analysis.replay``: the study's ``--batch 1``) and stops by ``goal_met``.
 
 ``--branches DIR``: the candidates are instead the cooldown branches of a WSD study's run folder
-(``study-wsd``), each costing its own cooldown plus the part of its trunk (up to its branch point) that no
+(``study-wsd``; pool ``branches``, and ``branches-budgets`` with the branches at the midpoint budgets of a
+study run with the widened budgets, ``--pool budgets``), each costing its own cooldown plus the part of its trunk (up to its branch point) that no
 branch chosen before has paid (``replay(..., groups=, shared=)``); the seed is taken among them the same
 way. The fixed design (the first folder, cosine or WSD: a WSD folder's trunks count in its FLOPs, not in
 its fit) still gives the width to reach and the FLOPs the shares are of.
@@ -78,12 +79,16 @@ def trunks_of(pool: pd.DataFrame) -> Prefixes:
     return Prefixes(pool.trunk.where(branches, None).tolist(), pool.prefix.where(branches, 0.0), len(pool))
 
 
-def branch_pool(folder: Path, params: str, flops: str) -> pd.DataFrame:
+def branch_pool(folder: Path, params: str, flops: str, fixed_runs: pd.DataFrame, midpoints: bool) -> pd.DataFrame:
     """The WSD branches of ``folder`` as candidates: trunk (group), prefix (the trunk's FLOPs to the branch
-    point, 6 N D as the sweep counts), own (the cooldown's FLOPs); every branch may seed."""
+    point, 6 N D as the sweep counts), own (the cooldown's FLOPs), budget (``with_budgets_of`` the fixed design
+    ``fixed_runs``); the branches at the sweep's budgets may seed (``fixed``), and with ``midpoints`` the
+    branches at the budgets between them are candidates too (the study's ``--pool budgets``)."""
     runs = records([folder], params, flops)
     branches = runs[runs.role == "branch"].drop_duplicates(["width", "C"])  # a folder moved and relaunched: once
-    return branches.reset_index(drop=True).assign(fixed=True)
+    branches = with_budgets_of(branches.reset_index(drop=True), fixed_runs)
+    own = np.isin(branches.budget, grid(fixed_runs)[0])
+    return branches[own | midpoints].reset_index(drop=True).assign(fixed=own[own | midpoints])
 
 
 def grid(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -184,8 +189,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+", type=Path, help="the fixed study's run folder first, then more run folders")
     p.add_argument("--seeds", default="2xall,2x3,3x2", help="KxM: the K smallest budgets, M widths each (all: every width)")
-    p.add_argument("--pools", default=",".join(POOLS), help=f"of {', '.join(POOLS)}, and branches (with --branches)")
-    p.add_argument("--branches", type=Path, help="a WSD study's run folder: its cooldown branches are the pool 'branches'")
+    p.add_argument("--pools", default=",".join(POOLS), help=f"of {', '.join(POOLS)}, and branches and branches-budgets "
+                   "(with --branches)")
+    p.add_argument("--branches", type=Path, help="a WSD study's run folder: its cooldown branches at the sweep's budgets "
+                   "are the pool 'branches', with those at the midpoint budgets the pool 'branches-budgets'")
     p.add_argument("--rules", default="width,dof=4,stable=0.5,stable=0.5+dof=4")
     p.add_argument("--criterion", default="variance")
     p.add_argument("--target", default="a", help="the target, spelled as scaling-study --target (a, loss@N,D, ...)")
@@ -214,10 +221,10 @@ def main() -> None:
     for seed in args.seeds.split(","):
         k, _, m = seed.partition("x")
         for name in args.pools.split(","):
-            if name == "branches" and args.branches is None:
-                raise SystemExit("--pools branches needs --branches DIR")
-            pool = with_budgets_of(branch_pool(args.branches, args.params, args.flops), runs) if name == "branches" \
-                else pool_of(runs, name)
+            if name.startswith("branches") and args.branches is None:
+                raise SystemExit(f"--pools {name} needs --branches DIR")
+            pool = branch_pool(args.branches, args.params, args.flops, runs, name == "branches-budgets") \
+                if name.startswith("branches") else pool_of(runs, name)
             init = seed_mask(pool, int(k), None if m == "all" else int(m))
             for rule in args.rules.split(","):
                 r = replay_row(pool, init, fixed, flops, args.criterion, parse_rule(rule), args.max_share, target, holdout)

@@ -25,9 +25,10 @@ USAGE = """\
                      all: every width)
     --batch K        runs per round (default 1; a batch is cut after its first run expected to reach the width)
     --criterion C    variance (default), d-optimal, v-optimal, random, cheapest
-    --pool P         the candidates: sweep (its own points; the default and the only pool of --design wsd),
-                     inside (the default of --design cosine: the sweep's grid plus the budgets and widths between
-                     its own) or wide (inside plus widths beside its own; docs/next_run.md)
+    --pool P         the candidates: sweep (its own points; the default of --design wsd), budgets (its shapes
+                     at its budgets and the midpoints between them: with --design wsd, more branches of the
+                     same trunks), inside (the default of --design cosine: budgets plus the widths between its
+                     own) or wide (inside plus widths beside its own; cosine only; docs/next_run.md)
     --stable S       stop only once the estimate moved by at most S x the half-width since the last round
                      (default 0.5; off: the width alone)
     --min-dof K      stop only once the fit has K residual degrees of freedom (runs - 5; default 4)

@@ -75,14 +75,15 @@ class Adaptive:
     batch: int = 1  # runs per round (a batch is cut after its first run expected to reach the width)
     criterion: str = "variance"
     level: float = 0.95
-    pool: str | None = None  # candidates: "sweep", its points; "inside"/"wide", its grid widened (widened_grid);
-    # None: inside for separate runs, sweep for WSD branches (POOL)
+    pool: str | None = None  # candidates: "sweep", its points; "budgets"/"inside"/"wide", its grid widened
+    # (widened_grid); None: inside for separate runs, sweep for WSD branches (POOL)
     stable: float | None = 0.5  # stop only once the estimate moved by at most this x the half-width (goal_met)
     min_dof: int = 4  # stop only once the fit has this many residual degrees of freedom (runs - 5)
 
 
-POOLS = ("inside", "sweep", "wide")
+POOLS = ("inside", "sweep", "wide", "budgets")
 POOL = {"cosine": "inside", "wsd": "sweep"}  # the default pool of each design
+WSD_POOLS = ("sweep", "budgets")  # a WSD design's candidates are branches of its own trunks: no new widths
 SEED_POINTS = 6  # the fewest points the posterior of the law's 5 parameters takes (fit_posterior)
 
 
@@ -97,9 +98,9 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     ad = dataclasses.replace(ad, pool=ad.pool or POOL[design_name])
     if ad.pool not in POOLS:
         raise ConfigError(f"--pool={ad.pool!r} is unknown: choose {', '.join(POOLS)}")
-    if design_name == "wsd" and ad.pool != "sweep":
+    if design_name == "wsd" and ad.pool not in WSD_POOLS:
         raise ConfigError(f"--pool={ad.pool} with --design wsd is not supported: the candidates of a WSD design are "
-                          "its sweep's cooldown branches (--pool sweep), or choose --design cosine")
+                          "cooldown branches of its own trunks (--pool sweep or budgets), or choose --design cosine")
     suffix = "-adaptive" if design_name == "wsd" else "-cosine-adaptive"
     opts = dataclasses.replace(opts, design=design_name, out=opts.out or Path(f"study/{opts.variant}{suffix}"))
     st = _setup(opts)
@@ -126,13 +127,14 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
           f"{', '.join(f'{b:.3g}' for b in budgets[:ad.seed_budgets])}); stop when {ad.target} is at most {goal:.4g} "
           f"wide or {max_flops:.3g} FLOPs are spent (the fixed design: {fixed['flops']:.3g}; this whole sweep: "
           f"{whole['flops']:.3g})", flush=True)
-    pool = candidate_runs(st, ad)
+    extra = pool_overrides(st, ad)
+    pool = candidate_runs(st, extra)
     n_candidates = len(design_points(pool)) - len(seed)
     print(f"[adaptive] candidates: {n_candidates} points ({ad.pool} pool; the sweep's own: {len(points) - len(seed)})",
           flush=True)
     design = list(seed)
-    train(st, seed, seed, pool, "seed")
-    rounds = loop(st, ad, pool, design, target, goal, max_flops)
+    train(st, extra, seed, seed, pool, "seed")
+    rounds = loop(st, ad, extra, pool, design, target, goal, max_flops)
     notes: list[str] = []
     results = fit_all(design_folder(st, design), convention, st.bootstrap, notes)[1]
     holdout, _ = holdout_phase(st, results)
@@ -156,21 +158,30 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     return summary
 
 
-def candidate_runs(st: Study, ad: Adaptive) -> list[Any]:
-    """The planned runs a round may choose from: the sweep's, and with the ``inside`` or ``wide`` pool the
-    widened grid's runs its rules do not skip (the same run of both plans once: run directories are
-    config-hashed)."""
+def pool_overrides(st: Study, ad: Adaptive) -> list[str]:
+    """The overrides that widen the sweep's grid into the pool (none for ``sweep``): ``budgets`` adds the midpoint
+    budgets, ``inside`` also the widths between, ``wide`` also those beside. Every launch of the study carries
+    them, so that a WSD trunk keeps a checkpoint where each candidate branch starts."""
     if ad.pool == "sweep":
+        return []
+    return widened_grid(st.cfgs[0], beside=ad.pool == "wide", widths=ad.pool != "budgets")
+
+
+def candidate_runs(st: Study, extra: list[str]) -> list[Any]:
+    """The planned runs a round may choose from: the sweep's, and with a widened pool (``extra``:
+    ``pool_overrides``) the widened grid's runs its rules do not skip (the same run of both plans once: run
+    directories are config-hashed, so a WSD sweep's trunks are the same runs in both)."""
+    if not extra:
         return list(st.runs)
-    wide, _ = plan(st.base + launch_args(st.opts, st.jobs) + widened_grid(st.cfgs[0], beside=ad.pool == "wide"))
+    wide, _ = plan(st.base + launch_args(st.opts, st.jobs) + extra)
     known = {r.run_id for r in st.runs}
     return list(st.runs) + [r for r in wide if r.run_id not in known and not r.skip_reason]
 
 
-def loop(st: Study, ad: Adaptive, pool_runs: list[Any], design: list[Any], target: Any, goal: float,
-         max_flops: float) -> list[dict[str, Any]]:
-    """Fit -> stop? -> propose (from ``pool_runs``) -> train, until the interval is at most ``goal`` wide or the
-    FLOPs are spent.
+def loop(st: Study, ad: Adaptive, extra: list[str], pool_runs: list[Any], design: list[Any], target: Any,
+         goal: float, max_flops: float) -> list[dict[str, Any]]:
+    """Fit -> stop? -> propose (from ``pool_runs``, launched with ``extra``) -> train, until the interval is at
+    most ``goal`` wide or the FLOPs are spent.
 
     Only the design's runs count (``design``, extended in place): records of other runs of the sweep in the
     folder (a fixed study sharing it) are reused when a round chooses them, so a rerun retraces the rounds."""
@@ -212,7 +223,7 @@ def loop(st: Study, ad: Adaptive, pool_runs: list[Any], design: list[Any], targe
                         for r, c in zip(chosen, table["cost"])]  # a branch: its cooldown and the trunk it adds
         row["expected_width"] = float(table["width"].iloc[-1])
         design += chosen
-        train(st, chosen, design, pool_runs, f"round {row['round'] + 1}")
+        train(st, extra, chosen, design, pool_runs, f"round {row['round'] + 1}")
 
 
 def seed_design(trainable: list[Any], n_budgets: int, n_widths: int | None) -> list[Any]:
@@ -248,13 +259,15 @@ def design_folder(st: Study, design: list[Any]) -> Path:
     return folder
 
 
-def train(st: Study, runs: list[Any], design: list[Any], planned: list[Any], label: str) -> None:
-    """Train exactly ``runs`` of ``design`` (which ends with them): first the trunks its branches need trained
-    further (``trunk_stops``: each stopped at the furthest branch point of the design), then the runs."""
+def train(st: Study, extra: list[str], runs: list[Any], design: list[Any], planned: list[Any], label: str) -> None:
+    """Train exactly ``runs`` of ``design`` (which ends with them), launched with the pool's ``extra`` overrides:
+    first the trunks its branches need trained further (``trunk_stops``: each stopped at the furthest branch
+    point of the design), then the runs."""
+    base = st.base + extra
     stops = trunk_stops(design, planned)
-    launch_each(st, trunk_commands(st.base, stops), [t for t, _ in stops], f"{label} trunks")
+    launch_each(st, trunk_commands(base, stops), [t for t, _ in stops], f"{label} trunks")
     todo = [r for r in runs if r.to_train]
-    launch_each(st, launch_overrides(st.base, todo, grouped=False), todo, label)
+    launch_each(st, launch_overrides(base, todo, grouped=False), todo, label)
 
 
 def launch_each(st: Study, commands: list[list[str]], todo: list[Any], label: str) -> None:

@@ -113,7 +113,7 @@ def with_prefixes(runs: Any, planned: list[Any]) -> Any:
     return out
 
 
-def widened_grid(cfg: Any, beside: bool = True) -> list[str]:
+def widened_grid(cfg: Any, beside: bool = True, widths: bool = True) -> list[str]:
     """Overrides that widen a sweep's grid into the adaptive study's candidate pool (the sweep's own points
     plus points between and, with ``beside``, beside them, under the sweep's own rules, so the runs it skips
     stay skipped).
@@ -121,10 +121,14 @@ def widened_grid(cfg: Any, beside: bool = True) -> list[str]:
     Budgets: the sweep's and the geometric midpoint of each neighbouring pair (never beyond the largest).
     Shapes, per depth: the sweep's widths, the midpoint of each neighbouring pair rounded to the heads'
     multiple (``model.head_dim``), and (``beside``) one step (the smallest gap) below the smallest and above
-    the largest. Without ``beside`` the pool stays inside the sweep's range of widths and budgets.
+    the largest. Without ``beside`` the pool stays inside the sweep's range of widths and budgets; without
+    ``widths`` only the budgets are widened (the sweep's shapes: a WSD sweep's trunks stay its own).
     """
     budgets = sorted(float(b) for b in cfg.sweep.budgets)
     budgets += [float(f"{math.sqrt(lo * hi):.3g}") for lo, hi in zip(budgets, budgets[1:])]
+    budgets_override = f"sweep.budgets=[{','.join(f'{b:g}' for b in sorted(set(budgets)))}]"
+    if not widths:
+        return [budgets_override]
     multiple = int(cfg.model.get("head_dim") or 1)
     by_depth: dict[int, set[int]] = {}
     for shape in cfg.sweep.shapes:
@@ -136,7 +140,7 @@ def widened_grid(cfg: Any, beside: bool = True) -> list[str]:
         extra = {multiple * round((a + b) / 2 / multiple) for a, b in zip(ws, ws[1:])}
         extra |= {ws[0] - step, ws[-1] + step} if beside else set()
         shapes += [f"{{width:{w},depth:{depth}}}" for w in sorted(widths | {w for w in extra if w > 0})]
-    return [f"sweep.budgets=[{','.join(f'{b:g}' for b in sorted(set(budgets)))}]", f"sweep.shapes=[{','.join(shapes)}]"]
+    return [budgets_override, f"sweep.shapes=[{','.join(shapes)}]"]
 
 
 def choose(runs: Any, pool: Any, target: Any, *, criterion: str = "variance", budget: float | None = None,

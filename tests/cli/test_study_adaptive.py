@@ -106,6 +106,25 @@ def test_adaptive_wsd_study_trains_each_trunk_only_as_far_as_its_chosen_branches
             r.tokens - r.own_tokens for r in plan(sweep)[0] if r.trunk == branch.trunk)
 
 
+@pytest.mark.slow
+def test_adaptive_wsd_study_with_the_budgets_pool_trains_a_branch_between_the_sweeps_budgets(tmp_path):
+    out = tmp_path / "adaptive-budgets"
+    # The seed's trunks pass the start of the midpoint budget 1.77e10; cheapest-first then takes one of its
+    # branches (a cooldown alone, 3.5e9), which needs its trunk to have kept a checkpoint there.
+    p = study("--adaptive", "--pool", "budgets", "--criterion", "cheapest", "--width", 1e-9, "--max-flops", 8.8e10,
+              "--seed-budgets", 2, "--seed-widths", "all", "--jobs", 2, "--holdout-factor", 1, "--bootstrap", 20,
+              "--out", out, *CUT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    s = json.loads((out / "adaptive.json").read_text())
+    assert s["pool"] == "budgets" and s["candidates"] > s["whole_sweep"]["runs"] - s["seed"]["runs"]
+    added = [a for r in s["rounds"] for a in r["added"]]
+    assert [a["budget"] for a in added] == [1.77e10] and s["rounds"][-1]["stop"] == "budget spent"
+    folder = out / "runs" / "study-wsd-quick"
+    chosen = json.loads((folder / s["design"][-1]["run_id"] / "result.json").read_text())
+    assert chosen["role"] == "branch" and chosen["trunk"] == s["design"][-1]["trunk"]
+    assert s["flops"] == pytest.approx(s["seed"]["flops"] + added[0]["cost"], rel=1e-9)  # its trunk was paid
+
+
 def test_the_defaults_are_the_measured_setting_and_off_or_all_restore_the_old_rule():
     from scaling.cli.study_adaptive import split_adaptive
 
@@ -211,3 +230,18 @@ def test_branch_candidates_carry_their_trunk_and_trunks_stop_at_the_furthest_cho
     # Each trunk once, to the furthest point: two branches of one trunk cost the trunk to the later start.
     assert design_flops(of_trunk[:2]) == pytest.approx(sum(r.own_compute for r in of_trunk[:2]) +
                                                        of_trunk[1].compute - of_trunk[1].own_compute)
+
+
+def test_the_budgets_pool_of_a_wsd_sweep_adds_branches_of_the_same_trunks_that_keep_their_starts(tmp_path):
+    base = ["+sweep=study_wsd_quick", f"runs_dir={tmp_path}", *CUT[:1]]
+    own, cfgs = plan(base)
+    extra = widened_grid(cfgs[0], beside=False, widths=False)
+    assert extra == ["sweep.budgets=[1.25e+10,1.77e+10,2.5e+10,3.54e+10,5e+10]"]  # the sweep's shapes kept
+    wide, wide_cfgs = plan(base + extra)
+    trunks = {r.run_id for r in own if r.role == "trunk"}
+    assert {r.run_id for r in wide if r.role == "trunk"} == trunks  # the same trunks: a record is reused
+    added = [r for r in wide if r.run_id not in {o.run_id for o in own} and not r.skip_reason]
+    assert added and all(r.role == "branch" and r.trunk in trunks and r.budget in (1.77e10, 3.54e10) for r in added)
+    # Launched with the pool's overrides, each trunk keeps a checkpoint where each of its branches starts.
+    keep = {r.run_id: set(c.train.keep_at_tokens) for r, c in zip(wide, wide_cfgs) if r.role == "trunk"}
+    assert all(r.tokens - r.own_tokens in keep[r.trunk] for r in wide if r.role == "branch" and not r.skip_reason)
