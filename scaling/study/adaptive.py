@@ -95,12 +95,7 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     if ad.criterion not in CRITERIA:
         raise ConfigError(f"--criterion={ad.criterion!r} is unknown: choose {', '.join(CRITERIA)}")
     design_name = opts.resolved_design
-    ad = dataclasses.replace(ad, pool=ad.pool or POOL[design_name])
-    if ad.pool not in POOLS:
-        raise ConfigError(f"--pool={ad.pool!r} is unknown: choose {', '.join(POOLS)}")
-    if design_name == "wsd" and ad.pool not in WSD_POOLS:
-        raise ConfigError(f"--pool={ad.pool} with --design wsd is not supported: the candidates of a WSD design are "
-                          "cooldown branches of its own trunks (--pool sweep or budgets), or choose --design cosine")
+    ad = dataclasses.replace(ad, pool=resolved_pool(ad.pool, design_name))
     suffix = "-adaptive" if design_name == "wsd" else "-cosine-adaptive"
     opts = dataclasses.replace(opts, design=design_name, out=opts.out or Path(f"study/{opts.variant}{suffix}"))
     st = _setup(opts)
@@ -156,6 +151,18 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     atomic_write_json(st.out / "adaptive.json", summary)
     atomic_write_text(st.out / "adaptive.md", markdown(summary))
     return summary
+
+
+def resolved_pool(pool: str | None, design_name: str) -> str:
+    """The candidate pool: the one asked for, else the design's default (``POOL``); ConfigError for an unknown
+    pool or one the design cannot take."""
+    pool = pool or POOL[design_name]
+    if pool not in POOLS:
+        raise ConfigError(f"--pool={pool!r} is unknown: choose {', '.join(POOLS)}")
+    if design_name == "wsd" and pool not in WSD_POOLS:
+        raise ConfigError(f"--pool={pool} with --design wsd is not supported: the candidates of a WSD design are "
+                          "cooldown branches of its own trunks (--pool sweep or budgets), or choose --design cosine")
+    return pool
 
 
 def pool_overrides(st: Study, ad: Adaptive) -> list[str]:

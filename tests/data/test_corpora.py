@@ -95,7 +95,6 @@ def test_hf_tokenizer_json_and_its_bytes(tmp_path):
     assert int(p.token_bytes[ids].sum()) == sum(len(d.encode()) for d in docs)
 
 
-
 def test_a_prepared_folder_whose_tokenizer_file_changed_is_refused(tmp_path):
     """The encoder is built only when first used, so the folder's copy of the ranks is checked against the
     sha256 it was prepared with when the folder is opened, not at the first decode of a training run."""
