@@ -50,7 +50,7 @@ from analysis.next_run_criteria import (
 from analysis.next_run_prefixes import Prefixes
 from analysis.result import FitResult
 
-LAWS = ("parametric",)
+LAWS = ("parametric", "kaplan")  # Approach 3 (Hoffmann et al.); the joint law of Kaplan et al. 2020
 
 
 def propose_next(
@@ -80,6 +80,8 @@ def propose_next(
     target: ``"a"``, ``"alpha"``, ... or ``{"param": name}``, ``{"N_opt": C}``, ``{"D_opt": C}`` (log N_opt /
       log D_opt, so the interval is relative), ``{"loss": (N, D)}``.
     budget: FLOPs available: dearer candidates are left out; with ``n``, the cumulative cost of the batch.
+    law: ``parametric`` (Approach 3, E + A N^-alpha + B D^-beta) or ``kaplan`` (Kaplan et al. 2020's joint law,
+      ``analysis.kaplan_joint``: targets a, b, alpha_N, alpha_D, N_opt, D_opt, loss).
     criterion: ``variance`` (of the target), ``d-optimal``, ``v-optimal`` (mean predictive variance of
       log loss over ``reference`` = (N, D) arrays, default the candidates), ``random``, ``cheapest``.
     n: None ranks every affordable candidate by its own gain; a number picks a greedy batch of up to n,
@@ -95,10 +97,8 @@ def propose_next(
     target, estimate, interval (now), criterion, level, theta, noise (and components: (weight, target
     value) per optimum, with ``mixture``).
     """
-    choice("law", law, LAWS)
-    choice("criterion", criterion, CRITERIA)
-    level = check_level(level)
-    tgt = resolve_target(target)
+    level = _checked_options(law, criterion, level, mixture)
+    tgt = resolve_target(target, law)
     N, D, L = _runs_arrays(runs)
     cand, Nc, Dc, cost = _pool_arrays(candidates, cost_col)
     prefixes = _trunks(runs, candidates, prefix_cols)
@@ -110,7 +110,7 @@ def propose_next(
             N, D, L, tgt, Nc[idx], Dc[idx], (cost + prefixes.extra())[idx], criterion, n)
         post = comps[0][1]
     else:
-        post = fit_posterior(N, D, L, start=_start_theta(start), bootstrap=check_bootstrap(bootstrap), seed=seed)
+        post = fit_posterior(N, D, L, start=_start_theta(start, law), bootstrap=check_bootstrap(bootstrap), seed=seed, law=law)
         ref = None if reference is None else jacobian(post.theta, *_reference(reference))[1]
         rank = _rank_single if n is None else _rank_greedy
         order, var_after, gain, score, paid = rank(post, tgt, Nc[idx], Dc[idx], cost[idx], criterion, ref,
@@ -239,7 +239,16 @@ def _warn_extrapolation(N, D, Nc, Dc) -> None:
         )
 
 
-def _start_theta(start: Any) -> np.ndarray | None:
+def _checked_options(law: str, criterion: str, level: float, mixture: bool) -> float:
+    """``propose_next``'s law, criterion, level (returned) and mixture, checked."""
+    choice("law", law, LAWS)
+    choice("criterion", criterion, CRITERIA)
+    if mixture and law != "parametric":
+        raise AnalysisInputError(f"mixture: the mixture over separate optima is the parametric law's; law {law!r} needs mixture=False")
+    return check_level(level)
+
+
+def _start_theta(start: Any, law: str = "parametric") -> np.ndarray | None:
     if start is None:
         return None
     if isinstance(start, pd.DataFrame):
@@ -247,9 +256,10 @@ def _start_theta(start: Any) -> np.ndarray | None:
     if isinstance(start, FitResult):
         start = theta_from(start.estimates)
     theta = np.asarray(start, dtype=float).ravel() if start is not None else np.zeros(0)
-    if theta.size != 5 or not np.isfinite(theta).all():
+    if theta.size != (4 if law == "kaplan" else 5) or not np.isfinite(theta).all():
         raise AnalysisInputError(
-            f"start: {start!r} is not allowed; give theta (a, b, e, alpha, beta), a parametric FitResult or a table of propose_next"
+            f"start: {start!r} is not allowed; give theta ((a, b, e, alpha, beta); law kaplan: (log N_c, log D_c, "
+            "alpha_N, alpha_D)), a parametric FitResult or a table of propose_next"
         )
     return theta
 
@@ -276,7 +286,7 @@ def replay(
     N: Any, D: Any, L: Any, initial: Any, target: Any, criterion: str = "variance", *,
     cost: Any = None, stop_width: float | None = None, level: float = 0.95, seed: int = 0,
     max_steps: int | None = None, bootstrap: int = 0, stable: float | None = None, min_dof: int = 0,
-    budget: float | None = None, groups: Any = None, shared: Any = None,
+    budget: float | None = None, groups: Any = None, shared: Any = None, law: str = "parametric",
 ) -> pd.DataFrame:
     """Run the sequential design on points whose losses are known: the benchmark of ``propose_next``.
 
@@ -288,6 +298,7 @@ def replay(
     cap); a point dearer than what is left is passed over, and the replay stops once none is affordable, as
     the adaptive study does with ``--max-flops``.
     bootstrap > 0: the posterior (scores and interval) is the covariance of that many bootstrap refits.
+    law: the design's law, ``parametric`` or ``kaplan`` (as ``propose_next``).
     groups, shared: points that share a prefix of training, as the cooldown branches of one WSD trunk do:
     a label per point (points of one label share a prefix; None for a point on its own) and the FLOPs of
     that prefix the point needs (its trunk up to its branch point). A point then costs ``cost`` (its own
@@ -300,7 +311,8 @@ def replay(
     share (spent / pool_cost), reached (the stop rule held at the end), steps.
     """
     choice("criterion", criterion, CRITERIA)
-    tgt, level = resolve_target(target), check_level(level)
+    choice("law", law, LAWS)
+    tgt, level = resolve_target(target, law), check_level(level)
     N, D, L = (as_positive(k, v) for k, v in (("N", N), ("D", D), ("L", L)))
     same_length(N=N, D=D, L=L)
     cost = 6 * N * D if cost is None else as_positive("cost", cost)
@@ -312,12 +324,13 @@ def replay(
     ref_N, ref_D = N[pool0], D[pool0]
     rng = np.random.default_rng(seed)
     bootstrap = check_bootstrap(bootstrap)
-    post = fit_posterior(N[used], D[used], L[used], bootstrap=bootstrap, seed=seed)
+    post = fit_posterior(N[used], D[used], L[used], bootstrap=bootstrap, seed=seed, law=law)
     rows = [_replay_row(0, -1, math.nan, math.nan, math.nan, 0.0, *interval(post, tgt, level))]
     limit = pool0.size if max_steps is None else min(int(max_steps), pool0.size)
     left = _replay_budget(budget)
     for step in range(1, limit + 1):
-        if stop_width is not None and goal_met(rows, stop_width, int(used.sum()), stable=stable, min_dof=min_dof):
+        if stop_width is not None and goal_met(rows, stop_width, int(used.sum()), stable=stable, min_dof=min_dof,
+                                               n_params=post.theta.size):
             break
         now = cost + prefixes.extra()  # what each point would cost after the points chosen so far
         pool = np.flatnonzero(~used & (now <= left))
@@ -329,11 +342,12 @@ def replay(
         k = int(pool[np.argmax(score)])
         paid = prefixes.pay(k, cost)
         used[k], left = True, left - paid
-        post = fit_posterior(N[used], D[used], L[used], start=post.theta, bootstrap=bootstrap, seed=seed + step)
+        post = fit_posterior(N[used], D[used], L[used], start=post.theta, bootstrap=bootstrap, seed=seed + step, law=law)
         rows.append(_replay_row(step, k, N[k], D[k], paid, rows[-1]["spent"] + paid, *interval(post, tgt, level)))
     table = pd.DataFrame(rows)
     spent = float(table["spent"].iloc[-1])
-    reached = stop_width is not None and goal_met(rows, stop_width, int(used.sum()), stable=stable, min_dof=min_dof)
+    reached = stop_width is not None and goal_met(rows, stop_width, int(used.sum()), stable=stable, min_dof=min_dof,
+                                                  n_params=post.theta.size)
     table.attrs.update(pool_cost=pool_cost, initial_cost=initial_cost, spent=spent, share=spent / pool_cost, reached=reached,
                        steps=len(table) - 1, budget=budget, target=tgt.name, criterion=criterion)
     return table
@@ -357,17 +371,17 @@ def _replay_budget(budget: float | None) -> float:
 
 
 def goal_met(rounds: list[dict[str, float]], goal: float, n_runs: int, *, stable: float | None = None,
-             min_dof: int = 0) -> bool:
+             min_dof: int = 0, n_params: int = 5) -> bool:
     """The sequential design's stop rule on its rounds so far (dicts with estimate, low, high, oldest first).
 
     The last interval is at most ``goal`` wide; the fit of ``n_runs`` runs has at least ``min_dof`` residual
-    degrees of freedom (n_runs - 5: the noise estimate behind the width); with ``stable``, the estimate moved
+    degrees of freedom (n_runs - n_params: the noise estimate behind the width); with ``stable``, the estimate moved
     by at most ``stable`` x the last half-width since the round before (none before: not stable). The width
     alone cannot see a biased fit; a fit still moving is the part of the bias a design can notice.
     """
     last = rounds[-1]
     half = (last["high"] - last["low"]) / 2
-    if 2 * half > goal or n_runs - 5 < min_dof:
+    if 2 * half > goal or n_runs - n_params < min_dof:
         return False
     if stable is None:
         return True

@@ -14,6 +14,9 @@ Sigma' = Sigma - Sigma j j^T Sigma / (s^2 + j^T Sigma j), so every criterion is 
     v-optimal   mean over reference points v of (v^T Sigma j)^2 / (s^2 + j^T Sigma j)
 
 each divided by the candidate's cost (gain per FLOP). ``random`` and ``cheapest`` are the baselines.
+
+``law="kaplan"``: the same posterior, update and criteria for the joint law of Kaplan et al. 2020
+(``analysis.kaplan_joint``; theta of 4, told apart from the parametric law's 5 by its length).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from scipy.stats import norm
 
 from analysis.allocation import _allocate, _law
 from analysis.errors import AnalysisInputError
+from analysis.kaplan_joint import (KAPLAN_TARGETS, fit_kaplan_joint, kaplan_derived, kaplan_log_loss, kaplan_loss,
+                                   kaplan_optimum)
 from analysis.optimize import PARAMS, Objective, newton_batched
 from analysis.parametric import _bootstrap, _derived, _polish, fit_parametric
 
@@ -38,7 +43,8 @@ TARGET_KINDS = ("param", "N_opt", "D_opt", "loss")
 
 @dataclass
 class Posterior:
-    """Laplace posterior of the parametric law: theta (5,), covariance (5, 5), noise s^2 of log loss."""
+    """Laplace posterior of the law: theta (5,: the parametric law; 4,: Kaplan's), its covariance, noise s^2 of
+    log loss."""
 
     theta: np.ndarray
     cov: np.ndarray
@@ -48,8 +54,9 @@ class Posterior:
     converged: bool
 
     def estimates(self) -> dict[str, float]:
-        """E, A, B, alpha, beta, a, b, G at theta."""
-        return {k: float(v[0]) for k, v in _derived(self.theta[None]).items()}
+        """E, A, B, alpha, beta, a, b, G at theta (Kaplan's law: alpha_N, alpha_D, a, b)."""
+        derived = kaplan_derived if self.theta.size == 4 else _derived
+        return {k: float(v[0]) for k, v in derived(self.theta[None]).items()}
 
 
 @dataclass
@@ -63,15 +70,18 @@ class Target:
         return float(self.fn(theta[None])[0])
 
     def gradient(self, theta: np.ndarray) -> np.ndarray:
-        """Central differences of fn at theta (5,)."""
+        """Central differences of fn at theta (k,)."""
         h = 1e-6 * (1 + np.abs(theta))
-        rows = np.concatenate([theta + np.diag(h), theta - np.diag(h)])  # (10, 5)
+        rows = np.concatenate([theta + np.diag(h), theta - np.diag(h)])  # (2k, k)
         v = self.fn(rows)
-        return (v[:5] - v[5:]) / (2 * h)
+        return (v[:theta.size] - v[theta.size:]) / (2 * h)
 
 
-def resolve_target(target: Any) -> Target:
-    """``"a"`` / ``{"param": "a"}`` / ``{"N_opt": C}`` / ``{"D_opt": C}`` / ``{"loss": (N, D)}`` -> Target."""
+def resolve_target(target: Any, law: str = "parametric") -> Target:
+    """``"a"`` / ``{"param": "a"}`` / ``{"N_opt": C}`` / ``{"D_opt": C}`` / ``{"loss": (N, D)}`` -> Target of
+    ``law`` (``parametric``, or ``kaplan``: ``kaplan_target``)."""
+    if law == "kaplan":
+        return kaplan_target(target)
     if isinstance(target, str):
         target = {"param": target}
     if not isinstance(target, dict) or len(target) != 1:
@@ -103,6 +113,22 @@ def resolve_target(target: Any) -> Target:
     raise AnalysisInputError(f"target: kind {kind!r} is not allowed; use one of {', '.join(TARGET_KINDS)}")
 
 
+def kaplan_target(target: Any) -> Target:
+    """A target of Kaplan's law: a parameter of ``KAPLAN_TARGETS``, log N_opt / log D_opt at C, or the loss at (N, D)."""
+    (kind, value), = ({"param": target} if isinstance(target, str) else target).items()
+    if kind == "param":
+        if value not in KAPLAN_TARGETS:
+            raise AnalysisInputError(f"target: parameter {value!r} is not in Kaplan's law; use one of {', '.join(KAPLAN_TARGETS)}")
+        return Target(str(value), lambda th: kaplan_derived(th)[value])
+    if kind in ("N_opt", "D_opt"):
+        C = _positive_number(f"target {kind}", value)
+        return Target(f"log {kind}(C={C:.3g})", lambda th: np.log(kaplan_optimum(th, C)[kind]))
+    if kind == "loss":
+        N, D = (_positive_number(f"target loss {n}", v) for n, v in zip("ND", value))
+        return Target(f"loss(N={N:.3g}, D={D:.3g})", lambda th: kaplan_loss(th, N, D))
+    raise AnalysisInputError(f"target: kind {kind!r} is not allowed; use one of {', '.join(TARGET_KINDS)}")
+
+
 def _positive_number(field: str, value: Any) -> float:
     try:
         v = float(value)
@@ -117,7 +143,9 @@ def _positive_number(field: str, value: Any) -> float:
 
 
 def jacobian(theta: np.ndarray, N: np.ndarray, D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted log L (m,) and d log L / d theta (m, 5) at points (N, D)."""
+    """Predicted log L (m,) and d log L / d theta (m, 5) at points (N, D); a theta of 4 is Kaplan's law's."""
+    if np.size(theta) == 4:
+        return kaplan_log_loss(theta, N, D)
     x, w = np.log(N), np.log(D)
     z = np.stack([theta[0] - theta[3] * x, theta[1] - theta[4] * w, np.full_like(x, theta[2])], axis=1)
     m = z.max(1, keepdims=True)
@@ -129,14 +157,21 @@ def jacobian(theta: np.ndarray, N: np.ndarray, D: np.ndarray) -> tuple[np.ndarra
 
 
 def fit_posterior(N: np.ndarray, D: np.ndarray, L: np.ndarray, start: np.ndarray | None = None, delta: float = 1e-3,
-                  bootstrap: int = 0, seed: int = 0) -> Posterior:
+                  bootstrap: int = 0, seed: int = 0, law: str = "parametric") -> Posterior:
     """Fit the law (the full start grid, or a warm start from ``start``) and its posterior.
 
     bootstrap 0: the Laplace covariance s^2 (J^T J)^-1. bootstrap > 0: the covariance of the optima refitted
-    to that many multinomial resamples (``fit_parametric``'s bootstrap), still updated by the Fisher rule.
+    to that many multinomial resamples (``fit_parametric``'s bootstrap), still updated by the Fisher rule
+    (the parametric law only). ``law="kaplan"``: Kaplan's joint law (4 parameters).
     """
-    if N.size <= len(PARAMS):
-        raise AnalysisInputError(f"runs: {N.size} points is too few; the posterior of 5 parameters needs at least 6")
+    k = 4 if law == "kaplan" else len(PARAMS)
+    if N.size <= k:
+        raise AnalysisInputError(f"runs: {N.size} points is too few; the posterior of {k} parameters needs at least {k + 1}")
+    if law == "kaplan":
+        if bootstrap:
+            raise AnalysisInputError("bootstrap: the Kaplan law's posterior is the Laplace one; use bootstrap=0")
+        return _posterior(fit_kaplan_joint(N, D, L, starts=None if start is None else [start], delta=delta), N, D, L,
+                          delta, True)
     obj = Objective(np.log(N), np.log(D), np.log(L), kind="huber", delta=delta)
     if start is None:
         res = fit_parametric(N, D, L, delta=delta)
@@ -147,10 +182,16 @@ def fit_posterior(N: np.ndarray, D: np.ndarray, L: np.ndarray, start: np.ndarray
         theta, converged = run.theta[0], bool(run.converged[0])
         if not converged:
             theta, converged = _polish(obj, theta, np.ones(N.size))
+    return _posterior(theta, N, D, L, delta, converged, None if not bootstrap else _bootstrap_cov(obj, theta, int(bootstrap), seed))
+
+
+def _posterior(theta: np.ndarray, N: np.ndarray, D: np.ndarray, L: np.ndarray, delta: float, converged: bool,
+               cov: np.ndarray | None = None) -> Posterior:
+    """The posterior at the optimum theta: noise from the residuals, covariance Laplace's unless given."""
     pred, J = jacobian(theta, N, D)
     r = pred - np.log(L)
-    noise = max(float(r @ r) / (N.size - len(PARAMS)), 1e-12)
-    cov = noise * _pinv_scaled(J.T @ J) if not bootstrap else _bootstrap_cov(obj, theta, int(bootstrap), seed)
+    noise = max(float(r @ r) / (N.size - theta.size), 1e-12)
+    cov = noise * _pinv_scaled(J.T @ J) if cov is None else cov
     obj_value = float(np.where(np.abs(r) <= delta, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta)).sum())
     return Posterior(theta, cov, noise, int(N.size), obj_value, converged)
 

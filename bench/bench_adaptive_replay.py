@@ -22,7 +22,9 @@ its fit) still gives the width to reach and the FLOPs the shares are of.
 
 ``--target`` is the study's (``a``, ``loss@N,D``, ...); ``--holdout RUN_DIR ...`` (held-out runs of one shape
 and budget: a study's ``runs/<group>-holdout/<run>``) adds each replayed design's prediction of that run's
-loss, from the parametric law fitted to the design's points, and its error against each run's measurement.
+loss, from the law fitted to the design's points, and its error against each run's measurement. ``--law kaplan``:
+the design's law (posterior, target, stop rule and held-out prediction) is the joint law of Kaplan et al. 2020
+(``analysis.kaplan_joint``) instead of the parametric law.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import pandas as pd
 
 from analysis import load_runs
 from analysis.allocation import predict_loss
+from analysis.kaplan_joint import fit_kaplan_joint, kaplan_loss
 from analysis.parametric import fit_parametric
 from analysis.next_run import replay
 from analysis.next_run_prefixes import Prefixes
@@ -146,7 +149,7 @@ def parse_rule(text: str) -> dict[str, float]:
 
 def replay_row(pool: pd.DataFrame, init: np.ndarray, fixed: tuple[float, float, float], flops: float,
                criterion: str, rule: dict[str, float], max_share: float, target: object = "a",
-               holdout: pd.DataFrame | None = None) -> dict[str, object]:
+               holdout: pd.DataFrame | None = None, law: str = "parametric") -> dict[str, object]:
     """One replay to the fixed width under ``rule``, seed and added runs together within ``max_share`` of the
     fixed FLOPs (the study's ``--max-flops``): share of the fixed FLOPs, the interval and the runs added.
     A pool with a ``prefix`` column is one of WSD branches (``branch_pool``)."""
@@ -156,12 +159,12 @@ def replay_row(pool: pd.DataFrame, init: np.ndarray, fixed: tuple[float, float, 
     shared = dict(groups=pool.trunk.tolist(), shared=pool.prefix.to_numpy(float)) if branches else {}
     seed_cost = (trunks_of(pool) if branches else Prefixes(None, None, len(pool))).pay_each(np.flatnonzero(init), cost)
     t = replay(pool.N.to_numpy(float), pool.D.to_numpy(float), pool.loss.to_numpy(float), init, target, criterion,
-               cost=cost, stop_width=hi - lo, budget=max(0.0, max_share * flops - seed_cost), **rule, **shared)
+               cost=cost, stop_width=hi - lo, budget=max(0.0, max_share * flops - seed_cost), law=law, **rule, **shared)
     last = t.iloc[-1]
     added = [f"w{pool.width[k]}@{pool.budget[k]:.3g}" for k in t.point.iloc[1:]]
     design = init.copy()
     design[t.point.iloc[1:].to_numpy(int)] = True
-    return {"holdout": holdout_errors(pool[design], holdout),"share": (seed_cost + t.attrs["spent"]) / flops, "seed_share": seed_cost / flops, "reached": t.attrs["reached"],
+    return {"holdout": holdout_errors(pool[design], holdout, law), "share": (seed_cost + t.attrs["spent"]) / flops, "seed_share": seed_cost / flops, "reached": t.attrs["reached"],
             "runs": int(init.sum()) + len(added), "a": last.estimate, "low": last.low, "high": last.high,
             "width": last.width, "holds_fixed": bool(last.low <= est <= last.high), "added": ", ".join(added)}
 
@@ -176,12 +179,16 @@ def holdout_runs(dirs: list[Path], params: str, flops: str) -> pd.DataFrame | No
     return runs
 
 
-def holdout_errors(design: pd.DataFrame, holdout: pd.DataFrame | None) -> str:
-    """The design's prediction of the held-out loss (its parametric fit) and its error against each measurement."""
+def holdout_errors(design: pd.DataFrame, holdout: pd.DataFrame | None, law: str = "parametric") -> str:
+    """The design's prediction of the held-out loss (its fit of ``law``) and its error against each measurement."""
     if holdout is None:
         return ""
-    fit = fit_parametric(design.N.to_numpy(float), design.D.to_numpy(float), design.loss.to_numpy(float))
-    pred = float(predict_loss(fit, [holdout.N.iloc[0]], [holdout.D.iloc[0]]).loss.iloc[0])
+    N, D, L = (design[c].to_numpy(float) for c in ("N", "D", "loss"))
+    hN, hD = holdout.N.iloc[0], holdout.D.iloc[0]
+    if law == "kaplan":
+        pred = float(kaplan_loss(fit_kaplan_joint(N, D, L)[None], hN, hD)[0])
+    else:
+        pred = float(predict_loss(fit_parametric(N, D, L), [hN], [hD]).loss.iloc[0])
     return f"{pred:.4f} (" + " / ".join(f"{100 * (pred / m - 1):+.2f}%" for m in holdout.loss) + ")"
 
 
@@ -195,6 +202,7 @@ def main() -> None:
                    "are the pool 'branches', with those at the midpoint budgets the pool 'branches-budgets'")
     p.add_argument("--rules", default="width,dof=4,stable=0.5,stable=0.5+dof=4")
     p.add_argument("--criterion", default="variance")
+    p.add_argument("--law", default="parametric", choices=("parametric", "kaplan"), help="the design's law")
     p.add_argument("--target", default="a", help="the target, spelled as scaling-study --target (a, loss@N,D, ...)")
     p.add_argument("--holdout", nargs="*", type=Path, default=[], help="held-out run folders of one shape and budget")
     p.add_argument("--max-share", type=float, default=1.0,
@@ -207,13 +215,13 @@ def main() -> None:
     flops = design_flops(runs[runs.fixed])
     runs = with_budgets_of(runs, runs)
     fixed_runs = runs[runs.fixed]
-    post = fit_posterior(*(fixed_runs[c].to_numpy(float) for c in ("N", "D", "loss")))
+    post = fit_posterior(*(fixed_runs[c].to_numpy(float) for c in ("N", "D", "loss")), law=args.law)
     target = parse_target(args.target)
-    fixed = interval(post, resolve_target(target))
+    fixed = interval(post, resolve_target(target, args.law))
     holdout = holdout_runs(args.holdout, args.params, args.flops)
     measured = "" if holdout is None else f"; held-out loss measured {' and '.join(f'{m:.4f}' for m in holdout.loss)}"
     print(f"fixed design: {len(fixed_runs)} runs, {flops:.3g} FLOPs, {args.target} = {fixed[0]:.4f} ({fixed[1]:.4f} to {fixed[2]:.4f}, "
-          f"width {fixed[2] - fixed[1]:.4f}); {len(runs) - len(fixed_runs)} more records; criterion {args.criterion}; "
+          f"width {fixed[2] - fixed[1]:.4f}); {len(runs) - len(fixed_runs)} more records; law {args.law}; criterion {args.criterion}; "
           f"at most {args.max_share:g} x its FLOPs{measured}\n")
     print(f"| seed | pool | stop rule | share of fixed FLOPs | runs | {args.target} (95% Laplace) | width | holds the fixed "
           f"estimate | held-out predicted (error) | added |")
@@ -227,7 +235,8 @@ def main() -> None:
                 if name.startswith("branches") else pool_of(runs, name)
             init = seed_mask(pool, int(k), None if m == "all" else int(m))
             for rule in args.rules.split(","):
-                r = replay_row(pool, init, fixed, flops, args.criterion, parse_rule(rule), args.max_share, target, holdout)
+                r = replay_row(pool, init, fixed, flops, args.criterion, parse_rule(rule), args.max_share, target, holdout,
+                               args.law)
                 share = f"{100 * r['share']:.1f}%" + ("" if r["reached"] else " (not reached)")
                 print(f"| {seed} ({100 * r['seed_share']:.0f}%) | {name} | {rule} | {share} | {r['runs']} | "
                       f"{r['a']:.3f} ({r['low']:.3f} to {r['high']:.3f}) | {r['width']:.3f} | "

@@ -1,8 +1,13 @@
 """How robust is the study's held-out prediction? Refit Approach 3 to a study's sweep runs under several
 fit choices and subsets (each budget, each width left out), and compare each prediction of a held-out run with its measured loss.
+Beside Approach 3 (Hoffmann et al.'s L = E + A N^-alpha + B D^-beta), the joint law of Kaplan et al. 2020 (eq. 1.5,
+L = ((N_c / N)^(alpha_N / alpha_D) + D_c / D)^alpha_D, its exponents in the alpha and beta columns) on all runs,
+and with ``--random K`` both laws on K random subsets of 10 to 14 runs (the spread a design's choice of points
+alone gives the prediction).
 
     python bench/bench_study_fits.py study/full/runs/study-wsd study/full/runs/study-wsd-holdout/w64-d2-*
     python bench/bench_study_fits.py RUNS HOLDOUT_RUN --budgets 2e11,4e11,8e11 --widths 16,32,48,64,80   # a subset
+    python bench/bench_study_fits.py RUNS HOLDOUT_RUN --random 200
 
 RUNS: the sweep's run folders (``scaling-study`` puts them in ``OUT/runs/<group>``); HOLDOUT_RUN: one
 finished run folder. N = N_total and C = 6 N_total D, the conventions of the study sweep. Reads records
@@ -22,6 +27,7 @@ import pandas as pd
 
 from analysis import fit_parametric, load_runs
 from analysis.allocation import predict_loss
+from analysis.kaplan_joint import fit_kaplan_joint, kaplan_loss
 
 PARAMS, FLOPS = "with_head", "6nd_total"
 
@@ -45,12 +51,36 @@ def variants(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, dict]]:
     return out
 
 
+def kaplan_predict(theta: np.ndarray, h: pd.Series) -> float:
+    return float(kaplan_loss(theta[None], h.N, h.D)[0])
+
+
+def errors(subset: pd.DataFrame, h: pd.Series, start: np.ndarray) -> tuple[float, float]:
+    """The held-out errors (%) of Approach 3 and of the Kaplan law fitted to ``subset`` (from ``start``)."""
+    fit = fit_parametric(subset.N, subset.D, subset.loss)
+    chin = float(predict_loss(fit, [h.N], [h.D]).iloc[0]["loss"])
+    kap = kaplan_predict(fit_kaplan_joint(*(subset[c].to_numpy(float) for c in ("N", "D", "loss")), starts=[start]), h)
+    return 100 * (chin / h.loss - 1), 100 * (kap / h.loss - 1)
+
+
+def random_subsets(runs: pd.DataFrame, h: pd.Series, k: int, start: np.ndarray, seed: int = 0) -> str:
+    """Both laws' held-out errors over ``k`` random subsets of 10 to 14 runs (the Kaplan law refitted from
+    ``start``, its fit to all runs): quartiles and the share within 2%."""
+    rng = np.random.default_rng(seed)
+    errs = np.array([errors(runs.iloc[np.sort(rng.choice(len(runs), rng.integers(10, 15), replace=False))], h, start)
+                     for _ in range(k)])
+    rows = [f"{name}: median {np.median(e):+.2f}%, quartiles {np.percentile(e, 25):+.2f}% to {np.percentile(e, 75):+.2f}%, "
+            f"within 2%: {np.mean(np.abs(e) <= 2):.0%}" for name, e in zip(("Approach 3", "Kaplan L(N, D)"), errs.T)]
+    return f"{k} random subsets of 10 to 14 runs (seed {seed}):\n" + "\n".join(f"- {r}" for r in rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", help="the sweep's run folders")
     ap.add_argument("holdout", help="the held-out run's folder")
     ap.add_argument("--budgets", help="use only these budgets (comma-separated FLOPs)")
     ap.add_argument("--widths", help="use only these model widths (comma-separated)")
+    ap.add_argument("--random", type=int, default=0, help="also refit both laws to this many random subsets")
     args = ap.parse_args()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # runs left out etc.: the table says what was used
@@ -79,6 +109,14 @@ def main() -> None:
         e = fit.estimates
         print(f"| {label} | {len(subset)} | {e['alpha']:.3f} | {e['beta']:.3f} | {e['E']:.3f} | {pred:.4f} | "
               f"{100 * (pred - h.loss) / h.loss:+.2f}% |")
+    theta = fit_kaplan_joint(*(runs[c].to_numpy(float) for c in ("N", "D", "loss")))
+    pred = kaplan_predict(theta, h)
+    print(f"| Kaplan et al. 2020 L(N, D), Huber | {len(runs)} | {theta[2]:.3f} | {theta[3]:.3f} | - | {pred:.4f} | "
+          f"{100 * (pred - h.loss) / h.loss:+.2f}% |")
+    if args.random:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            print("\n" + random_subsets(runs, h, args.random, theta))
 
 
 if __name__ == "__main__":

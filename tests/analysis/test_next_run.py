@@ -260,7 +260,7 @@ def test_mixture_values_runs_that_tell_the_optima_apart():
         ({"target": {"loss": (1e9, 0)}}, "target loss D"),
         ({"budget": 1.0}, "budget"),
         ({"criterion": "bayes"}, "criterion"),
-        ({"law": "kaplan"}, "law"),
+        ({"law": "kaplan-2020"}, "law"),
         ({"n": 0}, "n"),
         ({"bootstrap": -1}, "bootstrap"),
         ({"mixture": True, "criterion": "d-optimal"}, "mixture"),
