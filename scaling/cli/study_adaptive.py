@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import ConfigError
-from scaling.study.adaptive import POOLS, Adaptive
+from scaling.study.adaptive import LAWS, POOLS, Adaptive
 
 USAGE = """\
   --adaptive         the adaptive design: seed on the smallest budgets, then fit -> propose -> train until the
@@ -25,6 +25,8 @@ USAGE = """\
                      all: every width)
     --batch K        runs per round (default 1; a batch is cut after its first run expected to reach the width)
     --criterion C    variance (default), d-optimal, v-optimal, random, cheapest
+    --law L          the design's law: parametric (Approach 3, the default) or kaplan (Kaplan et al. 2020's
+                     joint L(N, D): its interval on the target, its choice and its held-out prediction)
     --pool P         the candidates: sweep (its own points; the default of --design wsd), budgets (its shapes
                      at its budgets and the midpoints between them: with --design wsd, more branches of the
                      same trunks), inside (the default of --design cosine: budgets plus the widths between its
@@ -35,7 +37,7 @@ USAGE = """\
 """
 
 FLAGS = ("--target", "--width", "--fixed", "--max-flops", "--seed-budgets", "--seed-widths", "--batch", "--criterion",
-         "--pool", "--stable", "--min-dof")
+         "--pool", "--stable", "--min-dof", "--law")
 WHOLE = ("--seed-budgets", "--seed-widths", "--batch", "--min-dof")
 
 
@@ -62,9 +64,10 @@ def split_adaptive(argv: list[str]) -> tuple[list[str], Adaptive | None]:
 
 
 def _set(ad: Adaptive, flag: str, text: str) -> None:
-    if flag in ("--target", "--criterion", "--pool"):
-        if flag == "--pool" and text not in POOLS:
-            raise ConfigError(f"--pool={text!r} is unknown: choose {', '.join(POOLS)}")
+    if flag in ("--target", "--criterion", "--pool", "--law"):
+        allowed = {"--pool": POOLS, "--law": LAWS}.get(flag)
+        if allowed and text not in allowed:
+            raise ConfigError(f"{flag}={text!r} is unknown: choose {', '.join(allowed)}")
         setattr(ad, flag[2:], text)
         return
     if flag == "--fixed":

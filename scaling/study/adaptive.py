@@ -79,9 +79,11 @@ class Adaptive:
     # (widened_grid); None: inside for separate runs, sweep for WSD branches (POOL)
     stable: float | None = 0.5  # stop only once the estimate moved by at most this x the half-width (goal_met)
     min_dof: int = 4  # stop only once the fit has this many residual degrees of freedom (runs - 5)
+    law: str = "parametric"  # the design's law (analysis.propose_next): parametric (Approach 3) or kaplan
 
 
 POOLS = ("inside", "sweep", "wide", "budgets")
+LAWS = ("parametric", "kaplan")  # analysis.next_run.LAWS
 POOL = {"cosine": "inside", "wsd": "sweep"}  # the default pool of each design
 WSD_POOLS = ("sweep", "budgets")  # a WSD design's candidates are branches of its own trunks: no new widths
 SEED_POINTS = 6  # the fewest points the posterior of the law's 5 parameters takes (fit_posterior)
@@ -104,8 +106,8 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     points = design_points(st.runs)
     if not points:
         raise ConfigError(f"sweep {st.preset.sweep}: every run is skipped ({st.runs[0].skip_reason})")
-    target, convention = parse_target(ad.target), st.runs[0].convention
-    fixed = fixed_design(st, ad.fixed, target, ad.level)
+    target, convention = parse_target(ad.target, ad.law), st.runs[0].convention
+    fixed = fixed_design(st, ad.fixed, target, ad.level, ad.law)
     whole = {"runs": len(points), "flops": design_flops(points), "design": design_name}
     goal = ad.width if ad.width is not None else fixed.get("width")
     if goal is None:
@@ -131,13 +133,14 @@ def run_adaptive(opts: Options, ad: Adaptive) -> dict[str, Any]:
     train(st, extra, seed, seed, pool, "seed")
     rounds = loop(st, ad, extra, pool, design, target, goal, max_flops)
     notes: list[str] = []
-    results = fit_all(design_folder(st, design), convention, st.bootstrap, notes)[1]
-    holdout, _ = holdout_phase(st, results)
+    folder = design_folder(st, design)
+    results = fit_all(folder, convention, st.bootstrap, notes)[1]
+    holdout = law_holdout(holdout_phase(st, results)[0], finished_runs(folder, convention), ad.law)
     used = design_flops(design)
     last = rounds[-1]
     summary = {
         "sweep": st.preset.sweep, "variant": opts.variant, "out": str(st.out), "convention": convention,
-        "target": ad.target, "criterion": ad.criterion, "level": ad.level, "goal_width": goal, "max_flops": max_flops,
+        "target": ad.target, "law": ad.law, "criterion": ad.criterion, "level": ad.level, "goal_width": goal, "max_flops": max_flops,
         "pool": ad.pool, "candidates": n_candidates, "stable": ad.stable, "min_dof": ad.min_dof,
         "design_name": design_name, "seed": {"budgets": ad.seed_budgets, "widths": ad.seed_widths, "runs": len(seed),
                                              "flops": design_flops(seed)},
@@ -206,7 +209,7 @@ def loop(st: Study, ad: Adaptive, extra: list[str], pool_runs: list[Any], design
         ids = {r.run_id for r in done}
         runs = finished_runs(st.group_dir, st.runs[0].convention)
         runs = with_prefixes(runs[runs["run_id"].isin(ids)], done)
-        est, lo, hi = target_interval(runs, target, ad.level)
+        est, lo, hi = target_interval(runs, target, ad.level, ad.law)
         used = design_flops(done)
         row = {"round": len(rounds), "runs": len(done), "flops": used, "estimate": est, "low": lo, "high": hi,
                "width": hi - lo, "added": []}
@@ -221,7 +224,7 @@ def loop(st: Study, ad: Adaptive, extra: list[str], pool_runs: list[Any], design
             row["stop"] = "pool empty" if len(pool) == 0 else "budget spent"
             return rounds
         table, warns = choose(runs, pool, target, criterion=ad.criterion, budget=max_flops - used, n=batch,
-                              level=ad.level, sweep=f"sweep {st.preset.sweep}")
+                              level=ad.level, sweep=f"sweep {st.preset.sweep}", law=ad.law)
         for w in warns:
             print(f"[adaptive] warning: {w}", flush=True)
         table = up_to_goal(table, goal)
@@ -231,6 +234,23 @@ def loop(st: Study, ad: Adaptive, extra: list[str], pool_runs: list[Any], design
         row["expected_width"] = float(table["width"].iloc[-1])
         design += chosen
         train(st, extra, chosen, design, pool_runs, f"round {row['round'] + 1}")
+
+
+def law_holdout(holdout: dict[str, Any], runs: Any, law: str) -> dict[str, Any]:
+    """The held-out check under the design's ``law``: with ``kaplan``, its fit to the design's ``runs`` predicts the
+    held-out run (Approach 3's prediction kept as ``predicted_parametric``, with the run chosen by its N_opt)."""
+    if law != "kaplan":
+        return holdout
+    from analysis.kaplan_joint import fit_kaplan_joint, kaplan_loss
+
+    theta = fit_kaplan_joint(*(runs[c].to_numpy(float) for c in ("N", "D", "loss")))
+    pred = float(kaplan_loss(theta[None], holdout["N"], holdout["D"])[0])
+    out = {k: v for k, v in holdout.items() if k not in ("inside_interval", "quantile", "position")}  # Approach 3's band
+    out.update(law=law, predicted_parametric=holdout["predicted"], predicted=pred, predicted_low=None, predicted_high=None)
+    if holdout.get("measured") is not None:
+        out["rel_error"] = pred / holdout["measured"] - 1
+        out["within_target"] = abs(out["rel_error"]) <= 0.02
+    return out
 
 
 def seed_design(trainable: list[Any], n_budgets: int, n_widths: int | None) -> list[Any]:
@@ -296,7 +316,7 @@ def markdown(s: dict[str, Any]) -> str:
     f, w, h, pct = s["fixed"], s["whole_sweep"], s["holdout"], f"{100 * s['level']:g}%"
     points = "cooldown branches (each trunk counted once)" if w["design"] == "wsd" else "runs"
     lines = [f"# Adaptive study `{s['sweep']}` ({w['design']} design)", "",
-             f"Target {s['target']} ({pct} Laplace interval of the parametric law), criterion {s['criterion']}, {s['pool']} "
+             f"Target {s['target']} ({pct} Laplace interval of the {s.get('law', 'parametric')} law), criterion {s['criterion']}, {s['pool']} "
              f"pool, seed {s['seed']['runs']} points: stop at width {s['goal_width']:.4g}{_rule(s)} or {s['max_flops']:.3g} "
              f"FLOPs. {'Reached' if s['reached'] else 'Not reached'} "
              f"with {s['runs']} {points} and {s['flops']:.3g} FLOPs: {100 * s['flops_share']:.1f}% of the fixed design "
@@ -312,8 +332,13 @@ def markdown(s: dict[str, Any]) -> str:
                       f"({f['interval'][0]:.4g} to {f['interval'][1]:.4g}, width {f['width']:.4g})."]
     err = h.get("rel_error")
     lines += ["", f"Held-out run (C = {h['C']:.3g}, width {h['shape']['width']}): predicted {h['predicted']:.4f}, measured "
-                  f"{h.get('measured', float('nan')):.4f}, error {100 * err:+.2f}%" if err is not None else "", ""]
+                  f"{h.get('measured', float('nan')):.4f}, error {100 * err:+.2f}%{_by_law(h)}" if err is not None else "", ""]
     return "\n".join(lines)
+
+
+def _by_law(h: dict[str, Any]) -> str:
+    """Which law predicted the held-out run, where it is not Approach 3 (whose prediction follows)."""
+    return f" (by the {h['law']} law; Approach 3 predicted {h['predicted_parametric']:.4f})" if "law" in h else ""
 
 
 def _rule(s: dict[str, Any]) -> str:

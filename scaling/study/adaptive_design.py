@@ -75,7 +75,7 @@ def trained_tokens(run: Any) -> int:
     return max(steps, default=0) * (run.tokens // max(run.steps, 1))
 
 
-def fixed_design(st: Any, fixed: Path | None, target: Any, level: float) -> dict[str, Any]:
+def fixed_design(st: Any, fixed: Path | None, target: Any, level: float, law: str = "parametric") -> dict[str, Any]:
     """The design an adaptive one is measured against: the whole sweep (its points and FLOPs); with ``fixed``
     (a fixed study's output folder, of this sweep or of the other design) the runs of that study: their
     FLOPs (each trunk once), their interval on the target and the study's held-out error."""
@@ -88,7 +88,7 @@ def fixed_design(st: Any, fixed: Path | None, target: Any, level: float) -> dict
     convention = st.runs[0].convention
     records = [r for r in (RunRecord(d).read_result() for d in sorted(folder.iterdir()) if d.is_dir()) if r]
     runs = finished_runs(folder, convention)
-    est, lo, hi = target_interval(runs, target, level)
+    est, lo, hi = target_interval(runs, target, level, law)
     out.update({"dir": str(folder), "runs": len(runs), "finished": len(runs), "flops": sweep_flops(records, convention),
                 "design": "wsd" if any(r.get("role") == "trunk" for r in records) else "cosine",
                 "estimate": est, "interval": [lo, hi], "width": hi - lo, "holdout_rel_error": _holdout_error(root)})

@@ -31,14 +31,15 @@ def analysis_errors() -> Iterator[None]:
         raise ConfigError(str(exc)) from exc
 
 
-def parse_target(text: str) -> Any:
-    """``a`` -> ``"a"``; ``N_opt@1e12`` -> ``{"N_opt": 1e12}``; ``loss@1e5,2e6`` -> ``{"loss": (1e5, 2e6)}``."""
+def parse_target(text: str, law: str = "parametric") -> Any:
+    """``a`` -> ``"a"``; ``N_opt@1e12`` -> ``{"N_opt": 1e12}``; ``loss@1e5,2e6`` -> ``{"loss": (1e5, 2e6)}``; a
+    parameter name must be one of ``law``'s."""
     from analysis.next_run_criteria import resolve_target
 
     name, at, arg = text.partition("@")
     if not at:
         with analysis_errors():
-            resolve_target(name)  # a parameter name: the law says which it has
+            resolve_target(name, law)  # a parameter name: the law says which it has
         return name
     values = [_positive(text, v) for v in arg.split(",")]
     if name in ("N_opt", "D_opt") and len(values) == 1:
@@ -144,7 +145,7 @@ def widened_grid(cfg: Any, beside: bool = True, widths: bool = True) -> list[str
 
 
 def choose(runs: Any, pool: Any, target: Any, *, criterion: str = "variance", budget: float | None = None,
-           n: int = 1, level: float = 0.95, sweep: str = "the sweep") -> tuple[Any, list[str]]:
+           n: int = 1, level: float = 0.95, sweep: str = "the sweep", law: str = "parametric") -> tuple[Any, list[str]]:
     """The greedy batch of up to ``n`` runs of ``pool`` that shrinks ``target``'s interval most per FLOP.
 
     A WSD branch costs its cooldown plus the part of its trunk that ``runs`` (with ``trunk`` and ``prefix``
@@ -159,22 +160,22 @@ def choose(runs: Any, pool: Any, target: Any, *, criterion: str = "variance", bu
         warnings.simplefilter("always")
         paid = ["trunk", "prefix"] if {"trunk", "prefix"} <= set(runs.columns) else []  # with_prefixes
         table = propose_next(runs[["N", "D", "loss", *paid]], pool[["N", "D", "cost", "trunk", "prefix"]], target,
-                             budget=budget, criterion=criterion, n=n, level=level)
+                             budget=budget, criterion=criterion, n=n, level=level, law=law)
     table["run_id"] = pool.loc[table["candidate"], "run_id"].to_numpy()
     return table, [str(w.message) for w in caught]
 
 
-def target_interval(runs: Any, target: Any, level: float = 0.95) -> tuple[float, float, float]:
-    """(estimate, low, high) of ``target`` under the Laplace posterior of the parametric law fitted to ``runs``
-    (the posterior ``propose_next`` scores with)."""
+def target_interval(runs: Any, target: Any, level: float = 0.95, law: str = "parametric") -> tuple[float, float, float]:
+    """(estimate, low, high) of ``target`` under the Laplace posterior of ``law`` (parametric or kaplan) fitted to
+    ``runs`` (the posterior ``propose_next`` scores with)."""
     import numpy as np
 
     from analysis.next_run_criteria import fit_posterior, interval, resolve_target
 
     with analysis_errors():
-        tgt = resolve_target(target)
+        tgt = resolve_target(target, law)
         N, D, L = (np.asarray(runs[c], float) for c in ("N", "D", "loss"))
-        return interval(fit_posterior(N, D, L), tgt, level)
+        return interval(fit_posterior(N, D, L, law=law), tgt, level)
 
 
 def job_overrides(run: Any) -> dict[str, str]:

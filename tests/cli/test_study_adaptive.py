@@ -10,7 +10,7 @@ from helpers import run_cli
 from omegaconf import OmegaConf
 
 from scaling.cli.study import main
-from scaling.study.adaptive import POOL, seed_design, up_to_goal
+from scaling.study.adaptive import POOL, law_holdout, seed_design, up_to_goal
 from scaling.study.launch import plan
 from scaling.study.next_runs import widened_grid
 from scaling.sweep.expand import expand
@@ -129,7 +129,7 @@ def test_the_defaults_are_the_measured_setting_and_off_or_all_restore_the_old_ru
     from scaling.cli.study_adaptive import split_adaptive
 
     _, ad = split_adaptive(["--adaptive"])
-    assert (ad.pool, ad.seed_budgets, ad.seed_widths, ad.batch, ad.stable, ad.min_dof) == (None, 3, 2, 1, 0.5, 4)
+    assert (ad.pool, ad.seed_budgets, ad.seed_widths, ad.batch, ad.stable, ad.min_dof, ad.law) == (None, 3, 2, 1, 0.5, 4, "parametric")
     assert POOL == {"cosine": "inside", "wsd": "sweep"}  # None: the design's own pool
     rest, ad = split_adaptive(["--adaptive", "--stable", "off", "--seed-widths=all", "--min-dof", "0", "--jobs", "2"])
     assert (ad.stable, ad.seed_widths, ad.min_dof, rest) == (None, None, 0, ["--jobs", "2"])
@@ -149,6 +149,8 @@ def test_the_defaults_are_the_measured_setting_and_off_or_all_restore_the_old_ru
     (["--adaptive", "--seed-widths", "0"], "--seed-widths='0' is invalid: it must be a whole number >= 1 or all"),
     (["--adaptive", "--min-dof", "-1"], "--min-dof='-1' is invalid: it must be a whole number >= 0"),
     (["--adaptive", "--stable", "0"], "--stable='0' is invalid: it must be a positive number or off"),
+    (["--adaptive", "--width", "0.1", "--law", "chinchilla"], "--law='chinchilla' is unknown: choose parametric, kaplan"),
+    (["--adaptive", "--width", "0.1", "--law", "kaplan", "--target", "E"], "target: parameter 'E' is not in Kaplan's law"),
 ])
 def test_bad_adaptive_flags_are_one_line_and_exit_2(args, message, capsys, tmp_path):
     assert main(["--quick", "--out", str(tmp_path), *args]) == 2
@@ -245,3 +247,21 @@ def test_the_budgets_pool_of_a_wsd_sweep_adds_branches_of_the_same_trunks_that_k
     # Launched with the pool's overrides, each trunk keeps a checkpoint where each of its branches starts.
     keep = {r.run_id: set(c.train.keep_at_tokens) for r, c in zip(wide, wide_cfgs) if r.role == "trunk"}
     assert all(r.tokens - r.own_tokens in keep[r.trunk] for r in wide if r.role == "branch" and not r.skip_reason)
+
+
+def test_under_kaplans_law_the_held_out_check_is_that_laws_prediction_and_approach_3s_is_kept():
+    import numpy as np
+
+    from analysis.kaplan_joint import kaplan_log_loss
+
+    theta = np.array([np.log(8.8e13), np.log(5.4e13), 0.076, 0.095])
+    N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e8, 4), np.geomspace(1e8, 1e10, 4)))
+    runs = pd.DataFrame({"N": N, "D": D, "loss": np.exp(kaplan_log_loss(theta, N, D)[0])})
+    truth = float(np.exp(kaplan_log_loss(theta, np.array([3e8]), np.array([3e10]))[0][0]))
+    holdout = {"N": 3e8, "D": 3e10, "predicted": 2.5, "predicted_low": 2.4, "predicted_high": 2.6, "measured": truth,
+               "rel_error": 2.5 / truth - 1, "inside_interval": False, "quantile": 0.9, "position": "outside"}
+    assert law_holdout(holdout, runs, "parametric") is holdout
+    out = law_holdout(holdout, runs, "kaplan")
+    assert out["predicted"] == pytest.approx(truth, rel=1e-5) and abs(out["rel_error"]) < 1e-5 and out["within_target"]
+    assert out["predicted_parametric"] == 2.5 and out["law"] == "kaplan"
+    assert out["predicted_low"] is None and not {"inside_interval", "quantile", "position"} & set(out)
