@@ -77,11 +77,24 @@ class Target:
         return (v[:theta.size] - v[theta.size:]) / (2 * h)
 
 
+def _parametric_optimum(th: np.ndarray, C: float) -> dict[str, np.ndarray]:
+    alloc = _allocate({k: v[:, None] for k, v in _derived(th).items()}, np.array([[C]]))
+    return {k: alloc[k][:, 0] for k in ("N_opt", "D_opt")}
+
+
+def _parametric_loss(th: np.ndarray, N: float, D: float) -> np.ndarray:
+    return _law({k: v[:, None] for k, v in _derived(th).items()}, np.array([[N]]), np.array([[D]]))[:, 0]
+
+
+# per law: its name in messages, its parameter targets, derived values, optimum at C and loss at (N, D)
+LAW_TARGETS = {"parametric": ("the law", PARAM_TARGETS, _derived, _parametric_optimum, _parametric_loss),
+               "kaplan": ("Kaplan's law", KAPLAN_TARGETS, kaplan_derived, kaplan_optimum, kaplan_loss)}
+
+
 def resolve_target(target: Any, law: str = "parametric") -> Target:
     """``"a"`` / ``{"param": "a"}`` / ``{"N_opt": C}`` / ``{"D_opt": C}`` / ``{"loss": (N, D)}`` -> Target of
-    ``law`` (``parametric``, or ``kaplan``: ``kaplan_target``)."""
-    if law == "kaplan":
-        return kaplan_target(target)
+    ``law`` (``parametric``, or ``kaplan``: the targets of ``analysis.kaplan_joint``)."""
+    label, names, derived, optimum, loss = LAW_TARGETS[law]
     if isinstance(target, str):
         target = {"param": target}
     if not isinstance(target, dict) or len(target) != 1:
@@ -91,41 +104,17 @@ def resolve_target(target: Any, law: str = "parametric") -> Target:
         )
     (kind, value), = target.items()
     if kind == "param":
-        if value not in PARAM_TARGETS:
-            raise AnalysisInputError(f"target: parameter {value!r} is not in the law; use one of {', '.join(PARAM_TARGETS)}")
-        return Target(str(value), lambda th: _derived(th)[value])
+        if value not in names:
+            raise AnalysisInputError(f"target: parameter {value!r} is not in {label}; use one of {', '.join(names)}")
+        return Target(str(value), lambda th: derived(th)[value])
     if kind in ("N_opt", "D_opt"):
         C = _positive_number(f"target {kind}", value)
-
-        def opt(th: np.ndarray) -> np.ndarray:
-            p = {k: v[:, None] for k, v in _derived(th).items()}
-            return np.log(_allocate(p, np.array([[C]]))[kind][:, 0])  # log, so the interval is relative
-
-        return Target(f"log {kind}(C={C:.3g})", opt)
+        return Target(f"log {kind}(C={C:.3g})", lambda th: np.log(optimum(th, C)[kind]))  # log: a relative interval
     if kind == "loss":
         if isinstance(value, str) or np.ndim(value) != 1 or len(value) != 2:
             raise AnalysisInputError(f"target: loss={value!r} is not allowed; give a pair (N, D)")
         N, D = (_positive_number(f"target loss {n}", v) for n, v in zip("ND", value))
-        return Target(
-            f"loss(N={N:.3g}, D={D:.3g})",
-            lambda th: _law({k: v[:, None] for k, v in _derived(th).items()}, np.array([[N]]), np.array([[D]]))[:, 0],
-        )
-    raise AnalysisInputError(f"target: kind {kind!r} is not allowed; use one of {', '.join(TARGET_KINDS)}")
-
-
-def kaplan_target(target: Any) -> Target:
-    """A target of Kaplan's law: a parameter of ``KAPLAN_TARGETS``, log N_opt / log D_opt at C, or the loss at (N, D)."""
-    (kind, value), = ({"param": target} if isinstance(target, str) else target).items()
-    if kind == "param":
-        if value not in KAPLAN_TARGETS:
-            raise AnalysisInputError(f"target: parameter {value!r} is not in Kaplan's law; use one of {', '.join(KAPLAN_TARGETS)}")
-        return Target(str(value), lambda th: kaplan_derived(th)[value])
-    if kind in ("N_opt", "D_opt"):
-        C = _positive_number(f"target {kind}", value)
-        return Target(f"log {kind}(C={C:.3g})", lambda th: np.log(kaplan_optimum(th, C)[kind]))
-    if kind == "loss":
-        N, D = (_positive_number(f"target loss {n}", v) for n, v in zip("ND", value))
-        return Target(f"loss(N={N:.3g}, D={D:.3g})", lambda th: kaplan_loss(th, N, D))
+        return Target(f"loss(N={N:.3g}, D={D:.3g})", lambda th: loss(th, N, D))
     raise AnalysisInputError(f"target: kind {kind!r} is not allowed; use one of {', '.join(TARGET_KINDS)}")
 
 
