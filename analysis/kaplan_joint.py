@@ -13,10 +13,10 @@ and targets: ``KAPLAN_TARGETS``).
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import OptimizeResult, least_squares
 
 KAPLAN_TARGETS = ("a", "b", "alpha_N", "alpha_D")
-N_PARAMS = 4
+N_PARAMS = 4  # the length of theta, by which a posterior tells this law from the parametric one's 5
 _LOWER, _UPPER = [-50.0, -50.0, 1e-3, 1e-3], [80.0, 80.0, 5.0, 5.0]
 _GRID = np.array(np.meshgrid([5.0, 10.0, 15.0], [8.0, 12.0, 16.0], [0.1, 0.3, 0.7], [0.1, 0.3, 0.7])).reshape(4, -1).T
 
@@ -32,9 +32,9 @@ def kaplan_log_loss(theta: np.ndarray, N: np.ndarray, D: np.ndarray) -> tuple[np
     return a_d * lse, jac
 
 
-def fit_kaplan_joint(N: np.ndarray, D: np.ndarray, L: np.ndarray, starts: list | None = None,
-                     delta: float = 1e-3) -> np.ndarray:
-    """theta minimising the summed Huber (``delta``) of log-loss residuals, from ``starts`` (default the grid)."""
+def kaplan_fit(N: np.ndarray, D: np.ndarray, L: np.ndarray, starts: list | None = None, delta: float = 1e-3) -> OptimizeResult:
+    """The least-squares result (``x``: theta; ``status`` > 0: converged) of least summed Huber (``delta``) of the
+    log-loss residuals, best over ``starts`` (default the grid)."""
     N, D, logL = np.asarray(N, float), np.asarray(D, float), np.log(np.asarray(L, float))
     best = None
     for start in _GRID if starts is None else starts:
@@ -43,7 +43,19 @@ def fit_kaplan_joint(N: np.ndarray, D: np.ndarray, L: np.ndarray, starts: list |
                             bounds=(_LOWER, _UPPER), loss="huber", f_scale=delta, max_nfev=2000)
         if best is None or res.cost < best.cost:
             best = res
-    return best.x
+    return best
+
+
+def fit_kaplan_joint(N: np.ndarray, D: np.ndarray, L: np.ndarray, starts: list | None = None,
+                     delta: float = 1e-3) -> np.ndarray:
+    """theta minimising the summed Huber (``delta``) of log-loss residuals, from ``starts`` (default the grid)."""
+    return kaplan_fit(N, D, L, starts, delta).x
+
+
+def kaplan_prediction(N: np.ndarray, D: np.ndarray, L: np.ndarray, at_N: float, at_D: float,
+                      starts: list | None = None) -> float:
+    """The loss at (``at_N``, ``at_D``) of the law fitted to the points (N, D, L)."""
+    return float(kaplan_loss(fit_kaplan_joint(N, D, L, starts)[None], at_N, at_D)[0])
 
 
 def kaplan_derived(theta: np.ndarray) -> dict[str, np.ndarray]:

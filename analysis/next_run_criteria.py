@@ -31,8 +31,8 @@ from scipy.stats import norm
 
 from analysis.allocation import _allocate, _law
 from analysis.errors import AnalysisInputError
-from analysis.kaplan_joint import (KAPLAN_TARGETS, fit_kaplan_joint, kaplan_derived, kaplan_log_loss, kaplan_loss,
-                                   kaplan_optimum)
+from analysis.kaplan_joint import (KAPLAN_TARGETS, N_PARAMS as KAPLAN_PARAMS, kaplan_derived, kaplan_fit,
+                                   kaplan_log_loss, kaplan_loss, kaplan_optimum)
 from analysis.optimize import PARAMS, Objective, newton_batched
 from analysis.parametric import _bootstrap, _derived, _polish, fit_parametric
 
@@ -55,7 +55,7 @@ class Posterior:
 
     def estimates(self) -> dict[str, float]:
         """E, A, B, alpha, beta, a, b, G at theta (Kaplan's law: alpha_N, alpha_D, a, b)."""
-        derived = kaplan_derived if self.theta.size == 4 else _derived
+        derived = kaplan_derived if self.theta.size == KAPLAN_PARAMS else _derived
         return {k: float(v[0]) for k, v in derived(self.theta[None]).items()}
 
 
@@ -133,7 +133,7 @@ def _positive_number(field: str, value: Any) -> float:
 
 def jacobian(theta: np.ndarray, N: np.ndarray, D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Predicted log L (m,) and d log L / d theta (m, 5) at points (N, D); a theta of 4 is Kaplan's law's."""
-    if np.size(theta) == 4:
+    if np.size(theta) == KAPLAN_PARAMS:
         return kaplan_log_loss(theta, N, D)
     x, w = np.log(N), np.log(D)
     z = np.stack([theta[0] - theta[3] * x, theta[1] - theta[4] * w, np.full_like(x, theta[2])], axis=1)
@@ -153,14 +153,14 @@ def fit_posterior(N: np.ndarray, D: np.ndarray, L: np.ndarray, start: np.ndarray
     to that many multinomial resamples (``fit_parametric``'s bootstrap), still updated by the Fisher rule
     (the parametric law only). ``law="kaplan"``: Kaplan's joint law (4 parameters).
     """
-    k = 4 if law == "kaplan" else len(PARAMS)
+    k = KAPLAN_PARAMS if law == "kaplan" else len(PARAMS)
     if N.size <= k:
         raise AnalysisInputError(f"runs: {N.size} points is too few; the posterior of {k} parameters needs at least {k + 1}")
     if law == "kaplan":
         if bootstrap:
             raise AnalysisInputError("bootstrap: the Kaplan law's posterior is the Laplace one; use bootstrap=0")
-        return _posterior(fit_kaplan_joint(N, D, L, starts=None if start is None else [start], delta=delta), N, D, L,
-                          delta, True)
+        res = kaplan_fit(N, D, L, starts=None if start is None else [start], delta=delta)
+        return _posterior(res.x, N, D, L, delta, bool(res.status > 0))
     obj = Objective(np.log(N), np.log(D), np.log(L), kind="huber", delta=delta)
     if start is None:
         res = fit_parametric(N, D, L, delta=delta)

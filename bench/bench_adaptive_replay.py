@@ -40,9 +40,9 @@ import pandas as pd
 
 from analysis import load_runs
 from analysis.allocation import predict_loss
-from analysis.kaplan_joint import fit_kaplan_joint, kaplan_loss
+from analysis.kaplan_joint import kaplan_prediction
 from analysis.parametric import fit_parametric
-from analysis.next_run import replay
+from analysis.next_run import LAWS, replay
 from analysis.next_run_prefixes import Prefixes
 from analysis.next_run_criteria import fit_posterior, interval, resolve_target
 from scaling.study.adaptive import seed_design
@@ -186,7 +186,7 @@ def holdout_errors(design: pd.DataFrame, holdout: pd.DataFrame | None, law: str 
     N, D, L = (design[c].to_numpy(float) for c in ("N", "D", "loss"))
     hN, hD = holdout.N.iloc[0], holdout.D.iloc[0]
     if law == "kaplan":
-        pred = float(kaplan_loss(fit_kaplan_joint(N, D, L)[None], hN, hD)[0])
+        pred = kaplan_prediction(N, D, L, hN, hD)
     else:
         pred = float(predict_loss(fit_parametric(N, D, L), [hN], [hD]).loss.iloc[0])
     return f"{pred:.4f} (" + " / ".join(f"{100 * (pred / m - 1):+.2f}%" for m in holdout.loss) + ")"
@@ -202,7 +202,7 @@ def main() -> None:
                    "are the pool 'branches', with those at the midpoint budgets the pool 'branches-budgets'")
     p.add_argument("--rules", default="width,dof=4,stable=0.5,stable=0.5+dof=4")
     p.add_argument("--criterion", default="variance")
-    p.add_argument("--law", default="parametric", choices=("parametric", "kaplan"), help="the design's law")
+    p.add_argument("--law", default="parametric", choices=LAWS, help="the design's law")
     p.add_argument("--target", default="a", help="the target, spelled as scaling-study --target (a, loss@N,D, ...)")
     p.add_argument("--holdout", nargs="*", type=Path, default=[], help="held-out run folders of one shape and budget")
     p.add_argument("--max-share", type=float, default=1.0,

@@ -27,7 +27,7 @@ import pandas as pd
 
 from analysis import fit_parametric, load_runs
 from analysis.allocation import predict_loss
-from analysis.kaplan_joint import fit_kaplan_joint, kaplan_loss
+from analysis.kaplan_joint import fit_kaplan_joint, kaplan_loss, kaplan_prediction
 
 PARAMS, FLOPS = "with_head", "6nd_total"
 
@@ -51,15 +51,11 @@ def variants(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame, dict]]:
     return out
 
 
-def kaplan_predict(theta: np.ndarray, h: pd.Series) -> float:
-    return float(kaplan_loss(theta[None], h.N, h.D)[0])
-
-
 def errors(subset: pd.DataFrame, h: pd.Series, start: np.ndarray) -> tuple[float, float]:
     """The held-out errors (%) of Approach 3 and of the Kaplan law fitted to ``subset`` (from ``start``)."""
     fit = fit_parametric(subset.N, subset.D, subset.loss)
     chin = float(predict_loss(fit, [h.N], [h.D]).iloc[0]["loss"])
-    kap = kaplan_predict(fit_kaplan_joint(*(subset[c].to_numpy(float) for c in ("N", "D", "loss")), starts=[start]), h)
+    kap = kaplan_prediction(*(subset[c].to_numpy(float) for c in ("N", "D", "loss")), h.N, h.D, starts=[start])
     return 100 * (chin / h.loss - 1), 100 * (kap / h.loss - 1)
 
 
@@ -110,7 +106,7 @@ def main() -> None:
         print(f"| {label} | {len(subset)} | {e['alpha']:.3f} | {e['beta']:.3f} | {e['E']:.3f} | {pred:.4f} | "
               f"{100 * (pred - h.loss) / h.loss:+.2f}% |")
     theta = fit_kaplan_joint(*(runs[c].to_numpy(float) for c in ("N", "D", "loss")))
-    pred = kaplan_predict(theta, h)
+    pred = float(kaplan_loss(theta[None], h.N, h.D)[0])
     print(f"| Kaplan et al. 2020 L(N, D), Huber | {len(runs)} | {theta[2]:.3f} | {theta[3]:.3f} | - | {pred:.4f} | "
           f"{100 * (pred - h.loss) / h.loss:+.2f}% |")
     if args.random:

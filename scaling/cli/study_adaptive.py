@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.errors import ConfigError
-from scaling.study.adaptive import LAWS, POOLS, Adaptive
+from scaling.study.adaptive import POOLS, Adaptive
 
 USAGE = """\
   --adaptive         the adaptive design: seed on the smallest budgets, then fit -> propose -> train until the
@@ -65,7 +65,7 @@ def split_adaptive(argv: list[str]) -> tuple[list[str], Adaptive | None]:
 
 def _set(ad: Adaptive, flag: str, text: str) -> None:
     if flag in ("--target", "--criterion", "--pool", "--law"):
-        allowed = {"--pool": POOLS, "--law": LAWS}.get(flag)
+        allowed = {"--pool": POOLS, "--law": _laws()}.get(flag)
         if allowed and text not in allowed:
             raise ConfigError(f"{flag}={text!r} is unknown: choose {', '.join(allowed)}")
         setattr(ad, flag[2:], text)
@@ -85,6 +85,12 @@ def _set(ad: Adaptive, flag: str, text: str) -> None:
         other = {"--stable": " or off", "--seed-widths": " or all"}.get(flag, "")
         raise ConfigError(f"{flag}={text!r} is invalid: it must be a {f'whole number >= {least}' if whole else 'positive number'}{other}")
     setattr(ad, flag[2:].replace("-", "_"), int(x) if whole else x)
+
+
+def _laws() -> tuple[str, ...]:
+    from analysis.next_run import LAWS  # the laws propose_next takes (imported when asked: analysis is heavy)
+
+    return LAWS
 
 
 def print_adaptive(s: dict[str, Any]) -> int:

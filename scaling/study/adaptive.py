@@ -83,7 +83,6 @@ class Adaptive:
 
 
 POOLS = ("inside", "sweep", "wide", "budgets")
-LAWS = ("parametric", "kaplan")  # analysis.next_run.LAWS
 POOL = {"cosine": "inside", "wsd": "sweep"}  # the default pool of each design
 WSD_POOLS = ("sweep", "budgets")  # a WSD design's candidates are branches of its own trunks: no new widths
 SEED_POINTS = 6  # the fewest points the posterior of the law's 5 parameters takes (fit_posterior)
@@ -241,10 +240,9 @@ def law_holdout(holdout: dict[str, Any], runs: Any, law: str) -> dict[str, Any]:
     held-out run (Approach 3's prediction kept as ``predicted_parametric``, with the run chosen by its N_opt)."""
     if law != "kaplan":
         return holdout
-    from analysis.kaplan_joint import fit_kaplan_joint, kaplan_loss
+    from analysis.kaplan_joint import kaplan_prediction
 
-    theta = fit_kaplan_joint(*(runs[c].to_numpy(float) for c in ("N", "D", "loss")))
-    pred = float(kaplan_loss(theta[None], holdout["N"], holdout["D"])[0])
+    pred = kaplan_prediction(*(runs[c].to_numpy(float) for c in ("N", "D", "loss")), holdout["N"], holdout["D"])
     out = {k: v for k, v in holdout.items() if k not in ("inside_interval", "quantile", "position")}  # Approach 3's band
     out.update(law=law, predicted_parametric=holdout["predicted"], predicted=pred, predicted_low=None, predicted_high=None)
     if holdout.get("measured") is not None:
