@@ -32,6 +32,7 @@ from analysis.checks import (
 from analysis.errors import AnalysisInputError
 from analysis.next_run_criteria import (
     CRITERIA,
+    LAW_PARAMS,
     Posterior,
     Target,
     expected_variance,
@@ -47,7 +48,6 @@ from analysis.next_run_criteria import (
     theta_from,
     z_value,
 )
-from analysis.kaplan_joint import N_PARAMS as KAPLAN_PARAMS
 from analysis.next_run_prefixes import Prefixes
 from analysis.result import FitResult
 
@@ -257,7 +257,7 @@ def _start_theta(start: Any, law: str = "parametric") -> np.ndarray | None:
     if isinstance(start, FitResult):
         start = theta_from(start.estimates)
     theta = np.asarray(start, dtype=float).ravel() if start is not None else np.zeros(0)
-    if theta.size != (KAPLAN_PARAMS if law == "kaplan" else 5) or not np.isfinite(theta).all():
+    if theta.size != LAW_PARAMS[law] or not np.isfinite(theta).all():
         raise AnalysisInputError(
             f"start: {start!r} is not allowed; give theta ((a, b, e, alpha, beta); law kaplan: (log N_c, log D_c, "
             "alpha_N, alpha_D)), a parametric FitResult or a table of propose_next"

@@ -39,6 +39,7 @@ from analysis.parametric import _bootstrap, _derived, _polish, fit_parametric
 CRITERIA = ("variance", "d-optimal", "v-optimal", "random", "cheapest")
 PARAM_TARGETS = ("E", "A", "B", "alpha", "beta", "a", "b", "G")
 TARGET_KINDS = ("param", "N_opt", "D_opt", "loss")
+LAW_PARAMS = {"parametric": len(PARAMS), "kaplan": KAPLAN_PARAMS}  # the length of each law's theta
 
 
 @dataclass
@@ -153,7 +154,7 @@ def fit_posterior(N: np.ndarray, D: np.ndarray, L: np.ndarray, start: np.ndarray
     to that many multinomial resamples (``fit_parametric``'s bootstrap), still updated by the Fisher rule
     (the parametric law only). ``law="kaplan"``: Kaplan's joint law (4 parameters).
     """
-    k = KAPLAN_PARAMS if law == "kaplan" else len(PARAMS)
+    k = LAW_PARAMS[law]
     if N.size <= k:
         raise AnalysisInputError(f"runs: {N.size} points is too few; the posterior of {k} parameters needs at least {k + 1}")
     if law == "kaplan":

@@ -33,7 +33,8 @@ USAGE = """\
                      own) or wide (inside plus widths beside its own; cosine only; docs/next_run.md)
     --stable S       stop only once the estimate moved by at most S x the half-width since the last round
                      (default 0.5; off: the width alone)
-    --min-dof K      stop only once the fit has K residual degrees of freedom (runs - 5; default 4)
+    --min-dof K      stop only once the fit has K residual degrees of freedom (runs minus the law's
+                     parameters: 5, or 4 for kaplan; default 4)
 """
 
 FLAGS = ("--target", "--width", "--fixed", "--max-flops", "--seed-budgets", "--seed-widths", "--batch", "--criterion",

@@ -78,7 +78,7 @@ class Adaptive:
     pool: str | None = None  # candidates: "sweep", its points; "budgets"/"inside"/"wide", its grid widened
     # (widened_grid); None: inside for separate runs, sweep for WSD branches (POOL)
     stable: float | None = 0.5  # stop only once the estimate moved by at most this x the half-width (goal_met)
-    min_dof: int = 4  # stop only once the fit has this many residual degrees of freedom (runs - 5)
+    min_dof: int = 4  # stop only once the fit has this many residual degrees of freedom (runs - the law's parameters)
     law: str = "parametric"  # the design's law (analysis.propose_next): parametric (Approach 3) or kaplan
 
 
@@ -194,7 +194,7 @@ def loop(st: Study, ad: Adaptive, extra: list[str], pool_runs: list[Any], design
 
     Only the design's runs count (``design``, extended in place): records of other runs of the sweep in the
     folder (a fixed study sharing it) are reused when a round chooses them, so a rerun retraces the rounds."""
-    from analysis.next_run import goal_met
+    from analysis.next_run import LAW_PARAMS, goal_met
 
     rounds: list[dict[str, Any]] = []
     batch = ad.batch
@@ -215,7 +215,7 @@ def loop(st: Study, ad: Adaptive, extra: list[str], pool_runs: list[Any], design
         rounds.append(row)
         print(f"[adaptive] round {row['round']}: {len(done)} runs, {used:.3g} FLOPs: {ad.target} = {est:.4g} "
               f"({lo:.4g} to {hi:.4g}, width {hi - lo:.4g}; goal {goal:.4g})", flush=True)
-        if goal_met(rounds, goal, len(done), stable=ad.stable, min_dof=ad.min_dof):
+        if goal_met(rounds, goal, len(done), stable=ad.stable, min_dof=ad.min_dof, n_params=LAW_PARAMS[ad.law]):
             row["stop"] = "reached"
             return rounds
         pool = candidate_pool(pool_runs, ids, finished=True)
