@@ -37,9 +37,10 @@ def plot_holdout(path: Path, runs: Any, par: Any, holdout: dict[str, Any]) -> Pa
     if "loss_opt_low" in alloc:
         ax.fill_between(C, alloc.loss_opt_low, alloc.loss_opt_high, color="k", alpha=0.12, lw=0)
     lo, hi = holdout.get("predicted_low"), holdout.get("predicted_high")
-    if lo is not None and hi is not None:
-        ax.errorbar([holdout["C"]], [holdout["predicted"]], yerr=[[holdout["predicted"] - lo], [hi - holdout["predicted"]]],
-                    fmt="s", color="tab:blue", mfc="none", capsize=4, label="held-out: predicted")
+    if lo is not None and hi is not None:  # the band as drawn from its ends: a point estimate may lie outside a
+        # percentile band of few bootstrap resamples, where an error bar around the point cannot be drawn
+        ax.vlines(holdout["C"], lo, hi, color="tab:blue", lw=1.2, gid="holdout-band")
+        ax.plot([holdout["C"]], [holdout["predicted"]], "s", color="tab:blue", mfc="none", label="held-out: predicted")
     if holdout.get("measured") is not None:
         ax.plot([holdout["C"]], [holdout["measured"]], "*", color="tab:red", ms=12, label="held-out: measured")
     ax.set(xscale="log", xlabel="C (FLOPs)", ylabel="validation loss (nats/token)",
