@@ -36,18 +36,16 @@ from analysis.next_run_criteria import (
     Posterior,
     Target,
     expected_variance,
-    fit_mixture,
     fit_posterior,
     interval,
     jacobian,
-    mixture_expected_variance,
-    mixture_moments,
     rank_one_update,
     resolve_target,
     scores,
     theta_from,
     z_value,
 )
+from analysis.next_run_mixture import fit_mixture, mixture_expected_variance, mixture_moments
 from analysis.next_run_prefixes import Prefixes
 from analysis.result import FitResult
 

@@ -34,11 +34,11 @@ import pandas as pd
 from analysis.next_run import replay
 from analysis.next_run_criteria import (
     CRITERIA,
-    fit_mixture,
     fit_posterior,
     interval,
     resolve_target,
 )
+from analysis.next_run_mixture import fit_mixture
 from analysis.parametric import fit_parametric
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

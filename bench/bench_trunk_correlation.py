@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import load_runs
-from analysis.next_run_criteria import _pinv_scaled, fit_posterior, jacobian, resolve_target
+from analysis.next_run_criteria import pinv_scaled, fit_posterior, jacobian, resolve_target
 from scaling.errors import ConfigError
 from scaling.study.next_runs import parse_target
 
@@ -44,7 +44,7 @@ def intra_trunk_correlation(resid: np.ndarray, trunk: np.ndarray) -> float:
 
 def cluster_covariance(J: np.ndarray, resid: np.ndarray, trunk: np.ndarray) -> np.ndarray:
     """CR1 sandwich covariance of the Gauss-Newton estimate with scores summed per trunk."""
-    bread = _pinv_scaled(J.T @ J)
+    bread = pinv_scaled(J.T @ J)
     scores = np.stack([J[trunk == g].T @ resid[trunk == g] for g in np.unique(trunk)])
     n, k, groups = len(resid), J.shape[1], len(scores)
     factor = groups / (groups - 1) * (n - 1) / (n - k)

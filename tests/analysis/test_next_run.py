@@ -18,11 +18,10 @@ from analysis.next_run import goal_met, replay
 from analysis.next_run_criteria import (
     Posterior,
     fit_posterior,
-    mixture_expected_variance,
-    mixture_moments,
     rank_one_update,
     resolve_target,
 )
+from analysis.next_run_mixture import mixture_expected_variance, mixture_moments
 
 TRUE = {"E": 1.7, "A": 400.0, "B": 1200.0, "alpha": 0.34, "beta": 0.30}
 
