@@ -277,7 +277,7 @@ class TrainConfig:
     stop_at_tokens: Optional[int] = None  # stop with a checkpoint (no record) once this many tokens are trained
     progress: Optional[bool] = None  # tqdm bar; null = only when attached to a terminal
     forecast_every: int = 1  # periodic evaluations between estimates of the final loss (pred/final_loss); 0 = off
-    forecast_max_share: float = 0.05  # most of the run's wall time the estimates may take (0 < share <= 1)
+    forecast_max_share: float = 0.05  # most of the run's wall time the estimates may take (> 0; above 1, more than the training)
 
     def validate(self) -> None:
         check_finite_numbers("train", self, TrainConfig)
@@ -298,7 +298,7 @@ class TrainConfig:
         if self.stop_at_tokens is not None:
             check_number("train.stop_at_tokens", self.stop_at_tokens, low=1, integer=True)
         check_number("train.forecast_every", self.forecast_every, low=0, integer=True)
-        check_number("train.forecast_max_share", self.forecast_max_share, low=0, high=1, low_open=True)
+        check_number("train.forecast_max_share", self.forecast_max_share, low=0, low_open=True)
         check_choice("train.precision", self.precision)
         if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"train.device={self.device!r} is not known: choose auto, cpu, cuda or cuda:N")

@@ -62,8 +62,10 @@ def rows_of(run_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_a_real_run_logs_its_estimated_final_loss_with_a_band(tmp_path):
+    # a share of 100: the estimates whatever the machine's speed (the run trains in under 2 s on a quiet
+    # machine, below the first fit's expected cost); the budget has tests of its own, with a given clock
     run_dir, output = train_cli(tmp_path, "logger.wandb.mode=offline", "logger.wandb.project=test",
-                        "train.forecast_every=1", "train.forecast_max_share=1")
+                        "train.forecast_every=1", "train.forecast_max_share=100")
     rows = rows_of(run_dir)
     result = json.loads((run_dir / "result.json").read_text())
     evals = [r for r in rows if "val/loss" in r and r["step"] < result["steps"]]
@@ -109,7 +111,7 @@ def test_the_forecast_settings_move_no_run_id():
 
 
 @pytest.mark.parametrize("key, value", [("forecast_every", -1), ("forecast_max_share", 0.0),
-                                        ("forecast_max_share", 1.5)])
+                                        ("forecast_max_share", -0.5)])
 def test_bad_forecast_settings_are_one_line_errors(key, value):
     cfg = OmegaConf.structured(RunConfig)
     cfg.train[key] = value
