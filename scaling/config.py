@@ -258,7 +258,8 @@ class TrainConfig:
     tokens: int = 2_000_000  # token budget D; sets the number of steps
     batch_size: int = 16  # global batch, in sequences, per optimizer step
     micro_batch_size: Optional[int] = None  # sequences per forward pass; null = batch_size
-    seed: int = 0
+    seed: int = 0  # initialisation, and the data order unless data_seed is set
+    data_seed: Optional[int] = None  # order of the batches and MLM masks; null = seed (a branch may differ)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: Optional[bool] = None  # torch.compile; null = on for CUDA
@@ -279,10 +280,17 @@ class TrainConfig:
     forecast_every: int = 1  # periodic evaluations between estimates of the final loss (pred/final_loss); 0 = off
     forecast_max_share: float = 0.05  # most of the run's wall time the estimates may take (> 0; above 1, more than the training)
 
+    @property
+    def effective_data_seed(self) -> int:
+        """Seed of the batch order: ``data_seed``, else ``seed``."""
+        return self.seed if self.data_seed is None else self.data_seed
+
     def validate(self) -> None:
         check_finite_numbers("train", self, TrainConfig)
         check_number("train.tokens", self.tokens, low=1, integer=True)
         check_number("train.batch_size", self.batch_size, low=1, integer=True)
+        if self.data_seed is not None:
+            check_number("train.data_seed", self.data_seed, low=0, integer=True)
         if self.micro_batch_size is not None:
             check_number("train.micro_batch_size", self.micro_batch_size, low=1, integer=True)
         for name in ("eval_every", "eval_tokens", "final_eval_tokens", "checkpoint_every"):

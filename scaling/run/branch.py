@@ -81,12 +81,7 @@ def load_trunk_checkpoint(cfg: DictConfig, plan: Any, map_location: Any = "cpu")
     check_branch_config(cfg)
     trunk_dir = Path(cfg.train.branch_from)
     trunk_cfg = _trunk_config(trunk_dir)
-    for key in SHARED:
-        mine, theirs = OmegaConf.select(cfg, key), OmegaConf.select(trunk_cfg, key)
-        if isinstance(mine, DictConfig):
-            mine, theirs = OmegaConf.to_container(mine, resolve=True), OmegaConf.to_container(theirs, resolve=True)
-        if mine != theirs:
-            raise ConfigError(f"{key}={mine!r} differs from the trunk's {theirs!r} ({trunk_dir}): a branch continues its trunk")
+    _check_continues(cfg, trunk_cfg, trunk_dir)
     step = branch_step(cfg, plan.tokens_per_step)
     if step >= plan.steps:
         raise ConfigError(f"train.branch_tokens={cfg.train.branch_tokens} is step {step}, not below the run's "
@@ -113,6 +108,31 @@ def branch_fields(cfg: DictConfig, plan: Any, wall_time: Optional[float] = None)
     if wall_time:
         fields["tokens_per_second"] = own / max(wall_time, 1e-9)
     return fields
+
+
+def _check_continues(cfg: DictConfig, trunk_cfg: DictConfig, trunk_dir: Path) -> None:
+    """One-line error naming the first setting of ``SHARED`` (down to a single field) the branch changes."""
+    for key in SHARED:
+        found = _first_difference(key, _plain(OmegaConf.select(cfg, key)), _plain(OmegaConf.select(trunk_cfg, key)))
+        if found is not None:
+            name, mine, theirs = found
+            raise ConfigError(f"{name}={mine!r} differs from the trunk's {theirs!r} ({trunk_dir}): a branch continues "
+                              "its trunk (train.data_seed may differ: a replicate cooldown)")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def _first_difference(key: str, mine: Any, theirs: Any) -> Optional[tuple[str, Any, Any]]:
+    """``(dotted key, mine, theirs)`` of the first leaf where two settings differ, or None."""
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        for sub in [*mine, *(k for k in theirs if k not in mine)]:
+            found = _first_difference(f"{key}.{sub}", mine.get(sub), theirs.get(sub))
+            if found is not None:
+                return found
+        return None
+    return None if mine == theirs else (key, mine, theirs)
 
 
 def _trunk_config(trunk_dir: Path) -> DictConfig:

@@ -276,9 +276,10 @@ def _train(cfg: RunConfig, sizes: RunSizes, prepared: PreparedData, state: Train
              CheckpointHook(checkpointer, t.checkpoint_every, guard, before_handoff=record.close)]
     step = OptimizerStep(state.model, wrap_model(state.model, cfg, device, ctx), state.optimizer,
                          cfg.optim.grad_clip, autocast, ctx)
-    batches = BatchPrefetcher(prepared.train, sizes.context, sizes.batch_size, t.seed, state.step, sizes.steps,
-                              device, rank=ctx.rank, world_size=ctx.world_size, micro_batch_size=sizes.micro_batch_size)
-    trained_on = objective_batches(iter(batches), cfg.model, vocab_size, t.seed, sizes.batch_size, ctx)
+    data_seed = t.effective_data_seed
+    batches = BatchPrefetcher(prepared.train, sizes.context, sizes.batch_size, data_seed, state.step, sizes.steps, device,
+                              rank=ctx.rank, world_size=ctx.world_size, micro_batch_size=sizes.micro_batch_size)
+    trained_on = objective_batches(iter(batches), cfg.model, vocab_size, data_seed, sizes.batch_size, ctx)
     until = stop_step(t.stop_at_tokens, sizes.tokens_per_step)
     try:
         last = train_loop(state, sizes.steps, lr_at, trained_on, step, hooks, until=until)

@@ -114,4 +114,5 @@ def _trunk_dir(key: str = "sweep.branch", *, _root_: DictConfig) -> Optional[str
 RESOLVERS = {"wsd_tokens": _role_tokens, "wsd_branch_tokens": _role_start, "wsd_keep": _role_keep,
              "wsd_trunk_dir": _trunk_dir,
              "wsd_schedule": lambda role: "constant" if str(role) == "trunk" else "wsd",
-             "wsd_role": lambda role: "trunk" if str(role) == "trunk" else "branch"}
+             "wsd_role": lambda role: "trunk" if str(role) == "trunk" else "branch",
+             "wsd_data_seed": lambda role, seed: None if str(role) == "trunk" else seed}

@@ -291,9 +291,19 @@ def _timed_steps(cfg: DictConfig, vocab: int, seconds: float) -> float:
     return n * micro * ctx / (time.perf_counter() - t0)
 
 
+def distinct_runs(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """The runs with each run directory once: jobs that name the same run (a WSD trunk under several
+    ``sweep.cooldown_seed`` values) train it once, the others find its record."""
+    first: dict[str, PlannedRun] = {}
+    for r in runs:
+        first.setdefault(str(r.run_dir), r)
+    return list(first.values())
+
+
 def totals(runs: list[PlannedRun]) -> dict[str, Any]:
-    """Sums over the runs; ``*_to_train`` count only runs neither skipped nor already finished. Tokens and
-    FLOPs are what the runs spend themselves: a WSD branch its own part, so each trunk counts once."""
+    """Sums over the distinct runs; ``*_to_train`` count only runs neither skipped nor already finished.
+    Tokens and FLOPs are what the runs spend themselves: a WSD branch its own part, so each trunk counts once."""
+    runs = distinct_runs(runs)
     todo = [r for r in runs if r.to_train]
     return {
         "runs": len(runs),

@@ -32,7 +32,7 @@ from scaling.errors import ConfigError, did_you_mean
 # Settings a named sweep may put under ``sweep:`` (the node is free-form in the schema, so check it here).
 SWEEP_KEYS = ("name", "kind", "convention", "param_convention", "budget", "budgets", "shape", "shapes",
               "multiple", "multiples", "min_tokens", "min_tokens_per_param", "max_tokens_per_param", "min_steps", "max_epochs",
-              "skip_reason", "branch", "branches", "cooldown_fraction",
+              "skip_reason", "branch", "branches", "cooldown_fraction", "cooldown_seed",
               "unique_tokens", "unique_grid", "epochs", "epoch_grid", "max_unique_epochs")
 SHAPE_KEYS = ("width", "depth")  # what each of sweep.shapes sets (model.width, model.depth)
 

@@ -112,9 +112,12 @@ def summarize(sweep_dir: Path, name: str, runs: list[dict[str, Any]], errors: di
     if not runs:  # the expansion failed: fall back to whatever run folders the sweep directory holds
         runs = [{"index": i, "run_dir": str(p.parent)} for i, p in
                 enumerate(sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")))]
-    rows = []
+    rows, seen = [], set()
     for run in runs:
         run_dir = Path(run["run_dir"])
+        if run_dir in seen:  # several jobs of one run (a WSD trunk under several cooldown seeds): listed once
+            continue
+        seen.add(run_dir)
         result = read_json_object(run_dir / "result.json")
         row = {"run_id": run_dir.name, "run_dir": str(run_dir), "overrides": run.get("overrides"),
                "shape": (result or {}).get("model") or run.get("shape"),

@@ -65,12 +65,33 @@ def test_branch_equals_straight_wsd_run_and_records_true_totals(tmp_path):
     (["optim.schedule=wsd", "train.branch_tokens=768"], "no checkpoint at step 6"),
     (["optim.schedule=wsd", "train.branch_tokens=512"], "not in its stable phase at step 4"),  # in warmup
     (["optim.schedule=wsd", "train.branch_tokens=640", "optim.lr=1e-2"], "optim.lr=0.01 differs from the trunk"),
+    (["optim.schedule=wsd", "train.branch_tokens=640", "model.dropout=0.1"],  # the field, not the whole model
+     r"^model\.dropout=0\.1 differs from the trunk's 0\.0 \([^{]*$"),
+    (["optim.schedule=wsd", "train.branch_tokens=640", "train.data_seed=-1"], "train.data_seed"),
 ])
 def test_bad_branch_settings_are_one_line_errors(tmp_path, overrides, words):
     train(tmp_path / "trunk", "optim.schedule=constant", "train.tokens=1280", "train.keep_at_tokens=[640]")
     with pytest.raises(ConfigError, match=words):
         run_training(make_cfg("train.tokens=2560", f"train.branch_from={tmp_path / 'trunk'}", *overrides),
                      tmp_path / "branch", record_user_errors=False)
+
+
+def test_a_replicate_cooldown_continues_the_trunk_state_on_other_batches(tmp_path):
+    bp = plan_branches([40 * TPS, 80 * TPS], 0.25, tokens_per_step=TPS)
+    train(tmp_path / "trunk", "optim.schedule=constant", f"train.tokens={bp.trunk_tokens}",
+          f"train.keep_at_tokens=[{bp.starts[0]}]")
+    tokens, start = bp.branch(0)
+    branch = ["optim.schedule=wsd", f"train.tokens={tokens}", f"train.branch_from={tmp_path / 'trunk'}",
+              f"train.branch_tokens={start}"]
+    original = train(tmp_path / "original", *branch)
+    same_seed = train(tmp_path / "same_seed", *branch, "train.data_seed=0")  # the trunk's seed: its stream
+    replicate = train(tmp_path / "replicate", *branch, "train.data_seed=1")
+    assert same_seed["val_loss"] == original["val_loss"]
+    assert replicate["status"] == "completed" and replicate["val_loss"] != original["val_loss"]
+    assert replicate["tokens"] == original["tokens"] and replicate["own_flops"] == original["own_flops"]
+    first = json.loads((tmp_path / "replicate" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] > start // TPS  # from the trunk's state, not from scratch
+    assert abs(replicate["val_loss"] - original["val_loss"]) < 0.05 * original["val_loss"]
 
 
 def test_a_trunk_stopped_at_a_branch_point_serves_its_branch_and_goes_on_as_if_never_stopped(tmp_path):

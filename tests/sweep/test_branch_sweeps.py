@@ -55,6 +55,29 @@ def test_wsd_branches_points_are_whole_steps_of_the_trunk(tmp_path):
         assert start % (16 * 128) == 0 and start <= trunk.tokens  # the trunk reaches (and keeps) every start
 
 
+@pytest.mark.parametrize("sweep", ["wsd_branches", "isoflop_wsd", "ladder_wsd", "study_wsd"])
+def test_a_cooldown_seed_replicates_every_branch_on_the_same_trunk(tmp_path, sweep):
+    plain, _ = pricing.plan_sweep([f"+sweep={sweep}", f"runs_dir={tmp_path}"])
+    replicate, _ = pricing.plan_sweep([f"+sweep={sweep}", "sweep.cooldown_seed=7", f"runs_dir={tmp_path}"])
+    assert [r.role for r in plain] == [r.role for r in replicate]
+    for a, b in zip(plain, replicate):
+        if a.role == "trunk":  # reused: the same run directory
+            assert a.run_id == b.run_id
+        else:  # a run of its own, from the same trunk, for the same tokens
+            assert a.run_id != b.run_id and a.trunk == b.trunk and (a.tokens, a.own_tokens) == (b.tokens, b.own_tokens)
+    assert sum(r.role == "branch" for r in plain) > 0
+
+
+def test_replicate_cooldowns_price_each_trunk_once(tmp_path):
+    plain, _ = pricing.plan_sweep(["+sweep=wsd_branches", f"runs_dir={tmp_path}"])
+    three, _ = pricing.plan_sweep(["+sweep=wsd_branches", "sweep.cooldown_seed=1,2,3", f"runs_dir={tmp_path}"])
+    trunks, branches = by_role(plain)
+    assert len(three) == 3 * len(plain)  # a job per seed and role: the trunk's three jobs are one run
+    priced = pricing.totals(three)
+    assert priced["runs"] == len(trunks) + 3 * len(branches)
+    assert priced["flops"] == pytest.approx(sum(r.compute for r in trunks) + 3 * sum(r.own_compute for r in branches))
+
+
 @pytest.mark.slow
 def test_isoflop_with_branching_trains_each_point_as_a_branch_of_its_trunk(tmp_path):
     runs_dir = tmp_path / "runs"

@@ -144,6 +144,7 @@ def test_summary_lists_every_status_with_its_reason(tmp_path, capsys):
         _record(tmp_path / "e"),
         _record(tmp_path / "f"),
     ]
+    runs.append(dict(runs[0]))  # a second job of run a (a reused WSD trunk): one row
     (tmp_path / "f" / "checkpoints").mkdir()
     (tmp_path / "f" / "checkpoints" / "step_000010.pt").write_bytes(b"x")
     summary = summarize(tmp_path, "demo", runs)
