@@ -9,6 +9,7 @@ branches not trained over the FLOPs of all 5 runs (the trunk counted once).
     python bench/bench_branches.py                 # ~2 min of training on 2 CPU cores, then the fits
     python bench/bench_branches.py --runs-dir runs/bench_branches   # keep the runs (reused when rerun)
     python bench/bench_branches.py --replicates 8  # and 7 more cooldowns of each branch, on other batches
+    python bench/bench_branches.py --replicates 8 --mean-curves  # fit and measure the replicates' mean
 
 The fit uses ``val/loss`` at the evaluation points (every ``--eval-every`` steps, on the same held-out
 windows as the final evaluation: ``eval_tokens = final_eval_tokens``). A summary line per law, fitted
@@ -82,6 +83,19 @@ def replicate_finals(records: list[dict], seeds: dict[str, Optional[int]]) -> di
     return finals
 
 
+def mean_curves(curves, everything, records: list[dict], all_records: list[dict]):
+    """``curves`` with each original branch's losses replaced by the mean, step by step, over its replicates."""
+    key = {r["run_id"]: (r.get("branch_tokens"), r["tokens"]) for r in all_records if r.get("role") == "branch"}
+    group = everything["run_id"].map(key)
+    means = everything[group.notna()].groupby([group[group.notna()], everything["step"]])["val/loss"].mean()
+    out = curves.copy()
+    for r in records:
+        if r["run_id"] in key:
+            rows = out["run_id"] == r["run_id"]
+            out.loc[rows, "val/loss"] = [means.get((key[r["run_id"]], s), float("nan")) for s in out.loc[rows, "step"]]
+    return out
+
+
 def held_out(curves, law: str, fit: int, loss: str, **options) -> tuple[list[dict], list[str]]:
     """Predicted vs measured final val loss of every branch but branch ``fit`` (index by length)."""
     trunk, branches = split_trunk(curves.assign(loss=curves[loss]))
@@ -124,18 +138,24 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=1,
                     help="cooldowns of every branch on different batches (sweep.cooldown_seed; the trunk reused): "
                          "the measured loss is their mean, and its spread is the noise of a measured point")
+    ap.add_argument("--mean-curves", action="store_true",
+                    help="fit and measure each branch by the step-by-step mean of its replicates (with --replicates)")
     args = ap.parse_args()
+    if args.mean_curves and args.replicates < 2:
+        ap.error("--mean-curves needs --replicates 2 or more")
     with tempfile.TemporaryDirectory() as tmp:
         runs_dir = Path(args.runs_dir or tmp)
         wall = train(runs_dir, args)
         if args.replicates > 1:
             wall += train(runs_dir, args, f"sweep.cooldown_seed={','.join(map(str, replicate_seeds(args)))}")
         seeds = data_seeds(runs_dir / "wsd")
-        records = [json.loads(p.read_text()) for p in (runs_dir / "wsd").glob("*/result.json")]
-        finals = replicate_finals(records, seeds)
-        records = [r for r in records if seeds.get(r["run_id"]) is None]  # the fit sees the original runs
-        curves = load_curves(runs_dir / "wsd", loss="val/loss")
-        curves = curves[curves["run_id"].isin({r["run_id"] for r in records})]
+        all_records = [json.loads(p.read_text()) for p in (runs_dir / "wsd").glob("*/result.json")]
+        finals = replicate_finals(all_records, seeds)
+        records = [r for r in all_records if seeds.get(r["run_id"]) is None]  # the fit sees the original runs
+        everything = load_curves(runs_dir / "wsd", loss="val/loss")
+        curves = everything[everything["run_id"].isin({r["run_id"] for r in records})]
+        if args.mean_curves:
+            curves = mean_curves(curves, everything, records, all_records)
         t0 = time.time()
         results = {law: held_out(curves, law, args.fit_branch, "val/loss", warmup=args.warmup,
                                   bootstrap=args.bootstrap) for law in LAWS}
