@@ -10,6 +10,7 @@ branches not trained over the FLOPs of all 5 runs (the trunk counted once).
     python bench/bench_branches.py --runs-dir runs/bench_branches   # keep the runs (reused when rerun)
     python bench/bench_branches.py --replicates 8  # and 7 more cooldowns of each branch, on other batches
     python bench/bench_branches.py --replicates 8 --mean-curves  # fit and measure the replicates' mean
+    python bench/bench_branches.py --replicates 8 --minima  # and each prediction's range over the minima
 
 The fit uses ``val/loss`` at the evaluation points (every ``--eval-every`` steps, on the same held-out
 windows as the final evaluation: ``eval_tokens = final_eval_tokens``). A summary line per law, fitted
@@ -117,7 +118,8 @@ def held_out(curves, law: str, fit: int, loss: str, **options) -> tuple[list[dic
         rows.append({"run_id": r, "branch_step": point[r], "cooldown_steps": cool[r], "measured": measured,
                      "key": (int(branches[r]["branch_tokens"].iloc[0]), int(branches[r]["tokens"].iloc[-1])),
                      "predicted": float(pred["loss"].iloc[0]), "error": float(pred["loss"].iloc[0]) / measured - 1,
-                     "low": float(pred["loss_low"].iloc[0]), "high": float(pred["loss_high"].iloc[0])})
+                     "low": float(pred["loss_low"].iloc[0]), "high": float(pred["loss_high"].iloc[0]),
+                     **{k: float(pred[k].iloc[0]) for k in ("loss_minima_low", "loss_minima_high") if k in pred}})
     return rows, res.warnings
 
 
@@ -138,6 +140,8 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=1,
                     help="cooldowns of every branch on different batches (sweep.cooldown_seed; the trunk reused): "
                          "the measured loss is their mean, and its spread is the noise of a measured point")
+    ap.add_argument("--minima", action="store_true",
+                    help="the range of each prediction over the near-optimal minima of the fit (minima=True)")
     ap.add_argument("--mean-curves", action="store_true",
                     help="fit and measure each branch by the step-by-step mean of its replicates (with --replicates)")
     args = ap.parse_args()
@@ -158,7 +162,7 @@ def main() -> None:
             curves = mean_curves(curves, everything, records, all_records)
         t0 = time.time()
         results = {law: held_out(curves, law, args.fit_branch, "val/loss", warmup=args.warmup,
-                                  bootstrap=args.bootstrap) for law in LAWS}
+                                  bootstrap=args.bootstrap, minima=args.minima) for law in LAWS}
         fit_s = (time.time() - t0) / len(LAWS)
         summary = [] if args.no_grid else [(law, label, k, loss, held_out(curves, law, k, loss, **options)[0])
                                            for loss, label, options in VARIANTS for law in LAWS
@@ -177,15 +181,17 @@ def main() -> None:
           f"seed {args.seed}")
     band = " | 95% band | measured in band" if args.bootstrap else ""
     reps = f" | mean of {args.replicates} cooldowns (sd) | error vs mean | within 0.5%" if args.replicates > 1 else ""
-    extra = 2 * bool(band) + 3 * bool(reps)
-    print(f"| law | branch point | cooldown | measured val loss | predicted | error | within 0.5%{band}{reps} |")
+    near = " | range over the minima | measured in range" if args.minima else ""
+    extra = 2 * bool(band) + 3 * bool(reps) + 2 * bool(near)
+    print(f"| law | branch point | cooldown | measured val loss | predicted | error | within 0.5%{band}{reps}{near} |")
     print("| --- " * (7 + extra) + "|")
     for law, (rows, warns) in results.items():
         for r in rows:
             inside = f" | {r['low']:.4f}-{r['high']:.4f} | {'yes' if r['low'] <= r['measured'] <= r['high'] else 'no'}"
             print(f"| {law} | {r['branch_step']} | {r['cooldown_steps']} | {r['measured']:.4f} | {r['predicted']:.4f} "
                   f"| {r['error']:+.2%} | {_within(r['error'])}{inside if band else ''}"
-                  f"{_against_mean(r, finals[r['key']]) if reps else ''} |")
+                  f"{_against_mean(r, finals[r['key']]) if reps else ''}"
+                  f"{_in_range(r, mean(finals[r['key']])) if near else ''} |")
         if warns:
             print(f"| {law} | fit warnings: {'; '.join(warns)} |" + " |" * (5 + extra))
     print(f"FLOPs (6ND): all 5 runs {all_flops:.3e}; the 3 branches not trained {saved:.3e}: "
@@ -201,6 +207,11 @@ def main() -> None:
 
 def _within(error: float) -> str:
     return "yes" if abs(error) <= 0.005 else "no"
+
+
+def _in_range(row: dict, measured: float) -> str:
+    low, high = row["loss_minima_low"], row["loss_minima_high"]
+    return f" | {low:.4f}-{high:.4f} | {'yes' if low <= measured <= high else 'no'}"
 
 
 def _against_mean(row: dict, finals: list[float]) -> str:

@@ -233,7 +233,8 @@ def _row(res: Any, lrs: np.ndarray, bp: int, f: float, **extra: Any) -> dict[str
     pred = res.predict(lrs, [lrs.size - 1]).iloc[-1]
     return {"branch_step": bp, "cooldown_steps": lrs.size - 1 - bp, "total_steps": lrs.size - 1,
             "final_fraction": f, "loss": float(pred["loss"]), "loss_low": float(pred["loss_low"]),
-            "loss_high": float(pred["loss_high"]), **extra}
+            "loss_high": float(pred["loss_high"]),
+            **{k: float(pred[k]) for k in ("loss_minima_low", "loss_minima_high") if k in pred}, **extra}
 
 
 def _table(rows: list[dict[str, Any]], per: float | None) -> pd.DataFrame:
@@ -325,7 +326,8 @@ def predict_branches(
       drop; ``auto``: the one that reproduces the trained branches' lr); final: lr at the end as a fraction
       of the peak (default: the first trained branch's), or several (each is a row).
     schedules: run id -> lr at every step (overrides the lr rebuilt from a harness config or the logged one).
-    fit_kwargs: to ``fit_loss_curve`` (``warmup``, ``bootstrap`` for the band, ``seed``, ``level``, ...).
+    fit_kwargs: to ``fit_loss_curve`` (``warmup``, ``bootstrap`` for the band, ``minima`` for the range over
+      the near-optimal minima, ``seed``, ``level``, ...).
     Returns the table: branch_step, cooldown_steps, total_steps (and the same in tokens when known),
     final_fraction, loss (predicted final loss), loss_low, loss_high, shape, predicted, extrapolated (a
     cooldown longer than every trained one: warns), run_id, measured.

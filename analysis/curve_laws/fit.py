@@ -49,6 +49,7 @@ from analysis.curve_laws import schedules as sch
 from analysis.curve_laws.laws import Design, Law, get_law, warmup_convention
 from analysis.curve_laws.metrics import curve_metrics, schedules_of
 from analysis.curve_laws.model import EXTRAPOLATION, WARMUP_NOTES, CurveModel, curve_law, make_result
+from analysis.curve_laws.minima import near_minima
 from analysis.curve_laws.objective import Problem, linear_start, minimise
 
 __all__ = ["EXTRAPOLATION", "METHODS", "WARMUP_NOTES", "CurveModel", "curve_law", "fit_loss_curve"]
@@ -71,6 +72,7 @@ def fit_loss_curve(
     n_refine: int = 6,
     min_step: int | None = None,
     method: str = "lsq",
+    minima: bool = False,
     run_col: str = "run_id",
     step_col: str = "step",
     lr_col: str = "lr",
@@ -93,30 +95,32 @@ def fit_loss_curve(
     method: ``lsq`` (default; the minimum of the objective: grid of starts, trust-region refinement) or
       ``paper`` (multipower only: the authors' two-stage, early-stopped AdamW fit, ``paper_fit``; it
       reproduces the published parameters, and predicts held-out schedules better than ``lsq`` there).
+    minima: refine every start and keep the minima the data do not tell from the best (``curve_laws.minima``;
+      ``tables["minima"]``); ``predict`` adds their range, ``loss_minima_low`` / ``_high`` (lsq; slower).
     Returns a ``FitResult`` (approach ``curve``): ``predict(lrs, steps=None)``; ``tables["data"]`` the points
     with their fitted values, ``tables["metrics"]`` R^2, MAE, RMSE, PredE, WorstE per run.
     """
-    t0 = time.perf_counter()
-    lw = get_law(law)
-    warmup = warmup_convention(warmup)
+    t0, lw, warmup = time.perf_counter(), get_law(law), warmup_convention(warmup)
     n_boot, level = check_bootstrap(bootstrap), check_level(level)
     if not (isinstance(delta, (int, float)) and delta > 0):
         raise AnalysisInputError(f"delta: {delta!r}; must be > 0")
     runs, notes = _prepare(curves, schedules, run_col, step_col, lr_col, loss_col)
     fixed = _fixed(lw, fix)
-    method = _method(method, lw, fix, starts)
+    method = _method(method, lw, fix, starts, minima)
     designs, ys = _designs(runs, warmup, min_step, step_col, paper_fit.RESOLUTION if method == "paper" else 1.0)
     n_points = _count_points(lw, ys, fixed)
     peak = float(max(c.lrs.max() for c in runs))
     problem = Problem(lw, designs, ys, [np.ones(len(y), dtype=np.int64) for y in ys], float(delta), fixed)
-    best = _estimate(problem, method, peak, starts, set(fix or {}), n_refine)
+    best = _estimate(problem, method, peak, starts, set(fix or {}), 10**6 if minima else n_refine)
     p_hat = best["p"]
+    near = _near(best, lw, n_points, len(fixed), level) if minima else None
     draws = _bootstrap(problem, p_hat, peak, n_boot, seed, method) if n_boot else None
     samples = {n: draws[:, i] for i, n in enumerate(lw.params) if i not in fixed} if n_boot else {}
     model = CurveModel(lw, p_hat, warmup=warmup, draws=draws, level=level,
                        schedules={c.run_id: c.lrs for c in runs}, horizon=max(c.horizon for c in runs), peak=peak,
-                       warmup_steps=int(np.median([sch.warmup_argument(c.lrs) for c in runs])))
-    tables = _tables(lw, p_hat, runs, designs, ys)
+                       warmup_steps=int(np.median([sch.warmup_argument(c.lrs) for c in runs])),
+                       minima=None if near is None else near[list(lw.params)].to_numpy(float))
+    tables = {**_tables(lw, p_hat, runs, designs, ys), **({"minima": near} if near is not None else {})}
     diag = _diagnostics(lw, best, model, runs, fixed, tables["data"], warmup=warmup, delta=float(delta),
                         n_points=n_points, seconds=time.perf_counter() - t0, method=method)
     if n_boot:
@@ -137,13 +141,22 @@ def _prepare(curves: Any, schedules: Mapping[str, Any] | None, run_col: str, ste
     return runs, notes
 
 
-def _method(method: str, lw: Law, fix: Mapping[str, float] | None, starts: Any) -> str:
+def _method(method: str, lw: Law, fix: Mapping[str, float] | None, starts: Any, minima: bool) -> str:
     if method not in METHODS:
         raise AnalysisInputError(f"method: {method!r} is not one of {', '.join(map(repr, METHODS))}")
     if method == "paper" and (lw.name != "multipower" or fix or starts is not None):
         raise AnalysisInputError(f"method: 'paper' is the Multi-Power Law authors' fit of all seven parameters "
                                  f"from their own start; law {lw.name!r}, fix and starts need method='lsq'")
+    if minima and method != "lsq":
+        raise AnalysisInputError(f"minima=True with method={method!r}: the minima come from the lsq refinements")
     return method
+
+
+def _near(best: dict[str, Any], lw: Law, n_points: int, n_fixed: int, level: float) -> pd.DataFrame:
+    """The near-optimal minima of the refinements (their count joins the diagnostics)."""
+    near = near_minima(best["minima"], lw.params, n_points, len(lw.params) - n_fixed, level)
+    best["extra"] = {**best.get("extra", {}), "n_minima": len(near)}
+    return near
 
 
 def _fixed(lw: Law, fix: Mapping[str, float] | None) -> dict[int, float]:

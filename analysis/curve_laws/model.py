@@ -39,6 +39,7 @@ class CurveModel:
     horizon: int | None = None  # longest fitted curve, in steps
     peak: float | None = None
     warmup_steps: int | None = None
+    minima: np.ndarray | None = None  # (n_minima, n_params): the near-optimal minima (``curve_laws.minima``)
 
     def schedule(self, lrs: Any) -> tuple[str, np.ndarray]:
         if isinstance(lrs, str):
@@ -56,7 +57,8 @@ class CurveModel:
 
     def predict(self, lrs: Any, steps: Any = None, *, level: float | None = None, exact: bool = False,
                 resolution: float = 1.0) -> pd.DataFrame:
-        """Loss along the schedule ``lrs`` at ``steps``: columns step, lr, loss, loss_low, loss_high.
+        """Loss along the schedule ``lrs`` at ``steps``: columns step, lr, loss, loss_low, loss_high (and
+        loss_minima_low, loss_minima_high: the range over the near-optimal minima, for a fit with ``minima``).
 
         lrs: an array of lr indexed by step, a spec (``cosine:steps=72000,final=0.1``; peak and warmup
           default to the fitted runs') or the id of a fitted run (its schedule).
@@ -87,7 +89,12 @@ class CurveModel:
                 tail = 100 * (1 - lev) / 2
                 lo, hi = np.percentile(preds, [tail, 100 - tail], axis=0)
                 lo, hi = np.minimum(lo, loss), np.maximum(hi, loss)
-        return pd.DataFrame({"step": steps, "lr": arr[steps], "loss": loss, "loss_low": lo, "loss_high": hi})
+        table = pd.DataFrame({"step": steps, "lr": arr[steps], "loss": loss, "loss_low": lo, "loss_high": hi})
+        if self.minima is not None:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                preds = np.array([loss, *(self.law.predict(q, design) for q in self.minima)])
+            table["loss_minima_low"], table["loss_minima_high"] = np.nanmin(preds, axis=0), np.nanmax(preds, axis=0)
+        return table
 
 
 def make_result(model: CurveModel, approach_law: str, diagnostics: dict[str, Any], warnings_: list[str],

@@ -158,7 +158,7 @@ def minimise(problem: Problem, starts: list[Any], peak: float, n_refine: int,
         raise AnalysisInputError("fit: no start gives a finite objective; check the losses and schedules")
     scored.sort(key=lambda t: t[0])
     best = None
-    refined = 0
+    refined, minima = 0, []
     free = problem.free
     for _, p in scored[:max(1, n_refine)]:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -169,9 +169,10 @@ def minimise(problem: Problem, starts: list[Any], peak: float, n_refine: int,
         refined += 1
         u = problem.full(res.x, u_all)
         f = problem.value(law.from_free(u))
+        minima.append((f, law.from_free(u)))
         if best is None or f < best[0]:
             best = (f, res, u)
     f, res, u = best
     return {"p": law.from_free(u), "objective": f, "converged": bool(res.status > 0), "message": str(res.message),
             "nit": int(res.nfev), "bound_hit": bound_hits(u, bounds, free, law.params),
-            "n_starts": len(starts), "n_refined": refined}
+            "n_starts": len(starts), "n_refined": refined, "minima": minima}
