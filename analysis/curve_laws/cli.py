@@ -32,11 +32,14 @@ def add_arguments(group: argparse._ArgumentGroup) -> None:
                        help="curve approach: predict the loss along SCHEDULE, e.g. cosine:steps=72000,final=0.1 "
                             "or wsd:steps=24000,cooldown=0.2,shape=sqrt, or a fitted run's id (repeatable; see "
                             "docs/curve_laws.md)")
+    group.add_argument("--minima", action="store_true",
+                       help="curve approach: refine every start and give each prediction's range over the "
+                            "near-optimal minima (loss_minima_low, loss_minima_high; slower)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
     """The curve options only with --approach curve, and the options of the other fits not with it."""
-    curve_only = [f"--{name}" for name in ("law", "warmup", "predict") if getattr(args, name)]
+    curve_only = [f"--{name}" for name in ("law", "warmup", "predict", "minima") if getattr(args, name)]
     if args.approach != "curve":
         if curve_only:
             raise AnalysisInputError(f"{', '.join(curve_only)}: only with --approach curve (got --approach "
@@ -47,7 +50,7 @@ def check_arguments(args: argparse.Namespace) -> None:
                                       ("--flops-col", args.flops_col), ("--wandb", args.wandb)) if used]
     if others:
         raise AnalysisInputError(f"{', '.join(others)}: not used by --approach curve (its options: --law, --warmup, "
-                                 "--predict, --loss-col, --filter, --bootstrap, --seed, --level, --delta, --json, --out)")
+                                 "--predict, --minima, --loss-col, --filter, --bootstrap, --seed, --level, --delta, --json, --out)")
 
 
 def run_curve(args: argparse.Namespace, captured) -> int:
@@ -72,7 +75,8 @@ def run_curve(args: argparse.Namespace, captured) -> int:
         if spec not in keep:  # a fitted run's id predicts along its own schedule
             _flag("--predict", parse_schedule, spec, {"peak": 1.0})
     res = captured(notes, fit_loss_curve, curves, args.law or "multipower", schedules=schedules or None,
-                   warmup=args.warmup or "code", bootstrap=args.bootstrap, seed=args.seed, level=args.level, delta=args.delta)
+                   warmup=args.warmup or "code", bootstrap=args.bootstrap, seed=args.seed, level=args.level, delta=args.delta,
+                   minima=args.minima)
     predictions = []
     for spec in args.predict:
         table = _flag("--predict", captured, notes, res.predict, spec)

@@ -8,12 +8,14 @@ import pandas as pd
 
 
 def finals(res: Any) -> pd.DataFrame:
-    """The last step of each --predict schedule: schedule, step, lr, loss, loss_low, loss_high."""
+    """The last step of each --predict schedule: schedule, step, lr, loss, loss_low, loss_high (and the range
+    over the near-optimal minima, loss_minima_low and loss_minima_high, of a fit with ``minima``)."""
     table = res.tables.get("predictions")
     if table is None or table.empty:
         return pd.DataFrame()
     last = table.groupby("schedule", sort=False).tail(1)
-    return last[["schedule", "step", "lr", "loss", "loss_low", "loss_high"]].reset_index(drop=True)
+    cols = ["schedule", "step", "lr", "loss", "loss_low", "loss_high"]
+    return last[cols + [c for c in ("loss_minima_low", "loss_minima_high") if c in last]].reset_index(drop=True)
 
 
 def curve_markdown(res: Any, table) -> list[str]:
@@ -35,5 +37,7 @@ def curve_markdown(res: Any, table) -> list[str]:
     if len(f):
         band = f" ({100 * res.level:g}% bootstrap band over {d.get('bootstrap_over', 'runs')})" \
             if f["loss_low"].notna().any() else " (no band: run with --bootstrap N)"
-        lines += [f"Predicted loss at the end of each schedule{band}:", "", table(f), ""]
+        minima = f"; loss_minima_low/high: the range over the {d['n_minima']} near-optimal minima" \
+            if "n_minima" in d else ""
+        lines += [f"Predicted loss at the end of each schedule{band}{minima}:", "", table(f), ""]
     return lines

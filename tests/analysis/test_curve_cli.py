@@ -165,7 +165,20 @@ def test_a_table_with_bootstrap_gives_a_band_and_an_extrapolation_warning(tmp_pa
     assert set(res["interval"]) == {"L0", "A", "alpha", "C", "decay"}
 
 
+def test_minima_give_each_prediction_its_range_in_the_json_and_the_report(tmp_path, capsys):
+    csv = law_table(tmp_path / "law.csv")
+    res, _ = fit_here(capsys, csv, "--approach", "curve", "--law", "tissue", "--minima", "--predict",
+                      "wsd:steps=4000,cooldown=0.2", "--out", tmp_path / "out")
+    assert res["diagnostics"]["n_minima"] >= 1
+    (row,) = res["predictions"]
+    assert row["loss_minima_low"] <= row["loss"] <= row["loss_minima_high"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"the range over the {res['diagnostics']['n_minima']} near-optimal minima" in report
+    assert "loss_minima_low" in report
+
+
 @pytest.mark.parametrize("args, message", [
+    (["{csv}", "--approach", "isoflop", "--minima"], "error: --minima: only with --approach curve"),
     (["{csv}", "--law", "tissue"], "error: --law: only with --approach curve (got --approach all)"),
     (["{csv}", "--approach", "isoflop", "--predict", "cosine:steps=10"], "error: --predict: only with --approach curve"),
     (["{csv}", "--approach", "curve", "--law", "power"], "error: argument --law: invalid choice: 'power'"),
